@@ -1,0 +1,104 @@
+"""rnnzoo's cells: the recurrent cells papers proposed as better LSTMs, behind one layer API.
+
+    import cells
+    cells.names()                       # ['chrono_lstm', 'indrnn', 'janet', 'lstm', ...]
+    layer = cells.make("janet", input_size=1, hidden_size=128, num_layers=2)
+    outputs, state = layer(x)           # x: (B, T, I) -> outputs (B, T, H)
+
+Pure PyTorch: nothing here imports MLflow, DVC or the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from cells.base import RecurrentCell
+from cells.chrono import chrono_forget_bias, chrono_initialize_
+from cells.chrono_lstm import ChronoLSTMCell
+from cells.convert import from_torch_lstm, to_torch_lstm
+from cells.indrnn import IndRNNCell
+from cells.janet import JANETCell
+from cells.layer import RecurrentLayer
+from cells.lstm import LSTMCell
+from cells.phased_lstm import PhasedLSTMCell
+from cells.rhn import RHNCell
+from cells.unfolded_lstm import UnfoldedLSTM
+
+# Sequence cells run through RecurrentLayer; unfolded_lstm is a network of its own (no time axis).
+SEQUENCE_CELLS: dict[str, type[RecurrentCell]] = {
+    "lstm": LSTMCell,
+    "janet": JANETCell,
+    "chrono_lstm": ChronoLSTMCell,
+    "indrnn": IndRNNCell,
+    "phased_lstm": PhasedLSTMCell,
+    "rhn": RHNCell,
+}
+VECTOR_MODELS: dict[str, type[nn.Module]] = {"unfolded_lstm": UnfoldedLSTM}
+LAYER_OPTIONS = ("num_layers", "dropout", "bidirectional", "batch_first", "fused")
+
+
+def names() -> list[str]:
+    """Every registered cell name."""
+    return sorted([*SEQUENCE_CELLS, *VECTOR_MODELS])
+
+
+def is_sequence_model(name: str) -> bool:
+    """True for cells that run over a time axis; False for ``unfolded_lstm``, which maps vectors."""
+    _check_name(name)
+    return name in SEQUENCE_CELLS
+
+
+def options(name: str) -> tuple[str, ...]:
+    """The keyword options ``make(name, ...)`` accepts."""
+    _check_name(name)
+    if name in VECTOR_MODELS:
+        return tuple(_constructor_options(VECTOR_MODELS[name]))
+    return (*LAYER_OPTIONS, *SEQUENCE_CELLS[name].option_names())
+
+
+def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Module:
+    """Build the layer of cell ``name`` (for ``unfolded_lstm``: the whole unfolded network)."""
+    allowed = options(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for cell {name!r}; allowed: {', '.join(allowed)}")
+    if name in VECTOR_MODELS:
+        return VECTOR_MODELS[name](input_size, hidden_size, **kwargs)
+    try:
+        return RecurrentLayer(SEQUENCE_CELLS[name], input_size, hidden_size, **kwargs)
+    except TypeError as error:  # a required option left out, e.g. chrono_lstm's max_timescale
+        raise ValueError(f"cell {name!r}: {error}") from None
+
+
+def _check_name(name: str) -> None:
+    if name not in SEQUENCE_CELLS and name not in VECTOR_MODELS:
+        raise ValueError(f"unknown cell {name!r}; allowed: {', '.join(names())}")
+
+
+def _constructor_options(model: type[nn.Module]) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(model.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
+
+
+__all__ = [
+    "ChronoLSTMCell",
+    "IndRNNCell",
+    "JANETCell",
+    "LSTMCell",
+    "PhasedLSTMCell",
+    "RHNCell",
+    "RecurrentCell",
+    "RecurrentLayer",
+    "UnfoldedLSTM",
+    "chrono_forget_bias",
+    "chrono_initialize_",
+    "from_torch_lstm",
+    "is_sequence_model",
+    "make",
+    "names",
+    "options",
+    "to_torch_lstm",
+]

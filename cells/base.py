@@ -1,0 +1,122 @@
+"""The contract every recurrent cell follows.
+
+A cell computes one time step, ``cell(x_t, state) -> (h_t, new_state)``, where ``state`` is
+a NamedTuple of ``(B, H)`` tensors (it maps one-to-one onto ONNX inputs and outputs).
+
+The step is split in two so that a layer can run it fast:
+
+* ``project_input(x)`` applies the input weights to every step at once, ``(B, T, I) ->
+  (B, T, G)``: one large matmul before the time loop, as cuDNN does.
+* ``recurrent_step(projected_t, state, time_t, masks)`` does only the recurrent part of one
+  step. It is a pure function of its tensors: no Python-side state, no in-place update of
+  the state, so the same step can run under ``torch``'s ``scan`` operator.
+
+``forward`` glues the two together for a single step, and is the plain reference the layer's
+fast paths are tested against.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+# A cell's state: a NamedTuple whose fields are all (B, H) tensors.
+State = NamedTuple
+# Per-sequence random masks (variational dropout); empty when a cell draws none.
+Masks = tuple[Tensor, ...]
+
+
+def require_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an int >= 1, else raise a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def require_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """Return ``value`` as a float if ``low <= value <= high`` (``low < value`` if low_open)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number, got NaN")
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def require_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError listing them."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+class RecurrentCell(nn.Module):
+    """Base class of every cell: shape checks, state construction and the one-step glue."""
+
+    state_type: ClassVar[type]
+    # True for cells whose step reads a timestamp (the Phased LSTM's time gate).
+    takes_time: ClassVar[bool] = False
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = require_positive_int("input_size", input_size)
+        self.hidden_size = require_positive_int("hidden_size", hidden_size)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The keyword options the constructor takes besides input_size and hidden_size."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return tuple(name for name in parameters if name not in ("self", "input_size", "hidden_size"))
+
+    @classmethod
+    def for_layer(cls, input_size: int, hidden_size: int, layer_index: int, num_layers: int, **options: Any) -> RecurrentCell:
+        """Build the cell of one layer of a stack; cells whose init depends on depth override it."""
+        return cls(input_size, hidden_size, **options)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+        """The zero state for ``batch`` sequences."""
+        zeros = [torch.zeros(batch, self.hidden_size, device=device, dtype=dtype) for _ in self.state_type._fields]
+        return self.state_type(*zeros)
+
+    def draw_masks(self, batch: int, device: torch.device, dtype: torch.dtype) -> Masks:
+        """Random masks drawn once per sequence and passed to every step (none by default)."""
+        return ()
+
+    def constrain_parameters_(self) -> None:
+        """Project parameters back onto their allowed set; runs before every training forward."""
+
+    def project_input(self, x: Tensor, masks: Masks = ()) -> Tensor:
+        """Input part of every step at once: ``(B, T, I) -> (B, T, G)``."""
+        raise NotImplementedError
+
+    def recurrent_step(self, projected: Tensor, state: State, time: Tensor | None = None, masks: Masks = ()) -> tuple[Tensor, State]:
+        """Recurrent part of one step: ``(B, G)``, state -> ``(B, H)`` output, new state."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State | None = None, time: Tensor | None = None) -> tuple[Tensor, State]:
+        """One step: ``x`` is ``(B, I)``, ``time`` (Phased LSTM only) is ``(B,)``."""
+        if x.dim() != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"a step's input must have shape (batch, {self.input_size}), got {tuple(x.shape)}")
+        batch = x.shape[0]
+        if state is None:
+            state = self.init_state(batch, device=x.device, dtype=x.dtype)
+        if self.takes_time:
+            if time is None:
+                raise ValueError(f"{type(self).__name__} needs the step's timestamp: pass time of shape ({batch},)")
+            if tuple(time.shape) != (batch,):
+                raise ValueError(f"time must have shape ({batch},), got {tuple(time.shape)}")
+        if self.training:
+            self.constrain_parameters_()
+        masks = self.draw_masks(batch, x.device, x.dtype)
+        projected = self.project_input(x.unsqueeze(1), masks).squeeze(1)
+        return self.recurrent_step(projected, state, time, masks)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

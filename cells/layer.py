@@ -1,0 +1,217 @@
+"""One layer class that runs any cell over a sequence.
+
+``RecurrentLayer(cell_type, input_size, hidden_size, ...)`` stacks ``num_layers`` cells (two a
+layer when ``bidirectional``), applies dropout between layers, and handles variable lengths:
+outputs past a sequence's end are zero and the final state is the state at its last valid
+step. Each cell's input projection runs once over all steps before the time loop; the loop
+does only the recurrent part. Stacks of plain LSTM cells run on ``torch.nn.LSTM``'s kernel
+instead (``fused=True``, the default), which is held to the loop by the tests.
+
+States go in and come out as the cell's NamedTuple with every field stacked ``(L*D, B, H)``,
+index ``layer * D + direction``, as ``torch.nn.LSTM`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from cells.base import RecurrentCell, State, require_in_range, require_positive_int
+from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of ``x`` ``(B, T, ...)`` within its valid length; padding stays put."""
+    if lengths is None:
+        return x.flip(1)
+    steps = torch.arange(x.shape[1], device=x.device)  # (T,)
+    index = lengths.unsqueeze(1) - 1 - steps  # (B, T)
+    index = torch.where(index >= 0, index, steps)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+class RecurrentLayer(nn.Module):
+    """Runs ``cell_type`` over sequences: stacked, optionally bidirectional, with variable lengths."""
+
+    def __init__(
+        self,
+        cell_type: type[RecurrentCell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        batch_first: bool = True,
+        fused: bool = True,
+        **cell_options: Any,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(cell_options) - set(cell_type.option_names()))
+        if unknown:
+            allowed = ", ".join(cell_type.option_names()) or "none"
+            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {cell_type.__name__}; allowed: {allowed}")
+        self.cell_type = cell_type
+        self.input_size = require_positive_int("input_size", input_size)
+        self.hidden_size = require_positive_int("hidden_size", hidden_size)
+        self.num_layers = require_positive_int("num_layers", num_layers)
+        self.dropout = require_in_range("dropout", dropout, 0.0, 1.0)
+        if self.dropout >= 1.0:
+            raise ValueError(f"dropout must be below 1, got {dropout!r}")
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.fused = bool(fused)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.cells = nn.ModuleList(
+            cell_type.for_layer(
+                input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, layer, num_layers, **cell_options
+            )
+            for layer in range(num_layers)
+            for _ in range(self.num_directions)
+        )
+
+    @property
+    def state_type(self) -> type:
+        return self.cell_type.state_type
+
+    @property
+    def takes_time(self) -> bool:
+        return self.cell_type.takes_time
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * self.num_directions
+
+    @property
+    def runs_on_torch_lstm(self) -> bool:
+        """Whether ``forward`` hands the whole stack to ``torch.nn.LSTM``'s kernel."""
+        return self.fused and getattr(self.cell_type, "runs_on_torch_lstm", False)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+        """The zero state of the whole stack, fields ``(L*D, B, H)``."""
+        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        return self.state_type(*(torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_type._fields))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> RecurrentLayer:
+        # Like torch.nn.LSTM: after .to(cuda) / .half(), re-pack the weights for cuDNN.
+        result = super()._apply(fn, recurse)
+        if self.runs_on_torch_lstm:
+            flatten_for_cudnn(list(self.cells), self.num_layers, self.bidirectional)
+        return result
+
+    def forward(
+        self, x: Tensor, state: State | None = None, *, lengths: Tensor | None = None, times: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Run over ``x``: ``(B, T, I)`` if ``batch_first`` else ``(T, B, I)``.
+
+        ``lengths`` ``(B,)`` gives each sequence's valid steps; ``times`` (cells that take
+        timestamps) has ``x``'s layout without the feature axis, and defaults to the step
+        indices. Returns outputs ``(B, T, D*H)`` (or ``(T, B, D*H)``) and the final state.
+        """
+        x = self._check_input(x)
+        batch, steps = x.shape[:2]
+        lengths = self._check_lengths(lengths, batch, steps, x.device)
+        times = self._check_times(times, batch, steps, x)
+        state = self._check_state(state, batch, x)
+        if self.training:
+            for cell in self.cells:
+                cell.constrain_parameters_()
+        if self.runs_on_torch_lstm:
+            outputs, final = run_torch_lstm(
+                list(self.cells), x, state, lengths, self.num_layers, self.dropout, self.training, self.bidirectional
+            )
+        else:
+            outputs, final = self._run_stack(x, state, lengths, times)
+        return (outputs if self.batch_first else outputs.transpose(0, 1)), final
+
+    def _run_stack(self, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None) -> tuple[Tensor, State]:
+        finals = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            direction_outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                cell_state = self.state_type(*(field[index] for field in state))
+                reverse = direction == 1
+                sequence = reverse_padded(layer_input, lengths) if reverse else layer_input
+                sequence_times = reverse_padded(times, lengths) if reverse and times is not None else times
+                outputs, final = self._run_direction(self.cells[index], sequence, cell_state, lengths, sequence_times)
+                direction_outputs.append(reverse_padded(outputs, lengths) if reverse else outputs)
+                finals.append(final)
+            layer_input = torch.cat(direction_outputs, dim=-1)  # (B, T, D*H)
+            if layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, self.training)
+        stacked = self.state_type(*(torch.stack(fields) for fields in zip(*finals)))
+        return layer_input, stacked
+
+    @staticmethod
+    def _run_direction(
+        cell: RecurrentCell, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None
+    ) -> tuple[Tensor, State]:
+        batch, steps = x.shape[:2]
+        masks = cell.draw_masks(batch, x.device, x.dtype)
+        projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
+        valid = None if lengths is None else torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T)
+        outputs = []
+        for t in range(steps):
+            h, new_state = cell.recurrent_step(projected[:, t], state, None if times is None else times[:, t], masks)
+            if valid is not None:
+                keep = valid[:, t].unsqueeze(1)  # (B, 1): past its end a sequence keeps its state
+                new_state = type(state)(*(torch.where(keep, new, old) for new, old in zip(new_state, state)))
+                h = h * keep
+            state = new_state
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), state
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+        if x.dim() != 3:
+            raise ValueError(f"input must be 3-D {layout}, got shape {tuple(x.shape)}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"input has {x.shape[2]} features, the layer expects input_size={self.input_size}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"input must have at least one sequence and one step, got shape {tuple(x.shape)}")
+        return x if self.batch_first else x.transpose(0, 1)
+
+    @staticmethod
+    def _check_lengths(lengths: Tensor | None, batch: int, steps: int, device: torch.device) -> Tensor | None:
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > steps:
+            raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got {lengths.tolist()}")
+        return lengths.to(device=device, dtype=torch.long)
+
+    def _check_times(self, times: Tensor | None, batch: int, steps: int, x: Tensor) -> Tensor | None:
+        if not self.takes_time:
+            if times is not None:
+                raise ValueError(f"{self.cell_type.__name__} takes no timestamps, but times were given")
+            return None
+        if times is None:
+            return torch.arange(steps, device=x.device, dtype=x.dtype).expand(batch, steps)
+        expected = (batch, steps) if self.batch_first else (steps, batch)
+        if tuple(times.shape) != expected:
+            raise ValueError(f"times must have shape {expected} like the input without its feature axis, got {tuple(times.shape)}")
+        times = times.to(device=x.device, dtype=x.dtype)
+        return times if self.batch_first else times.transpose(0, 1)
+
+    def _check_state(self, state: State | None, batch: int, x: Tensor) -> State:
+        if state is None:
+            return self.init_state(batch, device=x.device, dtype=x.dtype)
+        expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        fields = self.state_type._fields
+        if len(state) != len(fields) or any(tuple(field.shape) != expected for field in state):
+            shapes = [tuple(field.shape) for field in state]
+            raise ValueError(f"state must be {self.state_type.__name__}{fields} with fields of shape {expected}, got {shapes}")
+        return self.state_type(*state)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.cell_type.__name__}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"dropout={self.dropout}, bidirectional={self.bidirectional}, batch_first={self.batch_first}"
+        )

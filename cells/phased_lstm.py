@@ -1,0 +1,90 @@
+"""Phased LSTM: an LSTM whose updates are gated by a learned per-unit oscillation.
+
+Neil, Pfeiffer & Liu, "Phased LSTM: Accelerating Recurrent Network Training for Long or
+Event-based Sequences", NIPS 2016 (arXiv:1610.09513). Each unit j has a period ``τ_j``, a
+phase shift ``s_j`` and an open ratio ``r_on,j``; at timestamp ``t``::
+
+    φ_t = ((t - s) mod τ) / τ
+    k_t = 2 φ_t / r_on          if φ_t < r_on / 2        (opening)
+          2 - 2 φ_t / r_on      if r_on / 2 <= φ_t < r_on  (closing)
+          α φ_t                 otherwise                (closed, leaking)
+
+    c̃_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t,   h̃_t = o_t ⊙ tanh(c̃_t)     (the LSTM, see cells.lstm)
+    c_t = k_t ⊙ c̃_t + (1 - k_t) ⊙ c_{t-1}
+    h_t = k_t ⊙ h̃_t + (1 - k_t) ⊙ h_{t-1}
+
+The leak ``α`` (``leak``, 1e-3) is used in training only: in eval mode a closed gate holds the
+state exactly. ``τ`` starts at ``exp(U(log_period_low, log_period_high))`` (``exp(U(1, 6))``),
+``s`` at ``U(0, τ)``, ``r_on`` at ``ratio_on`` (0.05); all three are learned. The paper's LSTM
+has peephole connections; they are left out here so that an always-open time gate gives back
+exactly the plain LSTM.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from torch.nn import functional as F
+
+from cells.base import Masks, require_in_range
+from cells.lstm import LSTMCell, LSTMState, lstm_pointwise
+
+
+class PhasedLSTMCell(LSTMCell):
+    """One Phased LSTM step; ``time`` is each sequence's timestamp for this step, ``(B,)``."""
+
+    takes_time = True
+    runs_on_torch_lstm: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        ratio_on: float = 0.05,
+        leak: float = 1e-3,
+        log_period_low: float = 1.0,
+        log_period_high: float = 6.0,
+    ) -> None:
+        self.initial_ratio_on = require_in_range("ratio_on", ratio_on, 0.0, 1.0, low_open=True)
+        self.leak = require_in_range("leak", leak, 0.0, 1.0)
+        self.log_period_low = require_in_range("log_period_low", log_period_low, -math.inf, math.inf)
+        self.log_period_high = require_in_range("log_period_high", log_period_high, log_period_low, math.inf)
+        super().__init__(input_size, hidden_size)
+        self.period = nn.Parameter(torch.empty(hidden_size))  # τ
+        self.shift = nn.Parameter(torch.empty(hidden_size))  # s
+        self.ratio_on = nn.Parameter(torch.empty(hidden_size))  # r_on
+        self.reset_time_gate()
+
+    @torch.no_grad()
+    def reset_time_gate(self) -> None:
+        """Initialise τ, s and r_on (``reset_parameters`` resets the LSTM weights only)."""
+        self.period.uniform_(self.log_period_low, self.log_period_high).exp_()
+        self.shift.uniform_(0.0, 1.0).mul_(self.period)
+        self.ratio_on.fill_(self.initial_ratio_on)
+
+    def time_gate(self, time: Tensor) -> Tensor:
+        """The openness ``k_t``, ``(B, H)``, at timestamps ``time`` ``(B,)``."""
+        cycles = (time.unsqueeze(-1) - self.shift) / self.period  # (B, H)
+        phase = cycles - torch.floor(cycles)  # φ_t in [0, 1): (t - s) mod τ, over τ
+        opening = 2.0 * phase / self.ratio_on
+        closing = 2.0 - opening
+        leak = self.leak if self.training else 0.0
+        closed = leak * phase
+        return torch.where(phase < 0.5 * self.ratio_on, opening, torch.where(phase < self.ratio_on, closing, closed))
+
+    def recurrent_step(self, projected: Tensor, state: LSTMState, time: Tensor | None = None, masks: Masks = ()) -> tuple[Tensor, LSTMState]:
+        if time is None:
+            raise ValueError("PhasedLSTMCell needs the step's timestamps, shape (batch,)")
+        gates = projected + F.linear(state.h, self.weight_hh)  # (B, 4H)
+        h_proposed, c_proposed = lstm_pointwise(gates, state.c)
+        k = self.time_gate(time)
+        c = k * c_proposed + (1.0 - k) * state.c
+        h = k * h_proposed + (1.0 - k) * state.h
+        return h, LSTMState(h, c)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ratio_on={self.initial_ratio_on}, leak={self.leak}"
