@@ -50,6 +50,14 @@ def require_in_range(name: str, value: Any, low: float, high: float, *, low_open
     return float(value)
 
 
+def require_rate(name: str, value: Any) -> float:
+    """Return a dropout rate in [0, 1) as a float (a rate of 1 would drop everything)."""
+    rate = require_in_range(name, value, 0.0, 1.0)
+    if rate >= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1) (a rate of 1 drops everything), got {value!r}")
+    return rate
+
+
 def require_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError listing them."""
     if value not in allowed:

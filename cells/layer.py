@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cells.base import RecurrentCell, State, require_in_range, require_positive_int
+from cells.base import RecurrentCell, State, require_positive_int, require_rate
 from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
 
@@ -58,9 +58,7 @@ class RecurrentLayer(nn.Module):
         self.input_size = require_positive_int("input_size", input_size)
         self.hidden_size = require_positive_int("hidden_size", hidden_size)
         self.num_layers = require_positive_int("num_layers", num_layers)
-        self.dropout = require_in_range("dropout", dropout, 0.0, 1.0)
-        if self.dropout >= 1.0:
-            raise ValueError(f"dropout must be below 1, got {dropout!r}")
+        self.dropout = require_rate("dropout", dropout)
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
         self.fused = bool(fused)
@@ -116,6 +114,12 @@ class RecurrentLayer(nn.Module):
         lengths = self._check_lengths(lengths, batch, steps, x.device)
         times = self._check_times(times, batch, steps, x)
         state = self._check_state(state, batch, x)
+        if lengths is not None:
+            # Padding must not matter, even NaN: zero it so no gradient sees it (0 * NaN is NaN).
+            valid = torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T)
+            x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+            if times is not None:
+                times = torch.where(valid, times, torch.zeros((), dtype=times.dtype, device=times.device))
         if self.training:
             for cell in self.cells:
                 cell.constrain_parameters_()
@@ -161,7 +165,7 @@ class RecurrentLayer(nn.Module):
             if valid is not None:
                 keep = valid[:, t].unsqueeze(1)  # (B, 1): past its end a sequence keeps its state
                 new_state = type(state)(*(torch.where(keep, new, old) for new, old in zip(new_state, state)))
-                h = h * keep
+                h = torch.where(keep, h, torch.zeros_like(h))  # not h * keep: NaN padding * 0 is NaN
             state = new_state
             outputs.append(h)
         return torch.stack(outputs, dim=1), state

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cells.base import Masks, RecurrentCell, require_in_range, require_positive_int
+from cells.base import Masks, RecurrentCell, require_in_range, require_positive_int, require_rate
 
 
 class RHNState(NamedTuple):
@@ -52,10 +52,8 @@ class RHNCell(RecurrentCell):
         super().__init__(input_size, hidden_size)
         self.depth = require_positive_int("depth", depth)
         self.transform_bias = require_in_range("transform_bias", transform_bias, -math.inf, math.inf)
-        self.input_dropout = require_in_range("input_dropout", input_dropout, 0.0, 1.0)
-        self.state_dropout = require_in_range("state_dropout", state_dropout, 0.0, 1.0)
-        if max(self.input_dropout, self.state_dropout) >= 1.0:
-            raise ValueError("input_dropout and state_dropout must be below 1 (a rate of 1 drops everything)")
+        self.input_dropout = require_rate("input_dropout", input_dropout)
+        self.state_dropout = require_rate("state_dropout", state_dropout)
         self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))  # [W_H; W_T]
         self.weight_hh = nn.Parameter(torch.empty(depth, 2 * hidden_size, hidden_size))  # [R_H,l; R_T,l]
         self.bias = nn.Parameter(torch.empty(depth, 2 * hidden_size))  # [b_H,l; b_T,l]

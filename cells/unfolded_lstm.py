@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cells.base import require_in_range, require_positive_int
+from cells.base import require_positive_int, require_rate
 from cells.lstm import LSTMState
 
 # Recurrent batch norm's gain init: small, so sigmoids and tanh start in their linear range.
@@ -81,9 +81,7 @@ class UnfoldedLSTM(nn.Module):
         self.hidden_size = require_positive_int("hidden_size", hidden_size)
         self.depth = require_positive_int("depth", depth)
         self.tied = tied
-        self.dropout = require_in_range("dropout", dropout, 0.0, 1.0)
-        if self.dropout >= 1.0:
-            raise ValueError(f"dropout must be below 1, got {dropout!r}")
+        self.dropout = require_rate("dropout", dropout)
         shared = _orthogonal_linear(hidden_size, hidden_size) if tied else None
         linears = [_orthogonal_linear(input_size, hidden_size)]
         linears += [shared or _orthogonal_linear(hidden_size, hidden_size) for _ in range(depth - 1)]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import cells
-from pipeline import cell_bench
+from pipeline import cell_bench, config as config_module
+from pipeline.tasks import TASKS
 
 app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better LSTMs.", no_args_is_help=True)
 console = Console()
@@ -59,4 +63,122 @@ def list_cells(
         for name in cells.names():
             model = cells.make(name, input_size, hidden_size, **cell_bench.required_options(name, steps))
             table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(name))
+    console.print(table)
+
+
+ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one section a stage, plus experiments).")
+SetOption = typer.Option(None, "--set", "-s", help="Override a param, e.g. --set train.lr=0.01 (repeatable; values are YAML).")
+
+
+def _load(params: Path, overrides: list[str] | None) -> config_module.Config:
+    try:
+        return config_module.load(params, overrides)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _names(config: config_module.Config, experiments: list[str] | None) -> list[str]:
+    names = experiments or list(config.experiments)
+    for name in names:
+        try:
+            config.experiment(name)
+        except ValueError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from None
+    return names
+
+
+def _run_stage(stage: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a stage; expected failures print one clear line and exit 1, not a traceback."""
+    from pipeline.stages.train import TrainingDiverged
+
+    try:
+        return stage(*args, **kwargs)
+    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def prepare(experiments: list[str] = typer.Argument(None, help="Experiments to prepare (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Make or load each experiment's data into data/<experiment>/."""
+    from pipeline.stages.prepare import prepare as run
+
+    config = _load(params, set_)
+    for name in _names(config, experiments):
+        console.print(f"prepared {_run_stage(run, config, name)}")
+
+
+@app.command()
+def train(
+    experiments: list[str] = typer.Argument(None, help="Experiments to train (default: all)."),
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    resume: bool = typer.Option(False, "--resume", help="Continue from models/<experiment>/checkpoint/last.pt."),
+    stop_after: int = typer.Option(None, "--stop-after", min=1, hidden=True, help="Stop after this step, keeping a checkpoint."),
+) -> None:
+    """Train each experiment's model into models/<experiment>/ (GPU when there is one)."""
+    from pipeline.stages.train import train as run
+
+    config = _load(params, set_)
+    for name in _names(config, experiments):
+        console.print(f"trained {_run_stage(run, config, name, resume=resume, stop_after=stop_after)}")
+
+
+@app.command()
+def evaluate(experiments: list[str] = typer.Argument(None, help="Experiments to evaluate (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Write metrics and plots of each trained model to reports/<experiment>/."""
+    from pipeline.stages.evaluate import evaluate as run
+
+    config = _load(params, set_)
+    for name in _names(config, experiments):
+        metrics = _run_stage(run, config, name)
+        console.print(f"{name}: valid loss {metrics['valid.loss']:.4g} (baseline {metrics['baseline_loss']:.4g})")
+
+
+@app.command("run")
+def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to run (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Run prepare, train and evaluate of each experiment in this one process, then report."""
+    from pipeline.stages.evaluate import evaluate as run_evaluate
+    from pipeline.stages.prepare import prepare as run_prepare
+    from pipeline.stages.train import train as run_train
+
+    config = _load(params, set_)
+    names = _names(config, experiments)
+    for name in names:
+        _run_stage(run_prepare, config, name)
+        _run_stage(run_train, config, name)
+        _run_stage(run_evaluate, config, name)
+    _print_report(config, names)
+
+
+@app.command()
+def report(experiments: list[str] = typer.Argument(None, help="Experiments to report (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Table of every experiment's final metrics beside its baseline, the plots, and the MLflow UI command."""
+    config = _load(params, set_)
+    _print_report(config, _names(config, experiments))
+
+
+def _print_report(config: config_module.Config, names: list[str]) -> None:
+    from pipeline import summary
+
+    console.print(summary.table(config, names))
+    for line in summary.footer(names):
+        console.print(line)
+
+
+@app.command()
+def tasks() -> None:
+    """List the tasks with their options."""
+    import dataclasses
+
+    table = Table(title="rnnzoo tasks")
+    table.add_column("task")
+    table.add_column("options (defaults)")
+    table.add_column("what it is")
+    for name, task in sorted(TASKS.items()):
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(task.Options))
+        summary = (__import__(task.__module__, fromlist=["__doc__"]).__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, options, summary)
     console.print(table)

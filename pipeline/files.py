@@ -1,0 +1,62 @@
+"""Where stage outputs live, and writing them so no half-written file is ever left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DATA_DIR = Path("data")
+MODELS_DIR = Path("models")
+REPORTS_DIR = Path("reports")
+
+
+def dataset_path(experiment: str) -> Path:
+    return DATA_DIR / experiment / "dataset.pt"
+
+
+def model_path(experiment: str) -> Path:
+    return MODELS_DIR / experiment / "model.pt"
+
+
+def checkpoint_path(experiment: str) -> Path:
+    # Not a DVC output: it only serves `--resume` and is checked against the params hash.
+    return MODELS_DIR / experiment / "checkpoint" / "last.pt"
+
+
+def reports_dir(experiment: str) -> Path:
+    return REPORTS_DIR / experiment
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_torch(obj: Any, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def load_torch(path: Path, what: str, stage_hint: str) -> Any:
+    """Load a stage's output; a missing file names the stage that makes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
+    return torch.load(path, map_location="cpu", weights_only=True)

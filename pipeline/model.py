@@ -1,0 +1,97 @@
+"""A cell from the registry plus the head its task needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+import cells
+from pipeline.tasks.base import Batch, TaskSpec
+
+LAST_STEP_HEADS = ("last_regression", "last_classification")
+
+
+def last_valid_step(outputs: Tensor, lengths: Tensor | None) -> Tensor:
+    """``outputs[b, lengths[b] - 1]`` for each sequence: ``(B, T, F) -> (B, F)``."""
+    if lengths is None:
+        return outputs[:, -1]
+    index = (lengths.to(outputs.device) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+    return outputs.gather(1, index).squeeze(1)
+
+
+class SequenceModel(nn.Module):
+    """Embedding (language models) -> recurrent layer -> linear head."""
+
+    def __init__(self, cell: str, spec: TaskSpec, hidden_size: int, embedding_size: int = 0, tie_weights: bool = False, **cell_options: Any) -> None:
+        super().__init__()
+        if not cells.is_sequence_model(cell):
+            raise ValueError(f"cell {cell!r} maps vectors, not sequences: pair it with a vector task such as 'mnist_vector'")
+        if spec.head == "vector_classification":
+            raise ValueError(f"this task classifies vectors: use cell 'unfolded_lstm', not {cell!r}")
+        self.spec = spec
+        self.embedding = None
+        input_size = spec.input_size
+        if spec.head == "language_model":
+            embedding_size = embedding_size or hidden_size
+            self.embedding = nn.Embedding(spec.input_size, embedding_size)
+            input_size = embedding_size
+        self.layer = cells.make(cell, input_size, hidden_size, **cell_options)
+        self.decoder = nn.Linear(self.layer.output_size, spec.output_size)
+        if tie_weights:
+            if self.embedding is None or self.embedding.embedding_dim != self.layer.output_size:
+                raise ValueError("tie_weights needs a language model whose embedding_size equals the layer's output size")
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, batch: Batch, state: Any = None) -> tuple[Tensor, Any]:
+        x = self.embedding(batch.x) if self.embedding is not None else batch.x
+        times = batch.times if self.layer.takes_time else None
+        outputs, state = self.layer(x, state, lengths=batch.lengths, times=times)  # (B, T, D*H)
+        if self.spec.head in LAST_STEP_HEADS:
+            outputs = last_valid_step(outputs, batch.lengths)  # (B, D*H)
+        return self.decoder(outputs), state
+
+
+class VectorModel(nn.Module):
+    """``unfolded_lstm`` over one vector -> linear classifier."""
+
+    def __init__(self, cell: str, spec: TaskSpec, hidden_size: int, **cell_options: Any) -> None:
+        super().__init__()
+        if spec.head != "vector_classification":
+            raise ValueError(f"cell {cell!r} classifies vectors; task head {spec.head!r} needs a sequence cell")
+        self.spec = spec
+        self.network = cells.make(cell, spec.input_size, hidden_size, **cell_options)
+        self.decoder = nn.Linear(hidden_size, spec.output_size)
+
+    def forward(self, batch: Batch, state: Any = None) -> tuple[Tensor, Any]:
+        h, state = self.network(batch.x)
+        return self.decoder(h), state
+
+
+class PredictionModule(nn.Module):
+    """``x -> prediction``: the model with a plain tensor interface, for MLflow's pyfunc."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(Batch(x, x))[0]
+
+
+def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> nn.Module:
+    """The model for ``cell`` on a task of ``spec``; ``options`` are cell and head options."""
+    if cells.is_sequence_model(cell):
+        return SequenceModel(cell, spec, hidden_size, **options)
+    return VectorModel(cell, spec, hidden_size, **options)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the graph between truncated-BPTT segments, keeping the values."""
+    return None if state is None else type(state)(*(t.detach() for t in state))
+
+

@@ -1,0 +1,55 @@
+"""Loss and metrics, which follow from the task's head.
+
+Metrics are accumulated as sums and counts over batches so that a whole split's figures do not
+depend on how it was batched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from pipeline.tasks.base import IGNORE_INDEX, Batch, TaskSpec
+
+
+def loss(spec: TaskSpec, prediction: Tensor, batch: Batch) -> Tensor:
+    """Mean loss of one batch: MSE for regression, cross-entropy (ignored targets left out) otherwise."""
+    if spec.loss_name == "mse":
+        return F.mse_loss(prediction, batch.target)
+    return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), batch.target.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class MetricAccumulator:
+    """Sums of per-item losses and hits over batches; ``result()`` gives the split's metrics."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, prediction: Tensor, batch: Batch) -> None:
+        if self.spec.loss_name == "mse":
+            self.sums["loss"] += F.mse_loss(prediction, batch.target, reduction="sum").item() / prediction.shape[-1]
+            self.count += prediction.shape[0]
+            return
+        logits = prediction.reshape(-1, prediction.shape[-1])
+        target = batch.target.reshape(-1)
+        counted = target != IGNORE_INDEX
+        self.sums["loss"] += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        self.sums["correct"] += (logits.argmax(-1)[counted] == target[counted]).sum().item()
+        self.count += int(counted.sum())
+
+    def result(self) -> dict[str, float]:
+        mean_loss = self.sums["loss"] / max(self.count, 1)
+        metrics = {"loss": mean_loss, self.spec.loss_name: mean_loss}
+        if self.spec.loss_name == "cross_entropy":
+            metrics["accuracy"] = self.sums["correct"] / max(self.count, 1)
+        if self.spec.head == "language_model":
+            metrics["perplexity"] = math.exp(min(mean_loss, 700.0))
+            metrics["bits_per_token"] = mean_loss / math.log(2.0)
+        return metrics

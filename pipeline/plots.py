@@ -1,0 +1,66 @@
+"""The PNG plots of the evaluate stage (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from pipeline import files  # noqa: E402
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    files.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+    return path
+
+
+def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: str, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss")
+    axis.axhline(baseline_loss, color="grey", linestyle="--", label=f"baseline {baseline_loss:.3g}")
+    axis.set(xlabel="step", ylabel="loss", title=title, yscale="log")
+    axis.legend()
+    return _save(figure, path)
+
+
+def confusion_matrix(targets: np.ndarray, predictions: np.ndarray, title: str, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(5, 5))
+    ConfusionMatrixDisplay.from_predictions(targets, predictions, ax=axis, colorbar=False)
+    axis.set_title(title)
+    return _save(figure, path)
+
+
+def layer_gradient_norms(history: list[dict[str, Any]], title: str, path: Path) -> Path:
+    """One curve per unfolded layer: does the gradient reach the first layers?"""
+    steps = [r["step"] for r in history]
+    norms = np.array([r["layer_grad_norms"] for r in history])  # (records, layers)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    colours = plt.cm.viridis(np.linspace(0, 1, norms.shape[1]))
+    for layer, colour in enumerate(colours):
+        axis.plot(steps, norms[:, layer], color=colour, label=f"layer {layer + 1}")
+    axis.set(xlabel="step", ylabel="gradient norm", title=title, yscale="log")
+    axis.legend(fontsize="small", ncol=2)
+    return _save(figure, path)
+
+
+def first_layer_filters(weight: np.ndarray, title: str, path: Path, count: int = 16) -> Path:
+    """Input weights of the first ``count`` units of the first layer, as square images."""
+    side = int(round(weight.shape[1] ** 0.5))
+    count = min(count, weight.shape[0])
+    columns = int(np.ceil(count**0.5))
+    rows = int(np.ceil(count / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < count and side * side == weight.shape[1]:
+            axis.imshow(weight[index].reshape(side, side), cmap="RdBu")
+    figure.suptitle(title)
+    return _save(figure, path)

@@ -1,0 +1,24 @@
+"""Stage ``prepare``: make or load an experiment's data and save it under ``data/<experiment>/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import files, tracking
+from pipeline.config import Config
+from pipeline.tasks import make_task
+
+
+def prepare(config: Config, experiment: str) -> Path:
+    """Write ``data/<experiment>/dataset.pt``: the task's splits, tensors only."""
+    exp = config.experiment(experiment)
+    task = make_task(exp.task, exp.task_options)
+    data_dir = Path(config.prepare.data_dir).expanduser() if config.prepare.data_dir else None
+    with tracking.stage_run("prepare", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+        splits = task.prepare(data_dir, config.prepare.seed)
+        spec = task.spec(splits)
+        path = files.save_torch(splits, files.dataset_path(experiment))
+        sizes = {f"data.{name}.examples": float(split["x"].shape[0]) for name, split in splits.items()}
+        tracking.log_metrics(mlflow, {**sizes, "data.baseline_loss": spec.baseline_loss})
+        mlflow.set_tag("rnnzoo.baseline", spec.baseline)
+    return path

@@ -1,0 +1,210 @@
+"""Stage ``train``: fit one experiment's model and save it under ``models/<experiment>/``.
+
+Deterministic by construction: the model is initialised from ``train.seed``, epoch ``e``'s
+batches are shuffled by a generator seeded from ``(seed, e)``, and a checkpoint holds every
+random state, so ``--resume`` after an interruption ends exactly where an uninterrupted run does.
+A non-finite loss stops the stage with a message; no model file is written then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import files, objectives, tracking
+from pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
+from pipeline.model import PredictionModule, VectorModel, build_model, detach_state
+from pipeline.tasks import Batch, Task, TaskSpec, make_task
+
+# Epoch e of seed s shuffles with Generator(s * _EPOCH_STRIDE + e): distinct streams per seed.
+_EPOCH_STRIDE = 1_000_003
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("params: train.device = 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+    return kinds[config.optimizer](parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, cosine to zero, or x0.1 at 1/2 and 3/4 of training."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "step":
+            return 0.1 ** sum(progress >= mark for mark in (0.5, 0.75))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_stream(task: Task, split: dict, spec: TaskSpec, config: TrainConfig, start_step: int) -> Iterator[tuple[Batch, bool]]:
+    """Endless ``(batch, starts_epoch)`` from step ``start_step`` on, the same on every run."""
+    step, epoch = 0, 0
+    while True:
+        # Language models read their stream in order (state carries across batches).
+        generator = None if spec.carries_state else torch.Generator().manual_seed(config.seed * _EPOCH_STRIDE + epoch)
+        for index, batch in enumerate(task.batches(split, config.batch_size, generator)):
+            if step >= start_step:
+                yield batch, index == 0
+            step += 1
+        if step == 0:
+            raise ValueError(f"task {task.name!r} produced no training batches")
+        epoch += 1
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in batch))
+
+
+def layer_gradient_norms(model: nn.Module) -> list[float]:
+    """Gradient norm of each unfolded layer's parameters (``unfolded_lstm`` only)."""
+    if not isinstance(model, VectorModel):
+        return []
+    norms = []
+    for layer in model.network.layers:
+        grads = [p.grad for p in layer.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0)
+    return norms
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the model."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    carried: Any = None  # language models: the recurrent state between batches
+
+
+def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dict[str, Any]:
+    """What ``models/<experiment>/model.pt`` holds: weights plus how to rebuild the model."""
+    return {
+        "state_dict": model.state_dict(), "cell": exp.cell, "task": exp.task, "hidden_size": exp.hidden_size,
+        "cell_options": exp.cell_options, "model_options": exp.model_options, "task_options": exp.task_options,
+        "spec": dataclasses.asdict(spec), "params_hash": exp.params_hash(),
+    }
+
+
+def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
+    files.save_torch(
+        {
+            "params_hash": exp.params_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
+            "carried": None if state.carried is None else list(state.carried),
+            "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        path,
+    )
+
+
+def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any) -> TrainState:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if checkpoint["params_hash"] != exp.params_hash():
+        raise ValueError(f"checkpoint {path} was made with other params; train without --resume, or delete it")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedule.load_state_dict(checkpoint["schedule"])
+    torch.set_rng_state(checkpoint["cpu_rng"])
+    if checkpoint["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+    device = next(model.parameters()).device
+    carried = checkpoint["carried"]
+    if carried is not None:
+        state_type = getattr(getattr(model, "layer", None), "state_type", tuple)
+        carried = state_type(*(t.to(device) for t in carried))
+    return TrainState(checkpoint["step"], checkpoint["history"], carried)
+
+
+def train(config: Config, experiment: str, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
+    """Train ``experiment``; returns the model path. ``stop_after`` ends early (to test resume)."""
+    exp = config.experiment(experiment)
+    cfg = exp.train
+    device = resolve_device(cfg.device)
+    splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
+    task = make_task(exp.task, exp.task_options)
+    spec = task.spec(splits)
+    torch.manual_seed(cfg.seed)
+    model = build_model(exp.cell, spec, exp.hidden_size, **exp.cell_options, **exp.model_options).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    schedule = make_schedule(optimizer, cfg)
+    checkpoint = files.checkpoint_path(experiment)
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train without --resume")
+    state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule) if resume else TrainState()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    stream = batch_stream(task, splits["train"], spec, cfg, state.step)
+    last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+
+    with tracking.stage_run("train", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+        mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
+        model.train()
+        bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)
+        window_loss, window_start = 0.0, time.perf_counter()
+        for step in bar:
+            batch, starts_epoch = next(stream)
+            batch = to_device(batch, device)
+            carried = None if starts_epoch or not spec.carries_state else state.carried
+            with autocast:
+                prediction, new_state = model(batch, carried)
+            loss = objectives.loss(spec, prediction.float(), batch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training {experiment} diverged: loss is {loss.item()} at step {step + 1} (lr {schedule.get_last_lr()[0]:.3g}); "
+                    "lower train.lr, raise train.grad_clip protection (a smaller value), or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            optimizer.step()
+            schedule.step()
+            state.carried = detach_state(new_state) if spec.carries_state else None
+            state.step = step + 1
+            window_loss += loss.item()
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                steps_in_window = (state.step - 1) % cfg.log_every + 1
+                seconds = time.perf_counter() - window_start
+                record = {
+                    "step": state.step, "loss": window_loss / steps_in_window, "lr": schedule.get_last_lr()[0],
+                    "grad_norm": float(grad_norm), "steps_per_second": steps_in_window / max(seconds, 1e-9),
+                }
+                tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
+                record["layer_grad_norms"] = layer_gradient_norms(model)
+                state.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.1f}")
+                window_loss, window_start = 0.0, time.perf_counter()
+            if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
+        if state.step < cfg.steps:  # stopped early on purpose: keep a checkpoint to resume from
+            _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
+            return checkpoint
+        files.write_json(state.history, files.reports_dir(experiment) / "train_history.json")
+        path = files.save_torch(model_record(exp, spec, model.cpu()), files.model_path(experiment))
+        checkpoint.unlink(missing_ok=True)
+        example = next(task.batches(splits["valid"], 2))
+        tracking.log_model(mlflow, PredictionModule(model).eval(), example.x, f"rnnzoo-{exp.cell}-{exp.task}")
+    return path

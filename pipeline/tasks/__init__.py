@@ -1,0 +1,16 @@
+"""The tasks: one file each; ``TASKS`` maps a name to its class."""
+
+from pipeline.tasks.adding import AddingTask
+from pipeline.tasks.base import Batch, Task, TaskError, TaskSpec
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (AddingTask,)}
+
+
+def make_task(name: str, options: dict | None = None) -> Task:
+    """The task ``name`` with its options validated."""
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}")
+    return TASKS[name](options)
+
+
+__all__ = ["TASKS", "Batch", "Task", "TaskError", "TaskSpec", "make_task"]

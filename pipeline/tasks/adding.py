@@ -1,0 +1,61 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997; the form of Le et al. 2015 / Arjovsky et al. 2016).
+
+Each step carries two features: a value ``U(0, 1)`` and a marker. Exactly one marker is set in
+each half of the sequence; the target is the sum of the two marked values. Predicting the
+mean, 1, scores MSE ``Var(u1 + u2) = 1/6 ≈ 0.167``: the baseline a model must beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from pipeline.tasks.base import Split, Splits, Task, TaskSpec, require
+
+BASELINE_MSE = 1.0 / 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AddingOptions:
+    length: int = 50  # T, steps per sequence
+    train_size: int = 10_000
+    valid_size: int = 1_000
+
+    def __post_init__(self) -> None:
+        require(self.length >= 2, f"adding option 'length' must be >= 2 (one marker per half), got {self.length}")
+        require(self.train_size >= 1, f"adding option 'train_size' must be >= 1, got {self.train_size}")
+        require(self.valid_size >= 1, f"adding option 'valid_size' must be >= 1, got {self.valid_size}")
+
+
+def adding_sequences(count: int, length: int, generator: torch.Generator) -> Split:
+    """``count`` adding-problem sequences: x ``(N, T, 2)``, target ``(N, 1)``."""
+    values = torch.rand(count, length, generator=generator)
+    half = length // 2
+    first = torch.randint(0, half, (count,), generator=generator)
+    second = torch.randint(half, length, (count,), generator=generator)
+    markers = torch.zeros(count, length)
+    rows = torch.arange(count)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    target = (values * markers).sum(dim=1, keepdim=True)
+    return {"x": torch.stack([values, markers], dim=-1), "target": target}
+
+
+class AddingTask(Task):
+    name = "adding"
+    Options = AddingOptions
+
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        generator = torch.Generator().manual_seed(seed)
+        return {
+            "train": adding_sequences(self.options.train_size, self.options.length, generator),
+            "valid": adding_sequences(self.options.valid_size, self.options.length, generator),
+        }
+
+    def spec(self, splits: Splits) -> TaskSpec:
+        return TaskSpec(
+            input_size=2, output_size=1, head="last_regression", baseline_loss=BASELINE_MSE,
+            baseline="predict 1 (the mean sum): MSE 1/6", loss_name="mse",
+        )

@@ -1,0 +1,100 @@
+"""What a task is: its data, its shapes, the head it needs and the baseline it is judged by.
+
+A task makes (or loads) its data once, in the ``prepare`` stage, as a dict of splits, each a
+dict of tensors saved to disk. Training and evaluation read those files back and ask the task
+for batches. The loss and metrics follow from the head (see ``pipeline.objectives``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+Head = Literal["last_regression", "last_classification", "step_classification", "language_model", "vector_classification"]
+Split = dict[str, Tensor]
+Splits = dict[str, Split]
+# Targets equal to this are left out of the loss and metrics (torch's cross_entropy default).
+IGNORE_INDEX = -100
+
+
+class Batch(NamedTuple):
+    x: Tensor  # (B, T, I) features, (B, T) token ids, or (B, I) vectors
+    target: Tensor  # (B,) or (B, 1) for last-step heads, (B, T) for per-step heads
+    lengths: Tensor | None = None  # (B,) valid steps of each sequence
+    times: Tensor | None = None  # (B, T) timestamps, for cells that read them
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    input_size: int  # features per step (vocabulary size for language models)
+    output_size: int  # 1 for regression, classes, or vocabulary size
+    head: Head
+    baseline_loss: float  # the loss of the best memoryless predictor
+    baseline: str  # what that baseline is, in words
+    loss_name: str  # "mse" or "cross_entropy"
+    uses_times: bool = False
+    carries_state: bool = False  # language models: state carried across batches (truncated BPTT)
+
+
+class TaskError(ValueError):
+    """Bad task options or data; the message says which value or file and what to do."""
+
+
+class Task(ABC):
+    """A dataset with its shapes and baseline; options come from ``params.yaml``."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type]  # a dataclass whose fields are the task's options
+    vector_input: ClassVar[bool] = False  # True: one vector per example, no time axis
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = parse_options(self.name, self.Options, options or {})
+
+    @abstractmethod
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        """Make or load the data: ``{"train": {...}, "valid": {...}}``, tensors only."""
+
+    @abstractmethod
+    def spec(self, splits: Splits) -> TaskSpec:
+        """Shapes, head and baseline of the prepared data."""
+
+    def batches(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Mini-batches of a split, shuffled with ``generator`` when one is given."""
+        count = split["x"].shape[0]
+        order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
+        for start in range(0, count, batch_size):
+            index = order[start : start + batch_size]
+            yield Batch(
+                split["x"][index],
+                split["target"][index],
+                split["lengths"][index] if "lengths" in split else None,
+                split["times"][index] if "times" in split else None,
+            )
+
+
+def parse_options(task: str, options_type: type, options: Mapping[str, Any]) -> Any:
+    """Build the options dataclass, naming unknown keys and wrongly typed values."""
+    fields = {field.name: field for field in dataclasses.fields(options_type)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise TaskError(f"unknown option(s) {', '.join(map(repr, unknown))} for task {task!r}; allowed: {', '.join(fields)}")
+    for key, value in options.items():
+        default = getattr(options_type, key, None) if fields[key].default is not dataclasses.MISSING else None
+        expected = type(default) if default is not None else None
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if expected is not None and not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise TaskError(f"task {task!r} option {key!r} must be {expected.__name__}, got {value!r}")
+    return options_type(**options)
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ``TaskError(message)`` unless ``condition`` holds."""
+    if not condition:
+        raise TaskError(message)

@@ -1,0 +1,69 @@
+"""The copy (memory) task (Hochreiter & Schmidhuber 1997; the form of Arjovsky et al. 2016, used by
+Tallec & Ollivier, "Can recurrent neural networks warp time?", ICLR 2018, for the chrono init).
+
+A sequence shows 10 symbols drawn uniformly from ``1..8``, then ``T - 1`` blanks (0) and the
+delimiter (9), so that ``T`` steps separate the symbols from the recall; during the last 10 steps
+(blank inputs) the model must output the 10 symbols in order. Total length ``T + 20``; inputs are
+one-hot over the 10 symbols ``0..9``. Only the 10 recall steps are scored: a memoryless predictor
+guesses uniformly over ``1..8``, cross-entropy ``log 8 ≈ 2.079`` per recall step, accuracy 1/8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, require
+
+RECALL = 10  # symbols to remember
+SYMBOLS = 8  # drawn from 1..SYMBOLS
+BLANK = 0
+DELIMITER = 9
+ALPHABET = 10  # one-hot width and number of classes: blank, 8 symbols, delimiter
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyOptions:
+    length: int = 20  # T, steps from the last symbol shown to the first recalled
+    train_size: int = 10_000
+    valid_size: int = 1_000
+
+    def __post_init__(self) -> None:
+        require(self.length >= 1, f"copy option 'length' must be >= 1 (the delimiter's step), got {self.length}")
+        require(self.train_size >= 1, f"copy option 'train_size' must be >= 1, got {self.train_size}")
+        require(self.valid_size >= 1, f"copy option 'valid_size' must be >= 1, got {self.valid_size}")
+
+
+def copy_sequences(count: int, length: int, generator: torch.Generator) -> Split:
+    """``count`` copy-task sequences: x ``(N, T + 20, 10)`` one-hot, target ``(N, T + 20)`` long."""
+    total = length + 2 * RECALL
+    symbols = torch.randint(1, SYMBOLS + 1, (count, RECALL), generator=generator)  # (N, 10)
+    tokens = torch.full((count, total), BLANK, dtype=torch.long)
+    tokens[:, :RECALL] = symbols
+    tokens[:, RECALL + length - 1] = DELIMITER  # the step just before the recall starts
+    target = torch.full((count, total), IGNORE_INDEX, dtype=torch.long)
+    target[:, -RECALL:] = symbols
+    return {"x": F.one_hot(tokens, ALPHABET).float(), "target": target}
+
+
+class CopyTask(Task):
+    name = "copy"
+    Options = CopyOptions
+
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        generator = torch.Generator().manual_seed(seed)
+        return {
+            "train": copy_sequences(self.options.train_size, self.options.length, generator),
+            "valid": copy_sequences(self.options.valid_size, self.options.length, generator),
+        }
+
+    def spec(self, splits: Splits) -> TaskSpec:
+        return TaskSpec(
+            input_size=ALPHABET, output_size=ALPHABET, head="step_classification", baseline_loss=math.log(SYMBOLS),
+            baseline=f"memoryless: uniform over the {SYMBOLS} symbols at each recall step: cross-entropy log 8, accuracy 1/8",
+            loss_name="cross_entropy",
+        )

@@ -1,0 +1,72 @@
+"""Download a data file from a list of mirrors, checking its MD5 digest.
+
+The file is streamed into a temporary file beside ``dest`` and renamed into place only once its
+digest matches, so an interrupted or corrupted download never leaves a file that looks complete.
+``urllib`` also reads ``file://`` URLs, which the tests use in place of the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.tasks.base import TaskError
+
+TIMEOUT_S = 10.0  # per connection attempt: an offline machine fails fast, a slow mirror is skipped
+CHUNK = 1 << 20
+
+
+def md5_of(path: Path) -> str:
+    """The hex MD5 digest of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path: Path, md5: str, name: str | None = None) -> None:
+    """Raise ``TaskError`` unless ``path`` has digest ``md5``; ``name`` is what the message calls it."""
+    actual = md5_of(path)
+    if actual != md5.lower():
+        raise TaskError(f"{name or path}: md5 is {actual}, expected {md5.lower()}")
+
+
+def download(urls: Sequence[str], dest: Path, md5: str | None, timeout: float = TIMEOUT_S) -> Path:
+    """Fetch ``dest`` from the first of ``urls`` that works and whose content has digest ``md5``.
+
+    ``md5=None`` skips the check (for files whose canonical digest is not known). Raises
+    ``TaskError`` listing every URL tried and why it failed; nothing is left at ``dest`` then.
+    """
+    failures = []
+    for url in urls:
+        try:
+            _fetch(url, dest, md5, timeout)
+            return dest
+        except (OSError, TaskError) as error:  # URLError and timeouts are OSErrors
+            failures.append(f"{url}: {error}")
+    tried = "\n  ".join(failures) or "(no URL given)"
+    raise TaskError(f"could not download {dest.name} into {dest.parent}:\n  {tried}")
+
+
+def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    file.write(chunk)
+            if md5 is not None:
+                try:
+                    verify_md5(temp, md5, name=str(dest))
+                except TaskError as error:
+                    raise TaskError(f"{error}; the download was corrupt and has been removed") from None
+            os.replace(temp, dest)
+        finally:
+            temp.unlink(missing_ok=True)  # gone already after a successful rename

@@ -1,0 +1,102 @@
+"""Frequency discrimination (Neil, Pfeiffer & Liu, "Phased LSTM", NIPS 2016, task 1).
+
+Each example is a sine wave ``sin(2π t / P + φ)`` with a random phase ``φ ~ U(0, 2π)``; class 1
+when the period ``P`` lies in ``[5, 6]`` ms, class 0 otherwise. As in the paper, classes are
+balanced: half the periods are drawn in the band, half outside it, each log-uniform over its
+part of ``[1, 100]`` ms. The wave is sampled over ``duration`` ms in one of three ways:
+
+    regular   every 1 ms                                  duration steps
+    high_res  every 0.1 ms                                10 x duration steps
+    async     sorted uniform times over the duration      duration steps
+
+``times`` holds each sample's timestamp in ms ``(N, T)``: the Phased LSTM's time gate reads it,
+other cells ignore it. The periods are kept in the split (``period``, ``(N,)``) for inspection.
+Baseline: classes are balanced, so a memoryless predictor scores cross-entropy log 2, accuracy 1/2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pipeline.tasks.base import Split, Splits, Task, TaskSpec, require
+
+SAMPLINGS = ("regular", "high_res", "async")
+STEP_MS = {"regular": 1.0, "high_res": 0.1, "async": 1.0}  # async: the regular count, at random times
+PERIOD_MS = (1.0, 100.0)  # all periods
+BAND_MS = (5.0, 6.0)  # class 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FrequencyOptions:
+    sampling: str = "regular"
+    duration: float = 50.0  # ms of signal per example
+    train_size: int = 5_000
+    valid_size: int = 1_000
+
+    def __post_init__(self) -> None:
+        require(self.sampling in SAMPLINGS, f"frequency option 'sampling' must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        require(self.duration >= 2, f"frequency option 'duration' must be >= 2 (ms, at least two samples), got {self.duration!r}")
+        require(self.train_size >= 2, f"frequency option 'train_size' must be >= 2 (one example per class), got {self.train_size}")
+        require(self.valid_size >= 2, f"frequency option 'valid_size' must be >= 2 (one example per class), got {self.valid_size}")
+
+
+def in_band(period: Tensor) -> Tensor:
+    """The class of each period ``(N,)``: 1 inside ``[5, 6]`` ms, else 0."""
+    return ((period >= BAND_MS[0]) & (period <= BAND_MS[1])).long()
+
+
+def draw_periods(count: int, generator: torch.Generator) -> Tensor:
+    """``count`` periods in ms, half log-uniform in the band and half log-uniform outside it, shuffled."""
+    low, high = math.log(PERIOD_MS[0]), math.log(PERIOD_MS[1])
+    band_low, band_high = math.log(BAND_MS[0]), math.log(BAND_MS[1])
+    inside = count // 2
+    u = torch.rand(count, generator=generator, dtype=torch.float64)
+    log_in = band_low + u[:inside] * (band_high - band_low)
+    # Outside: one uniform draw over the two pieces' total log-width, the upper piece shifted past the band.
+    below, above = band_low - low, high - band_high
+    position = u[inside:] * (below + above)
+    log_out = torch.where(position < below, low + position, band_high + (position - below))
+    periods = torch.cat([log_in, log_out]).exp()
+    return periods[torch.randperm(count, generator=generator)]
+
+
+def sample_times(count: int, sampling: str, duration: float, generator: torch.Generator) -> Tensor:
+    """Timestamps in ms ``(N, T)``, increasing along T."""
+    steps = int(round(duration / STEP_MS[sampling]))
+    if sampling == "async":
+        return (torch.rand(count, steps, generator=generator, dtype=torch.float64) * duration).sort(dim=1).values
+    grid = torch.arange(steps, dtype=torch.float64) * STEP_MS[sampling]
+    return grid.expand(count, steps)
+
+
+def frequency_examples(count: int, options: FrequencyOptions, generator: torch.Generator) -> Split:
+    """x ``(N, T, 1)`` sine samples, target ``(N,)``, times ``(N, T)`` ms, period ``(N,)`` ms."""
+    period = draw_periods(count, generator).float()  # rounded once: labels and waves follow the stored value
+    phase = torch.rand(count, 1, generator=generator, dtype=torch.float64) * 2 * math.pi  # (N, 1)
+    times = sample_times(count, options.sampling, options.duration, generator)
+    values = torch.sin(2 * math.pi * times / period.double().unsqueeze(1) + phase)  # (N, T), float64 phases
+    return {"x": values.float().unsqueeze(-1), "target": in_band(period), "times": times.float().contiguous(), "period": period}
+
+
+class FrequencyTask(Task):
+    name = "frequency"
+    Options = FrequencyOptions
+
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        generator = torch.Generator().manual_seed(seed)
+        return {
+            "train": frequency_examples(self.options.train_size, self.options, generator),
+            "valid": frequency_examples(self.options.valid_size, self.options, generator),
+        }
+
+    def spec(self, splits: Splits) -> TaskSpec:
+        return TaskSpec(
+            input_size=1, output_size=2, head="last_classification", baseline_loss=math.log(2.0),
+            baseline="memoryless on balanced classes: cross-entropy log 2, accuracy 1/2",
+            loss_name="cross_entropy", uses_times=True,
+        )

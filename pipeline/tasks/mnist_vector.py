@@ -1,0 +1,38 @@
+"""MNIST as flat vectors, for the unfolded LSTM that reads one vector and has no time axis.
+
+The images are those of ``seq_mnist`` (same ``source`` and options): x ``(N, 784)`` for MNIST,
+``(N, 64)`` for the 8x8 digits, pixels in [0, 1]. The unfolded LSTM (see ``cells.unfolded_lstm``)
+treats the LSTM run for ``depth`` steps as a ``depth``-layer feed-forward network on this vector.
+The baseline is the train class prior, as for ``seq_mnist``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+from pipeline.tasks.base import Splits, Task, TaskSpec
+from pipeline.tasks.seq_mnist import CLASSES, ImageOptions, class_prior_baseline, load_images
+
+
+@dataclasses.dataclass(frozen=True)
+class MNISTVectorOptions(ImageOptions):
+    task: ClassVar[str] = "mnist_vector"
+
+
+class MNISTVectorTask(Task):
+    name = "mnist_vector"
+    Options = MNISTVectorOptions
+    vector_input = True
+
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        splits = load_images(self.options, data_dir, seed)
+        return {name: {"x": split["x"].flatten(1), "target": split["target"]} for name, split in splits.items()}  # x (N, rows * cols)
+
+    def spec(self, splits: Splits) -> TaskSpec:
+        loss, text = class_prior_baseline(splits)
+        return TaskSpec(
+            input_size=splits["train"]["x"].shape[1], output_size=CLASSES, head="vector_classification",
+            baseline_loss=loss, baseline=text, loss_name="cross_entropy",
+        )

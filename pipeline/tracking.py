@@ -1,0 +1,125 @@
+"""The one module that talks to MLflow.
+
+Each experiment row of ``params.yaml`` is one MLflow run, in one MLflow experiment per task
+(``rnnzoo-<task>``). Every stage reopens that run (found by the tags ``rnnzoo.experiment`` and
+``rnnzoo.params_hash``), so prepare, train and evaluate of one configuration land together;
+a changed configuration gets a new run. Params are logged once, flattened.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``. The
+project root is resolved to an absolute path, out of any ``dvc exp`` temporary workspace
+(``.dvc/tmp/exps/...``), so runs from ``dvc exp run`` land in the same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DATABASE_NAME = "mlflow.db"
+_DVC_TEMP_WORKSPACE = os.sep.join(("", ".dvc", "tmp", "exps", ""))
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The absolute project root; inside a ``dvc exp`` temp workspace, the real repository's."""
+    path = (start or Path.cwd()).resolve()
+    text = str(path) + os.sep
+    if _DVC_TEMP_WORKSPACE in text:
+        return Path(text.split(_DVC_TEMP_WORKSPACE)[0])
+    return path
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DATABASE_NAME}"
+
+
+def ui_command() -> str:
+    """The one command that opens the MLflow UI on these runs."""
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}} -> {"train.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=project_root())
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _mlflow() -> Any:
+    # Imported here: MLflow takes seconds to import, and `rnnzoo --help` should not wait for it.
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping[str, Any], params_hash: str) -> Iterator[Any]:
+    """Reopen (or create) the run of this configuration for ``stage``; yields the mlflow module.
+
+    A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done.
+    """
+    mlflow = _mlflow()
+    mlflow_experiment = mlflow.set_experiment(f"rnnzoo-{task}")
+    query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
+    found = mlflow.search_runs([mlflow_experiment.experiment_id], filter_string=query, output_format="list", max_results=1)
+    run_id = found[0].info.run_id if found else None
+    tags = {
+        "rnnzoo.experiment": experiment, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": cell, "rnnzoo.task": task,
+        "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
+    }
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else experiment):
+        mlflow.set_tags(tags)
+        if run_id is None:
+            mlflow.log_params({key: str(value) for key, value in flatten(params).items()})
+        try:
+            yield mlflow
+        except BaseException:
+            mlflow.set_tag("rnnzoo.failed_stage", stage)
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite metrics only: a NaN is a failure to report, never a result."""
+    bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
+    if bad:
+        raise ValueError(f"refusing to log non-finite metrics {bad}")
+    mlflow.log_metrics(dict(metrics), step=step)
+
+
+def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str) -> None:
+    """Log the torch model with a signature and input example, registered as ``registered_name``."""
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        example_output = module(example_input)
+    mlflow.pytorch.log_model(
+        module,
+        name="model",
+        signature=infer_signature(example_input.numpy(), example_output.numpy()),
+        input_example=example_input.numpy(),
+        registered_model_name=registered_name,
+        # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
