@@ -2,8 +2,10 @@
 # Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
+# dvc.yaml's commands call `rnnzoo`; find it in the venv without activating it.
+export PATH := $(BIN):$(PATH)
 
 .PHONY: run test bench clean
 
@@ -12,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The default pipeline (params.yaml) through DVC, then the table of results.
 run: $(STAMP)
-	$(BIN)/rnnzoo cells --bench
+	$(BIN)/dvc repro
+	$(BIN)/rnnzoo report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

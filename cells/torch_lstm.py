@@ -51,12 +51,15 @@ def run_torch_lstm(
     """Run the stack on ``x`` ``(B, T, I)``; ``state`` fields are ``(L*D, B, H)``."""
     weights = flat_weights(cells)
     hx = (state.h, state.c)
+    dropout = dropout if training else 0.0
+    # cuDNN's "train" flag keeps what backward needs; an eval-mode forward may be differentiated too.
+    keep_for_backward = training or torch.is_grad_enabled()
     if lengths is None:
-        outputs, h, c = torch._VF.lstm(x, hx, weights, True, num_layers, dropout, training, bidirectional, True)
+        outputs, h, c = torch._VF.lstm(x, hx, weights, True, num_layers, dropout, keep_for_backward, bidirectional, True)
         return outputs, LSTMState(h, c)
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
     hx = tuple(t.index_select(1, packed.sorted_indices) for t in hx)
-    data, h, c = torch._VF.lstm(packed.data, packed.batch_sizes, hx, weights, True, num_layers, dropout, training, bidirectional)
+    data, h, c = torch._VF.lstm(packed.data, packed.batch_sizes, hx, weights, True, num_layers, dropout, keep_for_backward, bidirectional)
     packed_out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
     outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])  # zeros past each end
     return outputs, LSTMState(h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices))

@@ -15,7 +15,8 @@ from pipeline import cell_bench, config as config_module
 from pipeline.tasks import TASKS
 
 app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better LSTMs.", no_args_is_help=True)
-console = Console()
+# Wide enough for the report table when output is piped (rich falls back to 80 columns).
+console = Console(width=max(Console().width, 120))
 
 
 def _summary(name: str) -> str:
@@ -57,7 +58,7 @@ def list_cells(
         table.add_column("ms / step", justify="right")
         table.add_column(f"ratio to {cell_bench.REFERENCE}", justify="right")
         for row in rows:
-            table.add_row(row.name, f"{row.parameters:,}", f"{row.ms_per_step:.3f}", f"{row.ratio_to_lstm:.2f}")
+            table.add_row(row.name, f"{row.parameters:,}", f"{row.ms_per_step:.3f}", f"{row.ratio_to_lstm:.3g}")
     else:
         table.add_column("paper")
         for name in cells.names():

@@ -3,7 +3,8 @@
 Each experiment row of ``params.yaml`` is one MLflow run, in one MLflow experiment per task
 (``rnnzoo-<task>``). Every stage reopens that run (found by the tags ``rnnzoo.experiment`` and
 ``rnnzoo.params_hash``), so prepare, train and evaluate of one configuration land together;
-a changed configuration gets a new run. Params are logged once, flattened.
+a changed configuration gets a new run. Params are logged once, flattened. Under ``mlflow run``
+the run MLflow made for the invocation (``MLFLOW_RUN_ID``) is that run.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``. The
 project root is resolved to an absolute path, out of any ``dvc exp`` temporary workspace
@@ -78,18 +79,16 @@ def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done.
     """
     mlflow = _mlflow()
-    mlflow_experiment = mlflow.set_experiment(f"rnnzoo-{task}")
-    query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
-    found = mlflow.search_runs([mlflow_experiment.experiment_id], filter_string=query, output_format="list", max_results=1)
-    run_id = found[0].info.run_id if found else None
+    # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
+    run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, experiment, task, params_hash)
     tags = {
         "rnnzoo.experiment": experiment, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": cell, "rnnzoo.task": task,
         "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
     }
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else experiment):
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else experiment) as run:
         mlflow.set_tags(tags)
-        if run_id is None:
+        if not run.data.params:
             mlflow.log_params({key: str(value) for key, value in flatten(params).items()})
         try:
             yield mlflow
@@ -97,6 +96,13 @@ def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping
             mlflow.set_tag("rnnzoo.failed_stage", stage)
             mlflow.end_run(status="FAILED")
             raise
+
+
+def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str | None:
+    mlflow_experiment = mlflow.set_experiment(f"rnnzoo-{task}")
+    query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
+    found = mlflow.search_runs([mlflow_experiment.experiment_id], filter_string=query, output_format="list", max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -2,8 +2,15 @@
 
 from pipeline.tasks.adding import AddingTask
 from pipeline.tasks.base import Batch, Task, TaskError, TaskSpec
+from pipeline.tasks.copy import CopyTask
+from pipeline.tasks.frequency import FrequencyTask
+from pipeline.tasks.mnist_vector import MNISTVectorTask
+from pipeline.tasks.ptb import PTBTask
+from pipeline.tasks.seq_mnist import SeqMNISTTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (AddingTask,)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (AddingTask, CopyTask, SeqMNISTTask, MNISTVectorTask, FrequencyTask, PTBTask)
+}
 
 
 def make_task(name: str, options: dict | None = None) -> Task:

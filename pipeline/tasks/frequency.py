@@ -39,10 +39,11 @@ class FrequencyOptions:
     valid_size: int = 1_000
 
     def __post_init__(self) -> None:
-        require(self.sampling in SAMPLINGS, f"frequency option 'sampling' must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
-        require(self.duration >= 2, f"frequency option 'duration' must be >= 2 (ms, at least two samples), got {self.duration!r}")
-        require(self.train_size >= 2, f"frequency option 'train_size' must be >= 2 (one example per class), got {self.train_size}")
-        require(self.valid_size >= 2, f"frequency option 'valid_size' must be >= 2 (one example per class), got {self.valid_size}")
+        allowed = ", ".join(SAMPLINGS)
+        require(self.sampling in SAMPLINGS, f"frequency option 'sampling' must be one of {allowed}, got {self.sampling!r}")
+        require(self.duration >= 2, f"frequency option 'duration' must be >= 2 (ms: two samples), got {self.duration!r}")
+        require(self.train_size >= 2, f"frequency option 'train_size' must be >= 2 (one per class), got {self.train_size}")
+        require(self.valid_size >= 2, f"frequency option 'valid_size' must be >= 2 (one per class), got {self.valid_size}")
 
 
 def in_band(period: Tensor) -> Tensor:

@@ -28,7 +28,8 @@ class MNISTVectorTask(Task):
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
         splits = load_images(self.options, data_dir, seed)
-        return {name: {"x": split["x"].flatten(1), "target": split["target"]} for name, split in splits.items()}  # x (N, rows * cols)
+        # x (N, rows, cols) -> (N, rows * cols)
+        return {name: {"x": split["x"].flatten(1), "target": split["target"]} for name, split in splits.items()}
 
     def spec(self, splits: Splits) -> TaskSpec:
         loss, text = class_prior_baseline(splits)

@@ -57,7 +57,8 @@ class ImageOptions:
 
     def __post_init__(self) -> None:
         require(self.source in SOURCES, f"{self.task} option 'source' must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        require(0.0 < self.valid_fraction < 1.0, f"{self.task} option 'valid_fraction' must lie in (0, 1), got {self.valid_fraction!r}")
+        fraction = self.valid_fraction
+        require(0.0 < fraction < 1.0, f"{self.task} option 'valid_fraction' must lie in (0, 1), got {fraction!r}")
         require(
             self.limit is None or (isinstance(self.limit, int) and not isinstance(self.limit, bool) and self.limit >= 1),
             f"{self.task} option 'limit' must be null or an integer >= 1, got {self.limit!r}",
@@ -106,7 +107,7 @@ def class_prior_baseline(splits: Splits) -> tuple[float, str]:
     loss = float(-(valid * prior.log()).sum())
     majority = int(prior.argmax())
     text = (
-        f"memoryless: the train class prior, cross-entropy {loss:.4f} (log 10 = {math.log(CLASSES):.4f}); "
+        f"ignoring the input: the train class prior, cross-entropy {loss:.4f} (log 10 = {math.log(CLASSES):.4f}); "
         f"always class {majority}: accuracy {float(valid[majority]):.4f}"
     )
     return loss, text
@@ -139,17 +140,18 @@ def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Genera
     require(data_dir is not None, f"source 'mnist' needs prepare.data_dir: a directory holding {wanted} (or unzipped)")
     failures: list[str] = []
     t10k = _pair(data_dir, "t10k", options.download, failures)
-    train = _pair(data_dir, "train", options.download, failures)
     if t10k is None:
         reasons = "".join(f"\n  {failure}" for failure in failures)
         raise TaskError(
             f"MNIST files missing in {data_dir}: put {wanted} there (.gz or unzipped; the t10k pair alone is "
             f"enough: it is then split into train and valid).{reasons}"
         )
+    train = _pair(data_dir, "train", options.download, failures)
     if train is None:
         log.warning(
-            "MNIST train files not in %s: splitting the 10k t10k images into train and valid (valid_fraction %s, seeded). "
-            "These figures are not the standard 60k/10k protocol.", data_dir, options.valid_fraction,
+            "MNIST train files not in %s (%s): splitting the 10k t10k images into train and valid "
+            "(valid_fraction %s, seeded). These figures are not the standard 60k/10k protocol.",
+            data_dir, "; ".join(failures), options.valid_fraction,
         )
         return _split(*t10k, options.valid_fraction, generator)
     return {"train": {"x": train[0], "target": train[1]}, "valid": {"x": t10k[0], "target": t10k[1]}}
@@ -161,7 +163,11 @@ def _pair(data_dir: Path, part: str, may_download: bool, failures: list[str]) ->
     if None in paths:
         return None
     images, labels = read_labelled_images(*paths)
-    return images.float() / 255.0, labels
+    require(
+        labels.numel() == 0 or 0 <= int(labels.min()) and int(labels.max()) < CLASSES,
+        f"{paths[1]}: labels outside 0..9, not an MNIST label file; delete it and download it again",
+    )
+    return images.float() / 255.0, labels  # (N, 28, 28) grey levels 0..255 -> [0, 1]
 
 
 def _find(data_dir: Path, stem: str, may_download: bool, failures: list[str]) -> Path | None:

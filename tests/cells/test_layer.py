@@ -684,8 +684,10 @@ def _cuda_run(layer, x, state, lengths, times):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name, fused", CUDA_CASES, ids=[n if f else f"{n}-unfused" for n, f in CUDA_CASES])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["unidirectional", "bidirectional"])
-def test_cuda_matches_cpu(name, fused, bidirectional, exact_cuda_float32):
-    cpu = make(name, dtype=torch.float32, num_layers=2, bidirectional=bidirectional, fused=fused)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_cuda_matches_cpu(name, fused, bidirectional, mode, exact_cuda_float32):
+    """Outputs, final state and gradients; eval mode too (gradients for analysis, e.g. saliency)."""
+    cpu = make(name, dtype=torch.float32, num_layers=2, bidirectional=bidirectional, fused=fused).train(mode == "train")
     gpu = copy.deepcopy(cpu).cuda()
     assert gpu.runs_on_torch_lstm == (fused and name in FUSED_CELLS)
     x = pad_with_garbage(inputs(dtype=torch.float32), LENGTHS, scale=10.0)
@@ -711,7 +713,7 @@ def test_cuda_matches_cpu(name, fused, bidirectional, exact_cuda_float32):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", FUSED_CELLS)
 def test_cuda_fused_weights_are_flattened_for_cudnn(name):
-    layer = make(name, dtype=torch.float32, num_layers=2, bidirectional=True).cuda()
+    layer = make(name, dtype=torch.float32, num_layers=2, bidirectional=True).cuda().train()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         outputs, _ = layer(inputs(dtype=torch.float32).cuda())

