@@ -183,3 +183,7 @@ def tasks() -> None:
         summary = (__import__(task.__module__, fromlist=["__doc__"]).__doc__ or "").strip().splitlines()[0]
         table.add_row(name, options, summary)
     console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -88,8 +88,10 @@ def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping
     }
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else experiment) as run:
         mlflow.set_tags(tags)
-        if not run.data.params:
-            mlflow.log_params({key: str(value) for key, value in flatten(params).items()})
+        # Once per run; `mlflow run` may already have logged its entry point's own parameters.
+        missing = {key: str(value) for key, value in flatten(params).items() if key not in run.data.params}
+        if missing:
+            mlflow.log_params(missing)
         try:
             yield mlflow
         except BaseException:

@@ -1,0 +1,46 @@
+"""Fixtures for pipeline tests: a tiny params file and an isolated working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+def tiny_params(**experiment_overrides: Any) -> dict[str, Any]:
+    """Two fast experiments: a sequence cell and the vector cell."""
+    params = {
+        "prepare": {"seed": 0, "data_dir": None},
+        "train": {"device": "cpu", "seed": 0, "steps": 12, "batch_size": 16, "lr": 0.01, "checkpoint_every": 4, "log_every": 2},
+        "evaluate": {"batch_size": 64},
+        "experiments": {
+            "add-janet": {
+                "cell": "janet", "task": "adding", "hidden_size": 8, "cell_options": {"max_timescale": 6},
+                "task_options": {"length": 6, "train_size": 64, "valid_size": 32}, "model_options": {}, "train": {},
+            },
+            "vec-unfolded": {
+                "cell": "unfolded_lstm", "task": "mnist_vector", "hidden_size": 8, "cell_options": {"depth": 3},
+                "task_options": {}, "model_options": {}, "train": {},
+            },
+        },
+    }
+    for name, override in experiment_overrides.items():
+        params["experiments"][name].update(override)
+    return params
+
+
+def write_params(path: Path, params: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp directory as cwd, with its own MLflow database."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    write_params(tmp_path / "params.yaml", tiny_params())
+    return tmp_path

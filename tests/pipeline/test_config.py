@@ -1,0 +1,91 @@
+"""Bad params fail before any work, with one message naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import config
+from pipeline.cli import app
+from tests.pipeline.conftest import tiny_params, write_params
+
+runner = CliRunner()
+
+
+def _mutated(mutate) -> dict:
+    params = tiny_params()
+    mutate(params)
+    return params
+
+
+BAD_PARAMS = {
+    "unknown cell": (lambda p: p["experiments"]["add-janet"].update(cell="gru"), ["experiments.add-janet.cell", "'gru'", "janet"]),
+    "unknown task": (lambda p: p["experiments"]["add-janet"].update(task="imagenet"), ["experiments.add-janet.task", "imagenet", "adding"]),
+    "negative lr": (lambda p: p["train"].update(lr=-0.1), ["train.lr", "-0.1", "> 0"]),
+    "zero width": (lambda p: p["experiments"]["add-janet"].update(hidden_size=0), ["hidden_size", "0", ">= 1"]),
+    "missing section": (lambda p: p.pop("evaluate"), ["'evaluate'", "missing"]),
+    "wrong type": (lambda p: p["train"].update(steps="many"), ["train.steps", "'many'", "integer"]),
+    "unknown key": (lambda p: p["train"].update(learning_rate=0.1), ["train.learning_rate", "allowed"]),
+    "experiment lr": (lambda p: p["experiments"]["add-janet"]["train"].update(lr=0), ["experiments.add-janet.train.lr", "0"]),
+    "bad device": (lambda p: p["train"].update(device="tpu"), ["train.device", "tpu", "cuda"]),
+    "vector cell on sequences": (lambda p: p["experiments"]["add-janet"].update(cell="unfolded_lstm"), ["unfolded_lstm", "vector task"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+def test_bad_params_are_named_before_any_work(case: str, tmp_path: Path) -> None:
+    mutate, expected = BAD_PARAMS[case]
+    path = write_params(tmp_path / "params.yaml", _mutated(mutate))
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path)
+    for fragment in expected:
+        assert fragment in str(error.value), (fragment, str(error.value))
+
+
+def test_cli_reports_bad_params_in_one_line_and_writes_nothing(workdir: Path) -> None:
+    result = runner.invoke(app, ["prepare", "--set", "train.lr=-1"])
+    assert result.exit_code == 2
+    assert "train.lr" in result.output and "-1" in result.output
+    assert not (workdir / "data").exists()
+
+
+def test_unknown_experiment_is_named(workdir: Path) -> None:
+    result = runner.invoke(app, ["train", "no-such-experiment"])
+    assert result.exit_code == 2
+    assert "no-such-experiment" in result.output and "add-janet" in result.output
+
+
+def test_unknown_stage_is_rejected() -> None:
+    result = runner.invoke(app, ["deploy"])
+    assert result.exit_code != 0
+    assert "deploy" in result.output
+
+
+def test_set_override_changes_a_nested_value(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "params.yaml", tiny_params())
+    loaded = config.load(path, ["experiments.add-janet.train.lr=0.5", "train.steps=3"])
+    assert loaded.experiment("add-janet").train.lr == 0.5
+    assert loaded.experiment("add-janet").train.steps == 3
+    assert loaded.experiment("vec-unfolded").train.lr == 0.01
+
+
+def test_set_override_without_equals_is_rejected(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "params.yaml", tiny_params())
+    with pytest.raises(config.ConfigError, match="KEY=VALUE"):
+        config.load(path, ["train.lr"])
+
+
+def test_bad_task_option_is_named(tmp_path: Path) -> None:
+    from pipeline.tasks import TaskError, make_task
+
+    with pytest.raises(TaskError, match="length"):
+        make_task("adding", {"length": 1})
+
+
+def test_default_params_file_is_valid() -> None:
+    loaded = config.load(Path(__file__).resolve().parents[2] / "params.yaml")
+    import cells
+
+    assert {exp.cell for exp in loaded.experiments.values()} == set(cells.names())

@@ -1,0 +1,91 @@
+"""End to end in a temp copy of the project: `dvc repro` and `mlflow run .`, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.pipeline.conftest import tiny_params, write_params
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PROJECT_FILES = ("cells", "pipeline", "dvc.yaml", "MLproject", "conda.yaml", "pyproject.toml")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A git + DVC repository holding a copy of the project and a tiny params.yaml."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, copy / name)
+    write_params(copy / "params.yaml", tiny_params())
+    (copy / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlruns/\n")
+    env = {
+        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(copy),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(command, cwd=copy, env=env, check=True, capture_output=True)
+    return copy, env
+
+
+def _repro(copy: Path, env: dict[str, str]) -> list[str]:
+    """Run `dvc repro`; return the stages it ran."""
+    result = subprocess.run([str(BIN / "dvc"), "repro"], cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.findall(r"Running stage '([^']+)'", result.stdout)
+
+
+def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, dict[str, str]]) -> None:
+    copy, env = project
+    experiments = list(tiny_params()["experiments"])
+    ran = _repro(copy, env)
+    assert sorted(ran) == sorted(f"{stage}@{name}" for stage in ("prepare", "train", "evaluate") for name in experiments)
+    for name in experiments:
+        assert (copy / "reports" / name / "metrics.json").is_file()
+    assert _repro(copy, env) == [], "a second repro must do nothing"
+
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["experiments"]["add-janet"]["train"]["lr"] = 0.02
+    write_params(copy / "params.yaml", params)
+    assert sorted(_repro(copy, env)) == ["evaluate@add-janet", "train@add-janet"]
+
+    metrics = subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=copy, env=env, capture_output=True, text=True)
+    assert metrics.returncode == 0 and "valid.loss" in metrics.stdout
+    plots = subprocess.run([str(BIN / "dvc"), "plots", "show", "--json"], cwd=copy, env=env, capture_output=True, text=True)
+    assert plots.returncode == 0 and "train_history.json" in plots.stdout
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding", "rnnzoo-mnist_vector"], output_format="list")
+    by_experiment = sorted(run.data.tags["rnnzoo.experiment"] for run in runs)
+    assert by_experiment == ["add-janet", "add-janet", "vec-unfolded"], "a changed lr is a new run; the rest reopen theirs"
+    assert all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_mlflow_run_records_one_run_with_every_stage(project: tuple[Path, dict[str, str]]) -> None:
+    copy, env = project
+    command = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "rnnzoo-adding", "-P", "experiment=add-janet"]
+    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate")} <= set(run.data.tags)
+    assert "valid.loss" in run.data.metrics and run.data.params["cell"] == "janet"

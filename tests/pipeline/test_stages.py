@@ -1,0 +1,132 @@
+"""The stages in-process on tiny configs: outputs, determinism, divergence, resume, MLflow records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from pipeline import config, files
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.prepare import prepare
+from pipeline.stages.train import TrainingDiverged, train
+
+
+def _run_all(params: config.Config, name: str) -> dict[str, float]:
+    prepare(params, name)
+    train(params, name, progress=False)
+    return evaluate(params, name)
+
+
+def test_every_stage_writes_its_outputs(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    for name in params.experiments:
+        metrics = _run_all(params, name)
+        assert files.dataset_path(name).is_file()
+        assert files.model_path(name).is_file()
+        assert json.loads((files.reports_dir(name) / "metrics.json").read_text()) == metrics
+        assert (files.reports_dir(name) / "plots" / "learning_curve.png").stat().st_size > 1000
+    plots = {p.name for p in (files.reports_dir("vec-unfolded") / "plots").glob("*.png")}
+    assert plots == {"learning_curve.png", "confusion_matrix.png", "layer_gradient_norms.png", "first_layer_filters.png"}
+    history = json.loads((files.reports_dir("vec-unfolded") / "train_history.json").read_text())
+    assert all(len(record["layer_grad_norms"]) == 3 for record in history)  # exactly `depth` layers
+    assert not list(workdir.rglob("*.tmp")), "no temporary file may be left behind"
+
+
+def test_same_params_and_seed_give_the_same_metrics(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    first = _run_all(params, "add-janet")
+    second = _run_all(params, "add-janet")
+    assert first == second
+    other_seed = config.load(workdir / "params.yaml", ["train.seed=1"])
+    assert _run_all(other_seed, "add-janet") != first
+
+
+def test_divergence_stops_with_a_message_and_no_model(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml", ["train.lr=1.0e+30", "train.grad_clip=0", "train.optimizer=sgd"])
+    prepare(params, "add-janet")
+    with pytest.raises(TrainingDiverged, match=r"add-janet diverged: loss is (nan|inf)"):
+        train(params, "add-janet", progress=False)
+    assert not files.model_path("add-janet").exists()
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    assert [run.info.status for run in runs] == ["FAILED"]
+    assert all(all(map(lambda v: v == v, run.data.metrics.values())) for run in runs), "no NaN metric is logged"
+
+
+def test_stage_without_its_input_names_the_stage_to_run(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    with pytest.raises(FileNotFoundError, match="rnnzoo prepare add-janet"):
+        train(params, "add-janet", progress=False)
+
+
+def test_resume_after_stop_gives_the_uninterrupted_result(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    train(params, "add-janet", progress=False)
+    uninterrupted = torch.load(files.model_path("add-janet"), weights_only=True)["state_dict"]
+    files.model_path("add-janet").unlink()
+    train(params, "add-janet", stop_after=5, progress=False)
+    assert files.checkpoint_path("add-janet").is_file() and not files.model_path("add-janet").exists()
+    train(params, "add-janet", resume=True, progress=False)
+    resumed = torch.load(files.model_path("add-janet"), weights_only=True)["state_dict"]
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+def test_resume_after_a_real_kill_gives_the_uninterrupted_metrics(workdir: Path) -> None:
+    overrides = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5"]
+    rnnzoo = [sys.executable, "-m", "pipeline.cli"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([*rnnzoo, "prepare", "add-janet", *overrides], check=True, env=env, capture_output=True)
+    process = subprocess.Popen([*rnnzoo, "train", "add-janet", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not files.checkpoint_path("add-janet").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert files.checkpoint_path("add-janet").is_file() and not files.model_path("add-janet").exists()
+    subprocess.run([*rnnzoo, "train", "add-janet", "--resume", *overrides], check=True, env=env, capture_output=True)
+    subprocess.run([*rnnzoo, "evaluate", "add-janet", *overrides], check=True, env=env, capture_output=True)
+    resumed = json.loads((files.reports_dir("add-janet") / "metrics.json").read_text())
+    uninterrupted = _run_all(config.load(workdir / "params.yaml", [o for o in overrides if o != "--set"]), "add-janet")
+    assert resumed == uninterrupted
+
+
+def test_resume_refuses_a_checkpoint_of_other_params(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    train(params, "add-janet", stop_after=4, progress=False)
+    changed = config.load(workdir / "params.yaml", ["train.lr=0.02"])
+    with pytest.raises(ValueError, match="other params"):
+        train(changed, "add-janet", resume=True, progress=False)
+
+
+def test_mlflow_holds_one_run_per_experiment_with_params_metrics_artifacts_and_model(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    _run_all(params, "add-janet")
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["rnnzoo.cell"] == "janet" and run.data.tags["rnnzoo.task"] == "adding"
+    assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate")} <= set(run.data.tags)
+    assert run.data.params["train.lr"] == "0.01" and run.data.params["hidden_size"] == "8"
+    assert run.data.metrics["valid.loss"] == json.loads((files.reports_dir("add-janet") / "metrics.json").read_text())["valid.loss"]
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train.loss")
+    assert [m.step for m in history] == list(range(2, 13, 2))
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert "plots/learning_curve.png" in artifacts
+    versions = mlflow.MlflowClient().search_model_versions("name='rnnzoo-janet-adding'")
+    assert len(versions) == 1 and versions[0].run_id == run.info.run_id
+    model = mlflow.pyfunc.load_model(f"models:/rnnzoo-janet-adding/{versions[0].version}")
+    splits = torch.load(files.dataset_path("add-janet"), weights_only=True)
+    prediction = model.predict(splits["valid"]["x"][:3].numpy())
+    assert prediction.shape == (3, 1)
