@@ -13,7 +13,10 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_fused_lstm_on_cuda_uses_packed_weights_and_trains(bidirectional: bool) -> None:
+def test_fused_lstm_on_cuda_uses_packed_weights_and_trains(bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TF32 would round matmuls to ~1e-4 relative; compare the two paths in full float32.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     layer = cells.make("lstm", 3, 8, num_layers=2, bidirectional=bidirectional).cuda()
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
     x = torch.randn(4, 6, 3, device="cuda")
