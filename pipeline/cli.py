@@ -19,10 +19,10 @@ app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better L
 console = Console(width=max(Console().width, 120))
 
 
-def _summary(name: str) -> str:
-    model_type = cells.SEQUENCE_CELLS.get(name) or cells.VECTOR_MODELS[name]
-    module_doc = __import__(model_type.__module__, fromlist=["__doc__"]).__doc__ or ""
-    return module_doc.strip().splitlines()[0]
+def _summary(cls: type) -> str:
+    """The first paragraph of the docstring of the module defining ``cls``."""
+    module_doc = __import__(cls.__module__, fromlist=["__doc__"]).__doc__ or ""
+    return " ".join(module_doc.strip().split("\n\n")[0].split())
 
 
 @app.callback()
@@ -63,7 +63,7 @@ def list_cells(
         table.add_column("paper")
         for name in cells.names():
             model = cells.make(name, input_size, hidden_size, **cell_bench.required_options(name, steps))
-            table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(name))
+            table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(type(model.cells[0]) if hasattr(model, "cells") else type(model)))
     console.print(table)
 
 
@@ -180,8 +180,7 @@ def tasks() -> None:
     table.add_column("what it is")
     for name, task in sorted(TASKS.items()):
         options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(task.Options))
-        summary = (__import__(task.__module__, fromlist=["__doc__"]).__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, options, summary)
+        table.add_row(name, options, _summary(task))
     console.print(table)
 
 

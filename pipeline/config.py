@@ -75,14 +75,13 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA
     checkpoint_every: int = 100
     log_every: int = 10
-    bptt: int = 35  # language models: steps per truncated-BPTT segment
 
     def validate(self, key: str) -> None:
         _check(self.device in DEVICES, f"{key}.device", self.device, f"one of {', '.join(DEVICES)}")
         _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         _check(self.schedule in SCHEDULES, f"{key}.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
         _check(_is_int(self.seed), f"{key}.seed", self.seed, "an integer")
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "bptt"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, f"{key}.{name}", value, "an integer >= 1")
         _check(_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"{key}.warmup_steps", self.warmup_steps, "an integer >= 0")

@@ -128,6 +128,8 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
         signature=infer_signature(example_input.numpy(), example_output.numpy()),
         input_example=example_input.numpy(),
         registered_model_name=registered_name,
+        # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.
+        serialization_format="pickle",
         # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )

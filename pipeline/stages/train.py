@@ -195,7 +195,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                 tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
                 record["layer_grad_norms"] = layer_gradient_norms(model)
                 state.history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.1f}")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.3g}")
                 window_loss, window_start = 0.0, time.perf_counter()
             if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)

@@ -89,3 +89,15 @@ def test_default_params_file_is_valid() -> None:
     import cells
 
     assert {exp.cell for exp in loaded.experiments.values()} == set(cells.names())
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml")))
+def test_every_profile_is_valid_and_builds_its_models(profile: str) -> None:
+    import cells
+    from pipeline.tasks import make_task
+
+    loaded = config.load(Path(__file__).resolve().parents[2] / "profiles" / profile)
+    for exp in loaded.experiments.values():
+        make_task(exp.task, exp.task_options)
+        allowed = set(cells.options(exp.cell))
+        assert set(exp.cell_options) <= allowed, (exp.name, set(exp.cell_options) - allowed)

@@ -85,7 +85,8 @@ def test_resume_after_stop_gives_the_uninterrupted_result(workdir: Path) -> None
 def test_resume_after_a_real_kill_gives_the_uninterrupted_metrics(workdir: Path) -> None:
     overrides = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5"]
     rnnzoo = [sys.executable, "-m", "pipeline.cli"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     subprocess.run([*rnnzoo, "prepare", "add-janet", *overrides], check=True, env=env, capture_output=True)
     process = subprocess.Popen([*rnnzoo, "train", "add-janet", *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -130,3 +131,23 @@ def test_mlflow_holds_one_run_per_experiment_with_params_metrics_artifacts_and_m
     splits = torch.load(files.dataset_path("add-janet"), weights_only=True)
     prediction = model.predict(splits["valid"]["x"][:3].numpy())
     assert prediction.shape == (3, 1)
+
+
+def test_language_model_resume_restores_the_carried_state(workdir: Path) -> None:
+    from tests.pipeline.conftest import tiny_params, write_params
+
+    params = tiny_params()
+    params["experiments"] = {
+        "lm": {
+            "cell": "lstm", "task": "ptb", "hidden_size": 8, "cell_options": {}, "task_options": {"bptt": 5, "sentences": 200},
+            "model_options": {"tie_weights": True}, "train": {"steps": 10},
+        }
+    }
+    loaded = config.load(write_params(workdir / "params.yaml", params))
+    metrics = _run_all(loaded, "lm")
+    assert metrics["valid.perplexity"] > 1.0
+    files.model_path("lm").unlink()
+    train(loaded, "lm", stop_after=3, progress=False)
+    assert torch.load(files.checkpoint_path("lm"), weights_only=False)["carried"] is not None
+    train(loaded, "lm", resume=True, progress=False)
+    assert evaluate(loaded, "lm") == metrics
