@@ -86,10 +86,6 @@ def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> 
     return VectorModel(cell, spec, hidden_size, **options)
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def detach_state(state: Any) -> Any:
     """Cut the graph between truncated-BPTT segments, keeping the values."""
     return None if state is None else type(state)(*(t.detach() for t in state))

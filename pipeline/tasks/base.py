@@ -94,6 +94,17 @@ def parse_options(task: str, options_type: type, options: Mapping[str, Any]) -> 
     return options_type(**options)
 
 
+def prior_cross_entropy(train_targets: Tensor, valid_targets: Tensor, classes: int) -> tuple[float, Tensor]:
+    """Cross-entropy on valid of the add-one smoothed train class prior, and that prior.
+
+    The memoryless baseline of classification and language modelling (a unigram model);
+    add-one because a class may be missing from train (``<unk>``, a rare digit).
+    """
+    counts = torch.bincount(train_targets.reshape(-1), minlength=classes).double() + 1.0
+    prior = counts / counts.sum()
+    return float(-prior.log()[valid_targets.reshape(-1)].mean()), prior
+
+
 def require(condition: bool, message: str) -> None:
     """Raise ``TaskError(message)`` unless ``condition`` holds."""
     if not condition:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, require
+from pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
 from pipeline.tasks.download import download
 
 SOURCES = ("embedded", "ptb", "files")
@@ -140,9 +140,7 @@ class PTBTask(Task):
 
     def spec(self, splits: Splits) -> TaskSpec:
         vocab_size = int(splits["train"]["vocab_size"])
-        counts = torch.bincount(splits["train"]["target"], minlength=vocab_size).double() + 1.0  # add-one: <unk> may be unseen
-        log_unigram = (counts / counts.sum()).log()
-        loss = float(-log_unigram[splits["valid"]["target"]].mean())
+        loss, _ = prior_cross_entropy(splits["train"]["target"], splits["valid"]["target"], vocab_size)
         return TaskSpec(
             input_size=vocab_size, output_size=vocab_size, head="language_model", baseline_loss=loss,
             baseline=f"unigram: add-one smoothed train token frequencies: {loss:.4f} nats/token, perplexity {math.exp(loss):.1f}",

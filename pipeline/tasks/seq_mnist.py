@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, require
+from pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
 from pipeline.tasks.download import download
 from pipeline.tasks.idx import read_labelled_images
 
@@ -100,11 +100,8 @@ def pixel_permutation(pixels: int, permutation_seed: int) -> Tensor:
 
 def class_prior_baseline(splits: Splits) -> tuple[float, str]:
     """Cross-entropy on valid of the (add-one smoothed) train class prior, and its description."""
-    counts = torch.bincount(splits["train"]["target"], minlength=CLASSES).double() + 1.0
-    prior = counts / counts.sum()
-    valid = torch.bincount(splits["valid"]["target"], minlength=CLASSES).double()
-    valid = valid / valid.sum()
-    loss = float(-(valid * prior.log()).sum())
+    loss, prior = prior_cross_entropy(splits["train"]["target"], splits["valid"]["target"], CLASSES)
+    valid = torch.bincount(splits["valid"]["target"], minlength=CLASSES).double() / splits["valid"]["target"].numel()
     majority = int(prior.argmax())
     text = (
         f"ignoring the input: the train class prior, cross-entropy {loss:.4f} (log 10 = {math.log(CLASSES):.4f}); "
