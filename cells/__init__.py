@@ -36,7 +36,7 @@ SEQUENCE_CELLS: dict[str, type[RecurrentCell]] = {
     "rhn": RHNCell,
 }
 VECTOR_MODELS: dict[str, type[nn.Module]] = {"unfolded_lstm": UnfoldedLSTM}
-LAYER_OPTIONS = ("num_layers", "dropout", "bidirectional", "batch_first", "fused")
+LAYER_OPTIONS = ("num_layers", "dropout", "bidirectional", "batch_first", "fused", "time_loop")
 
 
 def names() -> list[str]:

@@ -6,6 +6,7 @@ outputs past a sequence's end are zero and the final state is the state at its l
 step. Each cell's input projection runs once over all steps before the time loop; the loop
 does only the recurrent part. Stacks of plain LSTM cells run on ``torch.nn.LSTM``'s kernel
 instead (``fused=True``, the default), which is held to the loop by the tests.
+``time_loop="scan"`` runs the loop under torch's ``scan`` operator instead, for ONNX export.
 
 States go in and come out as the cell's NamedTuple with every field stacked ``(L*D, B, H)``,
 index ``layer * D + direction``, as ``torch.nn.LSTM`` does.
@@ -17,10 +18,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
-from cells.base import RecurrentCell, State, require_positive_int, require_rate
+from cells.base import RecurrentCell, State, require_choice, require_positive_int, require_rate
 from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
+
+
+# "python": a Python loop over steps (eager, fastest to run); "scan": torch's scan operator,
+# which export turns into one ONNX Scan node so the graph keeps the time axis dynamic.
+TIME_LOOPS = ("python", "scan")
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -32,6 +39,37 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     index = torch.where(index >= 0, index, steps)
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, index)
+
+
+def _masked_step(
+    cell: RecurrentCell, state: State, projected: Tensor, time: Tensor | None, keep: Tensor | None, masks: tuple
+) -> tuple[Tensor, State]:
+    """One recurrent step; where ``keep`` ``(B, 1)`` is False (past a sequence's end) the state
+    stays and the output is zero."""
+    h, new_state = cell.recurrent_step(projected, state, time, masks)
+    if keep is None:
+        return h, new_state
+    new_state = type(state)(*(torch.where(keep, new, old) for new, old in zip(new_state, state)))
+    return torch.where(keep, h, torch.zeros_like(h)), new_state  # not h * keep: NaN padding * 0 is NaN
+
+
+def _scan_direction(
+    cell: RecurrentCell, projected: Tensor, state: State, times: Tensor | None, valid: Tensor | None, masks: tuple
+) -> tuple[Tensor, State]:
+    """The time loop as torch's ``scan`` operator: exports to one ONNX ``Scan`` node, T dynamic."""
+    state_type = type(state)
+    scanned = [t.transpose(0, 1) for t in (projected, times, valid) if t is not None]  # time-major
+
+    def combine(carry: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+        rest = iter(inputs[1:])
+        time = next(rest) if times is not None else None
+        keep = next(rest) if valid is not None else None
+        h, new_state = _masked_step(cell, state_type(*carry), inputs[0], time, keep, masks)
+        # scan forbids outputs that alias each other or the inputs (JANET's output is its state).
+        return tuple(field.clone() for field in new_state), h.clone()
+
+    final, outputs = scan(combine, tuple(state), tuple(scanned))  # outputs (T, B, H)
+    return outputs.transpose(0, 1), state_type(*final)
 
 
 class RecurrentLayer(nn.Module):
@@ -47,6 +85,7 @@ class RecurrentLayer(nn.Module):
         bidirectional: bool = False,
         batch_first: bool = True,
         fused: bool = True,
+        time_loop: str = "python",
         **cell_options: Any,
     ) -> None:
         super().__init__()
@@ -62,6 +101,7 @@ class RecurrentLayer(nn.Module):
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
         self.fused = bool(fused)
+        self.time_loop = require_choice("time_loop", time_loop, TIME_LOOPS)
         self.num_directions = 2 if self.bidirectional else 1
         self.cells = nn.ModuleList(
             cell_type.for_layer(
@@ -86,7 +126,7 @@ class RecurrentLayer(nn.Module):
     @property
     def runs_on_torch_lstm(self) -> bool:
         """Whether ``forward`` hands the whole stack to ``torch.nn.LSTM``'s kernel."""
-        return self.fused and getattr(self.cell_type, "runs_on_torch_lstm", False)
+        return self.fused and self.time_loop == "python" and getattr(self.cell_type, "runs_on_torch_lstm", False)
 
     def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
         """The zero state of the whole stack, fields ``(L*D, B, H)``."""
@@ -151,22 +191,20 @@ class RecurrentLayer(nn.Module):
         stacked = self.state_type(*(torch.stack(fields) for fields in zip(*finals)))
         return layer_input, stacked
 
-    @staticmethod
     def _run_direction(
-        cell: RecurrentCell, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None
+        self, cell: RecurrentCell, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None
     ) -> tuple[Tensor, State]:
         batch, steps = x.shape[:2]
         masks = cell.draw_masks(batch, x.device, x.dtype)
         projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
-        valid = None if lengths is None else torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T)
+        valid = None if lengths is None else (torch.arange(steps, device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+        if self.time_loop == "scan":
+            return _scan_direction(cell, projected, state, times, valid, masks)
         outputs = []
         for t in range(steps):
-            h, new_state = cell.recurrent_step(projected[:, t], state, None if times is None else times[:, t], masks)
-            if valid is not None:
-                keep = valid[:, t].unsqueeze(1)  # (B, 1): past its end a sequence keeps its state
-                new_state = type(state)(*(torch.where(keep, new, old) for new, old in zip(new_state, state)))
-                h = torch.where(keep, h, torch.zeros_like(h))  # not h * keep: NaN padding * 0 is NaN
-            state = new_state
+            h, state = _masked_step(
+                cell, state, projected[:, t], None if times is None else times[:, t], None if valid is None else valid[:, t], masks
+            )
             outputs.append(h)
         return torch.stack(outputs, dim=1), state
 
@@ -187,7 +225,8 @@ class RecurrentLayer(nn.Module):
         lengths = torch.as_tensor(lengths)
         if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
             raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}")
-        if int(lengths.min()) < 1 or int(lengths.max()) > steps:
+        # Values can only be checked eagerly: under export they are data, not constants.
+        if not torch.compiler.is_compiling() and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
             raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got {lengths.tolist()}")
         return lengths.to(device=device, dtype=torch.long)
 
