@@ -72,7 +72,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    amp: bool = False  # bfloat16 autocast on CUDA
+    amp: bool = False  # bfloat16 autocast (mixed precision)
     checkpoint_every: int = 100
     log_every: int = 10
 

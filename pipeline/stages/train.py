@@ -156,7 +156,8 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train without --resume")
     state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule) if resume else TrainState()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    # bfloat16 needs no loss scaling, and autocast supports it on CPU and CUDA alike.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
     stream = batch_stream(task, splits["train"], spec, cfg, state.step)
     last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 

@@ -151,3 +151,10 @@ def test_language_model_resume_restores_the_carried_state(workdir: Path) -> None
     assert torch.load(files.checkpoint_path("lm"), weights_only=False)["carried"] is not None
     train(loaded, "lm", resume=True, progress=False)
     assert evaluate(loaded, "lm") == metrics
+
+
+def test_mixed_precision_trains_to_finite_metrics_that_differ_from_float32(workdir: Path) -> None:
+    full = _run_all(config.load(workdir / "params.yaml"), "add-janet")
+    mixed = _run_all(config.load(workdir / "params.yaml", ["train.amp=true"]), "add-janet")
+    assert all(value == value and abs(value) < float("inf") for value in mixed.values())
+    assert mixed["valid.loss"] != full["valid.loss"]
