@@ -138,10 +138,22 @@ def evaluate(experiments: list[str] = typer.Argument(None, help="Experiments to 
         console.print(f"{name}: valid loss {metrics['valid.loss']:.4g} (baseline {metrics['baseline_loss']:.4g})")
 
 
+@app.command("export")
+def export_command(experiments: list[str] = typer.Argument(None, help="Experiments to export (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+    """Export each trained model to ONNX (sequence and step graphs) under models/<experiment>/onnx/."""
+    from pipeline.stages.export import export as run
+
+    config = _load(params, set_)
+    for name in _names(config, experiments):
+        for path in _run_stage(run, config, name):
+            console.print(f"exported {path}")
+
+
 @app.command("run")
 def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to run (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
-    """Run prepare, train and evaluate of each experiment in this one process, then report."""
+    """Run prepare, train, evaluate and export of each experiment in this one process, then report."""
     from pipeline.stages.evaluate import evaluate as run_evaluate
+    from pipeline.stages.export import export as run_export
     from pipeline.stages.prepare import prepare as run_prepare
     from pipeline.stages.train import train as run_train
 
@@ -151,6 +163,7 @@ def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to r
         _run_stage(run_prepare, config, name)
         _run_stage(run_train, config, name)
         _run_stage(run_evaluate, config, name)
+        _run_stage(run_export, config, name)
     _print_report(config, names)
 
 

@@ -24,6 +24,10 @@ def model_path(experiment: str) -> Path:
     return MODELS_DIR / experiment / "model.pt"
 
 
+def onnx_dir(experiment: str) -> Path:
+    return MODELS_DIR / experiment / "onnx"
+
+
 def checkpoint_path(experiment: str) -> Path:
     # Not a DVC output: it only serves `--resume` and is checked against the params hash.
     return MODELS_DIR / experiment / "checkpoint" / "last.pt"
@@ -31,6 +35,12 @@ def checkpoint_path(experiment: str) -> Path:
 
 def reports_dir(experiment: str) -> Path:
     return REPORTS_DIR / experiment
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -41,6 +51,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

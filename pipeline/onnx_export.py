@@ -1,0 +1,146 @@
+"""Trained models to ONNX: a ``sequence`` graph (any batch, any length) and a ``step`` graph.
+
+Route (chosen by measurement, see README "Export"): torch's dynamo exporter over the layer's
+``time_loop="scan"``, which becomes one ONNX ``Scan`` node per layer and direction, so the
+graph does not grow with T and both batch and time stay symbolic. A Python loop would be
+unrolled and T fixed to the example's length; the TorchScript exporter is deprecated.
+
+* ``sequence``: ``x`` ``(B, T, I)`` (token ids ``(B, T)`` for language models), ``times``
+  ``(B, T)`` for cells that read timestamps, the initial state (zeros for a fresh start) ->
+  the task's prediction and the final state.
+* ``step``: one time step, ``x_t`` ``(B, I)`` (``(B,)`` ids), ``time_t`` ``(B,)``, state ->
+  the step's prediction and the new state: streaming. Unidirectional models only.
+* ``unfolded_lstm`` has no time axis: one ``vector`` graph, ``x`` ``(B, I)`` -> prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from pipeline import files
+from pipeline.model import SequenceModel, build_model
+from pipeline.tasks import Batch, TaskSpec
+
+OPSET = 18
+
+
+class SequenceGraph(nn.Module):
+    """``(x, [times], *state) -> (prediction, *final_state)`` over a whole sequence."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        times, state = (rest[0], rest[1:]) if self.model.layer.takes_time else (None, rest)
+        prediction, final = self.model(Batch(x, x, None, times), self.model.layer.state_type(*state))
+        return (prediction, *final)
+
+
+class StepGraph(nn.Module):
+    """``(x_t, [time_t], *state) -> (prediction_t, *new_state)``: one streaming step."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        takes_time = self.model.layer.takes_time
+        times, state = (rest[0].unsqueeze(1), rest[1:]) if takes_time else (None, rest)
+        prediction, new_state = self.model(Batch(x.unsqueeze(1), x, None, times), self.model.layer.state_type(*state))
+        if prediction.dim() == 3:  # per-step heads: (B, 1, O) -> (B, O)
+            prediction = prediction.squeeze(1)
+        return (prediction, *new_state)
+
+
+class VectorGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(Batch(x, x))[0]
+
+
+def rebuild(record: dict[str, Any], time_loop: str) -> nn.Module:
+    """The trained model, its layer set to ``time_loop`` and off the fused kernel, in eval mode."""
+    spec = TaskSpec(**record["spec"])
+    options = dict(record["cell_options"])
+    if spec.head != "vector_classification":
+        options.update(time_loop=time_loop, fused=False)
+    model = build_model(record["cell"], spec, record["hidden_size"], **options, **record["model_options"])
+    model.load_state_dict(record["state_dict"])
+    return model.eval()
+
+
+def _state_names(model: SequenceModel) -> list[str]:
+    return list(model.layer.state_type._fields)
+
+
+def describe(model: nn.Module, graph: str) -> dict[str, dict[str, str]]:
+    """What each input and output of ``graph`` means, for the file's metadata."""
+    spec: TaskSpec = model.spec
+    head = {
+        "last_regression": "prediction (B, 1) at the last step", "last_classification": "class logits (B, C) at the last step",
+        "step_classification": "class logits (B, T, C) at every step", "language_model": "next-token logits (B, T, V)",
+        "vector_classification": "class logits (B, C)",
+    }[spec.head]
+    if graph == "vector":
+        return {"inputs": {"x": f"input vectors (B, {spec.input_size})"}, "outputs": {"prediction": head}}
+    step = graph == "step"
+    x = "token ids" if spec.head == "language_model" else f"features, {spec.input_size} a step"
+    inputs = {"x": f"{x}, ({'B' if step else 'B, T'}{'' if spec.head == 'language_model' else ', I'})"}
+    if model.layer.takes_time:
+        inputs["times"] = f"timestamps ({'B' if step else 'B, T'}), the units of training"
+    layers = model.layer.num_layers * model.layer.num_directions
+    for name in _state_names(model):
+        inputs[f"state_{name}"] = f"initial state {name} ({layers}, B, H); zeros for a fresh start"
+    outputs = {"prediction": head.replace("(B, T, ", "(B, ") if step else head}
+    outputs.update({f"final_{name}": f"state {name} after the last step ({layers}, B, H)" for name in _state_names(model)})
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def example_inputs(model: nn.Module, batch: int, steps: int | None) -> tuple[Tensor, ...]:
+    """Random inputs of the graph's shapes; ``steps=None`` for the step graph."""
+    spec: TaskSpec = model.spec
+    lead = (batch,) if steps is None else (batch, steps)
+    if spec.head == "vector_classification":
+        return (torch.randn(batch, spec.input_size),)
+    x = torch.randint(0, spec.input_size, lead) if spec.head == "language_model" else torch.randn(*lead, spec.input_size)
+    inputs = [x]
+    if model.layer.takes_time:
+        inputs.append(torch.rand(*lead).cumsum(-1) * 5.0)
+    inputs.extend(model.layer.init_state(batch))
+    return tuple(inputs)
+
+
+def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, str]) -> Path:
+    """Export ``graph`` (``sequence``, ``step`` or ``vector``) of ``model`` to one self-contained file."""
+    wrapper = {"sequence": SequenceGraph, "step": StepGraph, "vector": VectorGraph}[graph](model).eval()
+    meaning = describe(model, graph)
+    input_names, output_names = list(meaning["inputs"]), list(meaning["outputs"])
+    args = example_inputs(model, 2, None if graph != "sequence" else 5)
+    batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+    dynamic: list[dict[int, Any]] = []
+    for name, tensor in zip(input_names, args):
+        if name.startswith("state_"):
+            dynamic.append({1: batch})
+        elif graph == "sequence" and name in ("x", "times"):
+            dynamic.append({0: batch, 1: time})
+        else:
+            dynamic.append({0: batch})
+    program = torch.onnx.export(
+        wrapper, args, dynamo=True, opset_version=OPSET, input_names=input_names, output_names=output_names,
+        # forward(x, *rest): the shapes of *rest go in one nested tuple.
+        dynamic_shapes=(dynamic[0], tuple(dynamic[1:])) if len(dynamic) > 1 else (dynamic[0],), verbose=False,
+    )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {**metadata, "graph": graph, "io": json.dumps(meaning)})
+    onnx.checker.check_model(proto)
+    return files.atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False))

@@ -1,0 +1,38 @@
+"""Stage ``export``: the trained model to ONNX under ``models/<experiment>/onnx/``.
+
+Sequence models get ``sequence.onnx`` and, when unidirectional, ``step.onnx`` (streaming);
+``unfolded_lstm`` gets ``vector.onnx``. Each file is self-contained and carries metadata:
+cell, task, hidden size, params hash, git commit and the meaning of every input and output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import files, onnx_export, tracking
+from pipeline.config import Config
+
+
+def graphs_of(record: dict) -> list[str]:
+    if record["spec"]["head"] == "vector_classification":
+        return ["vector"]
+    bidirectional = record["cell_options"].get("bidirectional", False)
+    return ["sequence"] if bidirectional else ["sequence", "step"]
+
+
+def export(config: Config, experiment: str) -> list[Path]:
+    exp = config.experiment(experiment)
+    record = files.load_torch(files.model_path(experiment), "model", f"rnnzoo train {experiment}")
+    metadata = {
+        "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
+        "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),
+    }
+    paths = []
+    for graph in graphs_of(record):
+        # The sequence graph needs scan (a dynamic time axis); one step needs no loop at all.
+        model = onnx_export.rebuild(record, "scan" if graph == "sequence" else "python")
+        paths.append(onnx_export.export_graph(model, graph, files.onnx_dir(experiment) / f"{graph}.onnx", metadata))
+    with tracking.stage_run("export", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+        for path in paths:
+            mlflow.log_artifact(str(path), artifact_path="onnx")
+    return paths
