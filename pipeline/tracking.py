@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 DATABASE_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
 _DVC_TEMP_WORKSPACE = os.sep.join(("", ".dvc", "tmp", "exps", ""))
 
 
@@ -101,7 +102,12 @@ def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping
 
 
 def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str | None:
-    mlflow_experiment = mlflow.set_experiment(f"rnnzoo-{task}")
+    name = f"rnnzoo-{task}"
+    if mlflow.get_experiment_by_name(name) is None:
+        # Artifacts beside the database, at the absolute project root: not in ./mlruns of
+        # whatever directory ran first (a dvc exp temp workspace is deleted afterwards).
+        mlflow.create_experiment(name, artifact_location=(project_root() / ARTIFACTS_DIR).as_uri())
+    mlflow_experiment = mlflow.set_experiment(name)
     query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
     found = mlflow.search_runs([mlflow_experiment.experiment_id], filter_string=query, output_format="list", max_results=1)
     return found[0].info.run_id if found else None
@@ -132,4 +138,39 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
         serialization_format="pickle",
         # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
+
+
+def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
+    """A signature with every symbolic axis (batch, time) as -1.
+
+    One inferred from an example array would fix T, and ``predict`` would refuse other lengths.
+    """
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    types = {"tensor(float)": np.dtype("float32"), "tensor(int64)": np.dtype("int64")}
+
+    def spec(arg: Any) -> Any:
+        shape = tuple(dim if isinstance(dim, int) else -1 for dim in arg.shape)
+        return TensorSpec(types[arg.type], shape, arg.name)
+
+    return ModelSignature(inputs=Schema([spec(a) for a in session_inputs]), outputs=Schema([spec(a) for a in session_outputs]))
+
+
+def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_name: str) -> None:
+    """Log an exported graph with the ``mlflow.onnx`` flavor, registered as ``registered_name``."""
+    import onnx
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    mlflow.onnx.log_model(
+        onnx.load(str(path)),
+        name="onnx_model",
+        signature=onnx_signature(session.get_inputs(), session.get_outputs()),
+        input_example=example,
+        registered_model_name=registered_name,
+        save_as_external_data=False,
+        pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}"],
     )

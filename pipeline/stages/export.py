@@ -35,4 +35,8 @@ def export(config: Config, experiment: str) -> list[Path]:
     with tracking.stage_run("export", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
         for path in paths:
             mlflow.log_artifact(str(path), artifact_path="onnx")
+        # The whole-sequence (or vector) graph is the one served statelessly.
+        names = [name for name in onnx_export.describe(model, paths[0].stem)["inputs"]]
+        example = dict(zip(names, (t.numpy() for t in onnx_export.example_inputs(model, 2, None if paths[0].stem == "vector" else 5))))
+        tracking.log_onnx_model(mlflow, paths[0], example, f"rnnzoo-{exp.cell}-{exp.task}")
     return paths

@@ -32,7 +32,7 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         else:
             shutil.copy(source, copy / name)
     write_params(copy / "params.yaml", tiny_params())
-    (copy / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlruns/\n")
+    (copy / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
     env = {
         **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(copy),
         "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",

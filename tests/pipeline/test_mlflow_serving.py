@@ -1,0 +1,75 @@
+"""The export stage's ONNX model in MLflow: -1 batch and time in its signature, served by `mlflow models serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnxruntime
+
+from pipeline import config, files
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.export import export
+from pipeline.stages.prepare import prepare
+from pipeline.stages.train import train
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    train(params, "add-janet", progress=False)
+    evaluate(params, "add-janet")
+    paths = export(params, "add-janet")
+    assert [p.name for p in paths] == ["sequence.onnx", "step.onnx"]
+
+    versions = mlflow.MlflowClient().search_model_versions("name='rnnzoo-janet-adding'")
+    onnx_version = max(versions, key=lambda v: int(v.version))
+    signature = mlflow.models.get_model_info(f"models:/rnnzoo-janet-adding/{onnx_version.version}").signature
+    x_spec = signature.inputs.inputs[0]
+    assert x_spec.name == "x" and x_spec.shape == (-1, -1, 2), "batch and time must be -1 in the signature"
+
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/rnnzoo-janet-adding/{onnx_version.version}",
+               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    # MLflow starts `uvicorn` by name: the venv's bin must be on PATH, as with an activated venv.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow models serve did not come up"
+                time.sleep(0.5)
+        x = np.random.default_rng(0).random((3, 11, 2), dtype=np.float32)  # T = 11: not the export example's
+        state = np.zeros((1, 3, 8), dtype=np.float32)
+        answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"x": x.tolist(), "state_c": state.tolist()}})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    expected = onnxruntime.InferenceSession(str(files.onnx_dir("add-janet") / "sequence.onnx")).run(None, {"x": x, "state_c": state})
+    served = np.asarray(answer["predictions"]["prediction"], dtype=np.float32)
+    assert np.abs(served - expected[0]).max() <= 1e-6
