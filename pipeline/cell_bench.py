@@ -92,3 +92,17 @@ def run(config: BenchConfig, names: list[str] | None = None) -> list[BenchRow]:
         )
         for name in names
     ]
+
+
+def markdown(config: BenchConfig, rows: list[BenchRow]) -> str:
+    """The ratio table as markdown, headed by the shape and the device it was measured on."""
+    device = torch.cuda.get_device_name() if config.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    lines = [
+        f"Training step (forward + backward) per time step, input {config.input_size}, hidden {config.hidden_size}, "
+        f"batch {config.batch_size} x {config.steps} steps, median of {config.repeats}; {device}, torch {torch.__version__}.",
+        "",
+        f"| cell | parameters | ms / step | ratio to {REFERENCE} |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r.name} | {r.parameters:,} | {r.ms_per_step:.3f} | {r.ratio_to_lstm:.3g} |" for r in rows]
+    return "\n".join(lines) + "\n"

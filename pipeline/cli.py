@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import cells
-from pipeline import cell_bench, config as config_module
+from pipeline import cell_bench, files, config as config_module
 from pipeline.tasks import TASKS
 
 app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better LSTMs.", no_args_is_help=True)
@@ -149,9 +149,37 @@ def export_command(experiments: list[str] = typer.Argument(None, help="Experimen
             console.print(f"exported {path}")
 
 
+@app.command("bench")
+def bench_command(
+    targets: list[str] = typer.Argument(None, help="Experiments to benchmark (default: all), or `cells` for the cell table."),
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    hidden_size: int = typer.Option(128, min=1, help="`bench cells`: the width of every cell."),
+    steps: int = typer.Option(50, min=3, help="`bench cells`: sequence length."),
+    batch_size: int = typer.Option(32, min=1, help="`bench cells`: batch size."),
+) -> None:
+    """onnxruntime vs torch eager for each experiment; `rnnzoo bench cells`: training step of every cell vs torch.nn.LSTM."""
+    if targets == ["cells"]:
+        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+        for device in devices:
+            config = cell_bench.BenchConfig(32, hidden_size, batch_size, steps, 10, device)
+            path = files.REPORTS_DIR / f"bench_cells_{device}.md"
+            files.atomic_write(path, lambda tmp, c=config: tmp.write_text(cell_bench.markdown(c, cell_bench.run(c))))
+            console.print(path.read_text())
+            console.print(f"saved {path}")
+        return
+    from pipeline.stages.bench import bench as run
+
+    config = _load(params, set_)
+    for name in _names(config, targets):
+        metrics = _run_stage(run, config, name)
+        console.print(f"{name}: " + ", ".join(f"{key.removeprefix('bench.')} {value:.3g}" for key, value in metrics.items()))
+
+
 @app.command("run")
 def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to run (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
-    """Run prepare, train, evaluate and export of each experiment in this one process, then report."""
+    """Run prepare, train, evaluate, export and bench of each experiment in this one process, then report."""
+    from pipeline.stages.bench import bench as run_bench
     from pipeline.stages.evaluate import evaluate as run_evaluate
     from pipeline.stages.export import export as run_export
     from pipeline.stages.prepare import prepare as run_prepare
@@ -164,6 +192,7 @@ def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to r
         _run_stage(run_train, config, name)
         _run_stage(run_evaluate, config, name)
         _run_stage(run_export, config, name)
+        _run_stage(run_bench, config, name)
     _print_report(config, names)
 
 

@@ -30,7 +30,7 @@ from pipeline.tasks import TASKS
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
-SECTIONS = ("prepare", "train", "evaluate", "experiments")
+SECTIONS = ("prepare", "train", "evaluate", "bench", "experiments")
 
 
 class ConfigError(ValueError):
@@ -100,6 +100,24 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 256)
+    repeats: int = 20  # timed runs per measurement; p50 and p99 over them
+    warmup: int = 3
+    threads: int = 0  # intra-op threads for onnxruntime and torch; 0: torch's default
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes) if isinstance(self.batch_sizes, list) else self.batch_sizes)
+
+    def validate(self, key: str) -> None:
+        sizes = self.batch_sizes
+        _check(isinstance(sizes, tuple) and sizes and all(_is_int(b) and b >= 1 for b in sizes), f"{key}.batch_sizes", sizes, "a list of integers >= 1")
+        _check(_is_int(self.repeats) and self.repeats >= 1, f"{key}.repeats", self.repeats, "an integer >= 1")
+        _check(_is_int(self.warmup) and self.warmup >= 0, f"{key}.warmup", self.warmup, "an integer >= 0")
+        _check(_is_int(self.threads) and self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0 (0: default)")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     cell: str
@@ -123,6 +141,7 @@ class Config:
     prepare: PrepareConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    bench: BenchConfig
     experiments: dict[str, ExperimentConfig]
     path: Path | None = None
 
@@ -188,6 +207,7 @@ def parse(raw: Any, path: Path | None = None) -> Config:
         prepare=_section(raw, "prepare", PrepareConfig),
         train=_section(raw, "train", TrainConfig),
         evaluate=_section(raw, "evaluate", EvaluateConfig),
+        bench=_section(raw, "bench", BenchConfig),
         experiments={name: _experiment(str(name), spec, train_defaults) for name, spec in experiments_raw.items()},
         path=path,
     )

@@ -64,3 +64,16 @@ def first_layer_filters(weight: np.ndarray, title: str, path: Path, count: int =
             axis.imshow(weight[index].reshape(side, side), cmap="RdBu")
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def latency_vs_batch(rows: list[dict[str, Any]], title: str, path: Path) -> Path:
+    """Median latency against batch size, one line per runtime and sequence length."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    keys = sorted({(r["runtime"], r["length"]) for r in rows}, key=lambda key: (key[0], key[1] or 0))
+    for runtime, length in keys:
+        points = sorted((r["batch"], r["p50_ms"]) for r in rows if r["runtime"] == runtime and r["length"] == length)
+        label = runtime if length is None else f"{runtime}, T={length}"
+        axis.plot(*zip(*points), marker="o", label=label)
+    axis.set(xlabel="batch size", ylabel="p50 latency (ms)", title=title, xscale="log", yscale="log")
+    axis.legend(fontsize="x-small")
+    return _save(figure, path)

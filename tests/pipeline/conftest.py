@@ -15,6 +15,7 @@ def tiny_params(**experiment_overrides: Any) -> dict[str, Any]:
         "prepare": {"seed": 0, "data_dir": None},
         "train": {"device": "cpu", "seed": 0, "steps": 12, "batch_size": 16, "lr": 0.01, "checkpoint_every": 4, "log_every": 2},
         "evaluate": {"batch_size": 64},
+        "bench": {"batch_sizes": [1, 4], "repeats": 3, "warmup": 1, "threads": 1},
         "experiments": {
             "add-janet": {
                 "cell": "janet", "task": "adding", "hidden_size": 8, "cell_options": {"max_timescale": 6},

@@ -40,3 +40,12 @@ def test_help_lists_the_cells_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "cells" in result.output
+
+
+def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["bench", "cells", "--hidden-size", "4", "--steps", "3", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "reports" / "bench_cells_cpu.md").read_text()
+    assert "CPU" in table and f"| {cell_bench.REFERENCE} |" in table
+    assert all(f"| {name} |" in table for name in cells.names())

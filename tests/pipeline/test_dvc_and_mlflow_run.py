@@ -55,7 +55,7 @@ def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, 
     copy, env = project
     experiments = list(tiny_params()["experiments"])
     ran = _repro(copy, env)
-    assert sorted(ran) == sorted(f"{stage}@{name}" for stage in ("prepare", "train", "evaluate", "export") for name in experiments)
+    assert sorted(ran) == sorted(f"{stage}@{name}" for stage in ("prepare", "train", "evaluate", "export", "bench") for name in experiments)
     for name in experiments:
         assert (copy / "reports" / name / "metrics.json").is_file()
         assert list((copy / "models" / name / "onnx").glob("*.onnx"))
@@ -64,10 +64,10 @@ def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, 
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["experiments"]["add-janet"]["train"]["lr"] = 0.02
     write_params(copy / "params.yaml", params)
-    assert sorted(_repro(copy, env)) == ["evaluate@add-janet", "export@add-janet", "train@add-janet"]
+    assert sorted(_repro(copy, env)) == ["bench@add-janet", "evaluate@add-janet", "export@add-janet", "train@add-janet"]
 
     metrics = subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=copy, env=env, capture_output=True, text=True)
-    assert metrics.returncode == 0 and "valid.loss" in metrics.stdout
+    assert metrics.returncode == 0 and "valid.loss" in metrics.stdout and "bench.cpu.batch1_p50_ms" in metrics.stdout
     plots = subprocess.run([str(BIN / "dvc"), "plots", "show", "--json"], cwd=copy, env=env, capture_output=True, text=True)
     assert plots.returncode == 0 and "train_history.json" in plots.stdout
 
@@ -88,5 +88,5 @@ def test_mlflow_run_records_one_run_with_every_stage(project: tuple[Path, dict[s
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate", "export")} <= set(run.data.tags)
+    assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate", "export", "bench")} <= set(run.data.tags)
     assert "valid.loss" in run.data.metrics and run.data.params["cell"] == "janet"

@@ -158,3 +158,28 @@ def test_mixed_precision_trains_to_finite_metrics_that_differ_from_float32(workd
     mixed = _run_all(config.load(workdir / "params.yaml", ["train.amp=true"]), "add-janet")
     assert all(value == value and abs(value) < float("inf") for value in mixed.values())
     assert mixed["valid.loss"] != full["valid.loss"]
+
+
+def test_bench_measures_onnxruntime_against_torch_and_records_it(workdir: Path) -> None:
+    from pipeline.stages.bench import bench
+    from pipeline.stages.export import export
+
+    params = config.load(workdir / "params.yaml")
+    for name in params.experiments:
+        _run_all(params, name)
+        export(params, name)
+        metrics = bench(params, name)
+        report = json.loads((files.reports_dir(name) / "bench.json").read_text())
+        assert {k: v for k, v in report.items() if k != "detail"} == metrics
+        detail = report["detail"]
+        assert detail["threads"] == 1 and detail["batch_sizes"] == [1, 4]
+        rows = detail["providers"]["CPUExecutionProvider"]["rows"]
+        assert len(rows) == len(detail["lengths"]) * 2
+        for row in rows:
+            assert row["onnxruntime_p99_ms"] >= row["onnxruntime_p50_ms"] > 0 and row["torch_p50_ms"] > 0
+            assert row["speedup_vs_torch"] == pytest.approx(row["torch_p50_ms"] / row["onnxruntime_p50_ms"])
+        assert (files.reports_dir(name) / "bench_plots" / "latency_vs_batch.png").stat().st_size > 1000
+        run = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`rnnzoo.experiment` = '{name}'", output_format="list")[0]
+        assert run.data.metrics["bench.cpu.batch1_p50_ms"] == metrics["bench.cpu.batch1_p50_ms"]
+    lengths = json.loads((files.reports_dir("add-janet") / "bench.json").read_text())["detail"]["lengths"]
+    assert lengths == [1, 6, 12]  # a quarter, the task's T = 6, and twice it

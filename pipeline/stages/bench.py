@@ -1,0 +1,139 @@
+"""Stage ``bench``: onnxruntime inference against torch eager, on the same inputs, in one process.
+
+For each provider (CPU, and CUDA where onnxruntime and torch both see a GPU) and for torch
+eager on the matching device: latency p50/p99 at batch 1 and throughput across batch sizes, at
+a few sequence lengths, after warm-up, with thread counts set and recorded. Ratios against
+torch eager come from the same process. Writes ``reports/<experiment>/bench.json`` (DVC
+metrics), ``bench_latency.json`` and a latency-vs-batch PNG (DVC plots), and MLflow metrics.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+
+from pipeline import files, onnx_export, plots, tracking
+from pipeline.config import BenchConfig, Config
+from pipeline.tasks import make_task
+
+
+def _timings(run: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None]) -> list[float]:
+    for _ in range(warmup):
+        run()
+    synchronize()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        synchronize()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def providers() -> list[tuple[str, str]]:
+    """(onnxruntime provider, torch device) pairs to measure here."""
+    pairs = [("CPUExecutionProvider", "cpu")]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
+        pairs.append(("CUDAExecutionProvider", "cuda"))
+    return pairs
+
+
+def _lengths(spec_steps: int | None) -> list[int | None]:
+    if spec_steps is None:
+        return [None]
+    return sorted({max(1, spec_steps // 4), spec_steps, 2 * spec_steps})
+
+
+def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig) -> dict[str, Any]:
+    """Measurements of one exported graph against its torch model."""
+    threads = config.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    wrapper = {"sequence": onnx_export.SequenceGraph, "vector": onnx_export.VectorGraph}[graph](model).eval()
+    result: dict[str, Any] = {"threads": threads, "providers": {}, "lengths": _lengths(steps), "batch_sizes": list(config.batch_sizes)}
+    for provider, device in providers():
+        session = onnxruntime.InferenceSession(str(path), options, providers=[provider])
+        names = [i.name for i in session.get_inputs()]
+        on_device = wrapper.to(device)
+        synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        rows = []
+        for length in result["lengths"]:
+            for batch in config.batch_sizes:
+                inputs = onnx_export.example_inputs(model.cpu(), batch, length)
+                feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs)}
+                device_inputs = [tensor.to(device) for tensor in inputs]
+                with torch.no_grad():
+                    eager = _timings(lambda: on_device(*device_inputs), config.warmup, config.repeats, synchronize)
+                ort = _timings(lambda: session.run(None, feeds), config.warmup, config.repeats, lambda: None)
+                rows.append({
+                    "length": length, "batch": batch,
+                    "onnxruntime_p50_ms": 1e3 * statistics.median(ort), "onnxruntime_p99_ms": 1e3 * _percentile(ort, 99),
+                    "torch_p50_ms": 1e3 * statistics.median(eager), "torch_p99_ms": 1e3 * _percentile(eager, 99),
+                    "onnxruntime_sequences_per_s": batch / statistics.median(ort), "torch_sequences_per_s": batch / statistics.median(eager),
+                    "speedup_vs_torch": statistics.median(eager) / statistics.median(ort),
+                })
+        result["providers"][provider] = {"torch_device": device, "rows": rows}
+        wrapper.to("cpu")
+    return result
+
+
+def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Headline figures: batch-1 latency and largest-batch throughput at the task's length."""
+    metrics = {}
+    for provider, measured in result["providers"].items():
+        short = "cpu" if provider.startswith("CPU") else "cuda"
+        rows = measured["rows"]
+        middle = result["lengths"][len(result["lengths"]) // 2]
+        at_length = [r for r in rows if r["length"] == middle]
+        first, last = at_length[0], at_length[-1]
+        metrics.update({
+            f"bench.{short}.batch1_p50_ms": first["onnxruntime_p50_ms"], f"bench.{short}.batch1_p99_ms": first["onnxruntime_p99_ms"],
+            f"bench.{short}.batch1_speedup_vs_torch": first["speedup_vs_torch"],
+            f"bench.{short}.max_batch_sequences_per_s": last["onnxruntime_sequences_per_s"],
+            f"bench.{short}.max_batch_speedup_vs_torch": last["speedup_vs_torch"],
+        })
+    return metrics
+
+
+def bench(config: Config, experiment: str) -> dict[str, float]:
+    exp = config.experiment(experiment)
+    record = files.load_torch(files.model_path(experiment), "model", f"rnnzoo train {experiment}")
+    graph = "vector" if record["spec"]["head"] == "vector_classification" else "sequence"
+    path = files.onnx_dir(experiment) / f"{graph}.onnx"
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model {path} does not exist: run `rnnzoo export {experiment}` first")
+    splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
+    x = splits["valid"]["x"]
+    # The task's own length: a language model's stream is read bptt tokens at a time.
+    steps = None if graph == "vector" else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
+    model = onnx_export.rebuild(record, "python")
+    result = bench_model(graph, path, model, steps, config.bench)
+    result["device"] = {"cpu_threads": result["threads"], "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    metrics = summary_metrics(result)
+    report = files.reports_dir(experiment)
+    files.write_json({**metrics, "detail": result}, report / "bench.json")
+    latency = [
+        {"runtime": label, "batch": row["batch"], "length": row["length"], "p50_ms": row[f"{runtime}_p50_ms"]}
+        for provider, measured in result["providers"].items()
+        for runtime, label in (("onnxruntime", f"onnxruntime {provider.removesuffix('ExecutionProvider')}"), ("torch", f"torch {measured['torch_device']}"))
+        for row in measured["rows"]
+    ]
+    files.write_json(latency, report / "bench_latency.json")
+    plot = plots.latency_vs_batch(latency, f"{experiment}: latency by batch", report / "bench_plots" / "latency_vs_batch.png")
+    with tracking.stage_run("bench", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+        tracking.log_metrics(mlflow, metrics)
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+    return metrics
