@@ -50,6 +50,13 @@ def require_in_range(name: str, value: Any, low: float, high: float, *, low_open
     return float(value)
 
 
+def require_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool (a string such as "false" would silently read as True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def require_rate(name: str, value: Any) -> float:
     """Return a dropout rate in [0, 1) as a float (a rate of 1 would drop everything)."""
     rate = require_in_range(name, value, 0.0, 1.0)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cells.base import Masks, RecurrentCell, require_choice, require_in_range, require_positive_int
+from cells.base import Masks, RecurrentCell, require_bool, require_choice, require_in_range, require_positive_int
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
@@ -58,7 +58,7 @@ class IndRNNCell(RecurrentCell):
             raise ValueError("last_layer_init=True needs sequence_length (T) for its lower bound (1/2)**(1/T)")
         self.sequence_length = sequence_length
         self.recurrent_max_abs = recurrent_max_abs
-        self.last_layer_init = last_layer_init
+        self.last_layer_init = require_bool("last_layer_init", last_layer_init)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.recurrent_weight = nn.Parameter(torch.empty(hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))

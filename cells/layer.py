@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
-from cells.base import RecurrentCell, State, require_choice, require_positive_int, require_rate
+from cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
 from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
 
@@ -98,9 +98,9 @@ class RecurrentLayer(nn.Module):
         self.hidden_size = require_positive_int("hidden_size", hidden_size)
         self.num_layers = require_positive_int("num_layers", num_layers)
         self.dropout = require_rate("dropout", dropout)
-        self.bidirectional = bool(bidirectional)
-        self.batch_first = bool(batch_first)
-        self.fused = bool(fused)
+        self.bidirectional = require_bool("bidirectional", bidirectional)
+        self.batch_first = require_bool("batch_first", batch_first)
+        self.fused = require_bool("fused", fused)
         self.time_loop = require_choice("time_loop", time_loop, TIME_LOOPS)
         self.num_directions = 2 if self.bidirectional else 1
         self.cells = nn.ModuleList(

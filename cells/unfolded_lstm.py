@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cells.base import require_positive_int, require_rate
+from cells.base import require_bool, require_positive_int, require_rate
 from cells.lstm import LSTMState
 
 # Recurrent batch norm's gain init: small, so sigmoids and tanh start in their linear range.
@@ -80,7 +80,8 @@ class UnfoldedLSTM(nn.Module):
         self.input_size = require_positive_int("input_size", input_size)
         self.hidden_size = require_positive_int("hidden_size", hidden_size)
         self.depth = require_positive_int("depth", depth)
-        self.tied = tied
+        self.tied = require_bool("tied", tied)
+        require_bool("batch_norm", batch_norm)
         self.dropout = require_rate("dropout", dropout)
         shared = _orthogonal_linear(hidden_size, hidden_size) if tied else None
         linears = [_orthogonal_linear(input_size, hidden_size)]

@@ -30,6 +30,7 @@ from pipeline.tasks import TASKS
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
+MODEL_OPTIONS = ("embedding_size", "tie_weights")
 SECTIONS = ("prepare", "train", "evaluate", "bench", "experiments")
 
 
@@ -111,7 +112,8 @@ class BenchConfig:
 
     def validate(self, key: str) -> None:
         sizes = self.batch_sizes
-        _check(isinstance(sizes, tuple) and sizes and all(_is_int(b) and b >= 1 for b in sizes), f"{key}.batch_sizes", sizes, "a list of integers >= 1")
+        valid = isinstance(sizes, tuple) and all(_is_int(b) and b >= 1 for b in sizes) and 1 in sizes
+        _check(valid, f"{key}.batch_sizes", sizes, "a list of integers >= 1 that includes 1 (batch-1 latency)")
         _check(_is_int(self.repeats) and self.repeats >= 1, f"{key}.repeats", self.repeats, "an integer >= 1")
         _check(_is_int(self.warmup) and self.warmup >= 0, f"{key}.warmup", self.warmup, "an integer >= 0")
         _check(_is_int(self.threads) and self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0 (0: default)")
@@ -124,6 +126,7 @@ class ExperimentConfig:
     task: str
     hidden_size: int
     train: TrainConfig
+    prepare: PrepareConfig  # the data's seed and source: part of what defines the results
     cell_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # embedding_size, tie_weights
@@ -169,7 +172,7 @@ def _section(raw: Mapping[str, Any], key: str, section_type: type) -> Any:
     return _build(section_type, values, key)
 
 
-def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any]) -> ExperimentConfig:
+def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare: PrepareConfig) -> ExperimentConfig:
     key = f"experiments.{name}"
     _check(isinstance(raw, Mapping), key, raw, "a mapping with cell, task and hidden_size")
     allowed = {"cell", "task", "hidden_size", "cell_options", "task_options", "model_options", "train"}
@@ -186,7 +189,7 @@ def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any]) -> Exper
         _check(isinstance(raw.get(options, {}), Mapping), f"{key}.{options}", raw.get(options), "a mapping")
     train = _build(TrainConfig, {**train_defaults, **raw.get("train", {})}, f"{key}.train")
     return ExperimentConfig(
-        name=name, cell=raw["cell"], task=raw["task"], hidden_size=raw["hidden_size"], train=train,
+        name=name, cell=raw["cell"], task=raw["task"], hidden_size=raw["hidden_size"], train=train, prepare=prepare,
         cell_options=dict(raw.get("cell_options", {})), task_options=dict(raw.get("task_options", {})),
         model_options=dict(raw.get("model_options", {})),
     )
@@ -203,12 +206,13 @@ def parse(raw: Any, path: Path | None = None) -> Config:
     train_defaults = raw.get("train")
     if train_defaults is None:
         raise ConfigError(f"params: section 'train' is missing; the file needs the sections {', '.join(SECTIONS)}")
+    prepare = _section(raw, "prepare", PrepareConfig)
     config = Config(
-        prepare=_section(raw, "prepare", PrepareConfig),
+        prepare=prepare,
         train=_section(raw, "train", TrainConfig),
         evaluate=_section(raw, "evaluate", EvaluateConfig),
         bench=_section(raw, "bench", BenchConfig),
-        experiments={name: _experiment(str(name), spec, train_defaults) for name, spec in experiments_raw.items()},
+        experiments={name: _experiment(str(name), spec, train_defaults, prepare) for name, spec in experiments_raw.items()},
         path=path,
     )
     for experiment in config.experiments.values():
@@ -220,6 +224,17 @@ def _check_names(experiment: ExperimentConfig) -> None:
     key = f"experiments.{experiment.name}"
     name = experiment.name
     _check(name.replace("-", "").replace("_", "").isalnum(), key, name, "a name of letters, digits, '-' and '_'")
+    allowed = set(cells.options(experiment.cell))
+    unknown = sorted(set(experiment.cell_options) - allowed)
+    if unknown:
+        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.cell_options.{k}' for k in unknown)}; allowed for {experiment.cell}: {', '.join(sorted(allowed))}")
+    unknown = sorted(set(experiment.model_options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.model_options.{k}' for k in unknown)}; allowed: {', '.join(MODEL_OPTIONS)}")
+    try:
+        TASKS[experiment.task](experiment.task_options)
+    except ValueError as error:
+        raise ConfigError(f"params: {key}.task_options: {error}") from None
     vector_cell = not cells.is_sequence_model(experiment.cell)
     vector_task = TASKS[experiment.task].vector_input
     if vector_cell != vector_task:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 import cells
@@ -37,18 +38,28 @@ class SequenceModel(nn.Module):
             self.embedding = nn.Embedding(spec.input_size, embedding_size)
             input_size = embedding_size
         self.layer = cells.make(cell, input_size, hidden_size, **cell_options)
+        if self.layer.bidirectional and spec.head not in LAST_STEP_HEADS:
+            raise ValueError(f"bidirectional=True reads the future: head {spec.head!r} predicts step by step and needs a unidirectional layer")
         self.decoder = nn.Linear(self.layer.output_size, spec.output_size)
         if tie_weights:
             if self.embedding is None or self.embedding.embedding_dim != self.layer.output_size:
                 raise ValueError("tie_weights needs a language model whose embedding_size equals the layer's output size")
             self.decoder.weight = self.embedding.weight
 
+    def _summary(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
+        """What a last-step head reads: the forward direction at each sequence's last valid step
+        and, when bidirectional, the backward direction at step 0, where it has read everything."""
+        if not self.layer.bidirectional:
+            return last_valid_step(outputs, lengths)
+        forward, backward = outputs.split(self.layer.hidden_size, dim=-1)
+        return torch.cat([last_valid_step(forward, lengths), backward[:, 0]], dim=-1)
+
     def forward(self, batch: Batch, state: Any = None) -> tuple[Tensor, Any]:
         x = self.embedding(batch.x) if self.embedding is not None else batch.x
         times = batch.times if self.layer.takes_time else None
         outputs, state = self.layer(x, state, lengths=batch.lengths, times=times)  # (B, T, D*H)
         if self.spec.head in LAST_STEP_HEADS:
-            outputs = last_valid_step(outputs, batch.lengths)  # (B, D*H)
+            outputs = self._summary(outputs, batch.lengths)  # (B, D*H)
         return self.decoder(outputs), state
 
 

@@ -68,12 +68,12 @@ class VectorGraph(nn.Module):
         return self.model(Batch(x, x))[0]
 
 
-def rebuild(record: dict[str, Any], time_loop: str) -> nn.Module:
-    """The trained model, its layer set to ``time_loop`` and off the fused kernel, in eval mode."""
+def rebuild(record: dict[str, Any], time_loop: str, fused: bool = False) -> nn.Module:
+    """The trained model with its layer's ``time_loop`` (and fused kernel, off for export), in eval mode."""
     spec = TaskSpec(**record["spec"])
     options = dict(record["cell_options"])
     if spec.head != "vector_classification":
-        options.update(time_loop=time_loop, fused=False)
+        options.update(time_loop=time_loop, fused=fused)
     model = build_model(record["cell"], spec, record["hidden_size"], **options, **record["model_options"])
     model.load_state_dict(record["state_dict"])
     return model.eval()

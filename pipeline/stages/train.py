@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cells import RecurrentCell
 from pipeline import files, objectives, tracking
 from pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
 from pipeline.model import PredictionModule, VectorModel, build_model, detach_state
@@ -165,7 +166,8 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
         model.train()
         bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)
-        window_loss, window_start = 0.0, time.perf_counter()
+        # The logging window starts where this run starts: after --resume, mid-window.
+        window_loss, window_start, window_first_step = 0.0, time.perf_counter(), state.step
         for step in bar:
             batch, starts_epoch = next(stream)
             batch = to_device(batch, device)
@@ -183,11 +185,14 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             optimizer.step()
             schedule.step()
+            for cell in model.modules():  # keep constrained weights (IndRNN's |u|) valid after every update
+                if isinstance(cell, RecurrentCell):
+                    cell.constrain_parameters_()
             state.carried = detach_state(new_state) if spec.carries_state else None
             state.step = step + 1
             window_loss += loss.item()
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                steps_in_window = (state.step - 1) % cfg.log_every + 1
+                steps_in_window = state.step - window_first_step
                 seconds = time.perf_counter() - window_start
                 record = {
                     "step": state.step, "loss": window_loss / steps_in_window, "lr": schedule.get_last_lr()[0],
@@ -197,7 +202,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                 record["layer_grad_norms"] = layer_gradient_norms(model)
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.3g}")
-                window_loss, window_start = 0.0, time.perf_counter()
+                window_loss, window_start, window_first_step = 0.0, time.perf_counter(), state.step
             if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
         if state.step < cfg.steps:  # stopped early on purpose: keep a checkpoint to resume from

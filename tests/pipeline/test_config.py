@@ -30,7 +30,11 @@ BAD_PARAMS = {
     "unknown key": (lambda p: p["train"].update(learning_rate=0.1), ["train.learning_rate", "allowed"]),
     "experiment lr": (lambda p: p["experiments"]["add-janet"]["train"].update(lr=0), ["experiments.add-janet.train.lr", "0"]),
     "bad device": (lambda p: p["train"].update(device="tpu"), ["train.device", "tpu", "cuda"]),
-    "vector cell on sequences": (lambda p: p["experiments"]["add-janet"].update(cell="unfolded_lstm"), ["unfolded_lstm", "vector task"]),
+    "unknown cell option": (lambda p: p["experiments"]["add-janet"]["cell_options"].update(max_timscale=3), ["cell_options.max_timscale", "max_timescale"]),
+    "bad task option": (lambda p: p["experiments"]["add-janet"]["task_options"].update(length=1), ["task_options", "length", "1"]),
+    "unknown model option": (lambda p: p["experiments"]["add-janet"]["model_options"].update(tie=True), ["model_options.tie", "tie_weights"]),
+    "bench without batch 1": (lambda p: p["bench"].update(batch_sizes=[4, 8]), ["bench.batch_sizes", "includes 1"]),
+    "vector cell on sequences": (lambda p: p["experiments"]["add-janet"].update(cell="unfolded_lstm", cell_options={}), ["unfolded_lstm", "vector task"]),
 }
 
 

@@ -1,0 +1,29 @@
+"""Task heads on top of a layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.model import SequenceModel
+from pipeline.tasks import Batch, TaskSpec
+
+CLASSIFY = TaskSpec(input_size=3, output_size=4, head="last_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")
+
+
+def test_bidirectional_last_step_head_reads_forward_end_and_backward_start() -> None:
+    torch.manual_seed(0)
+    model = SequenceModel("janet", CLASSIFY, 5, bidirectional=True).eval()
+    x, lengths = torch.randn(2, 6, 3), torch.tensor([6, 3])
+    outputs, _ = model.layer(x, lengths=lengths)
+    forward = outputs[torch.arange(2), lengths - 1, :5]
+    backward = outputs[:, 0, 5:]  # the backward direction has read the whole sequence at step 0
+    expected = model.decoder(torch.cat([forward, backward], dim=-1))
+    torch.testing.assert_close(model(Batch(x, x, lengths))[0], expected)
+
+
+@pytest.mark.parametrize("head", ["language_model", "step_classification"])
+def test_bidirectional_step_heads_are_refused(head: str) -> None:
+    spec = TaskSpec(input_size=7, output_size=7, head=head, baseline_loss=1.0, baseline="", loss_name="cross_entropy")
+    with pytest.raises(ValueError, match="bidirectional"):
+        SequenceModel("lstm", spec, 4, bidirectional=True)
