@@ -176,6 +176,46 @@ def bench_command(
         console.print(f"{name}: " + ", ".join(f"{key.removeprefix('bench.')} {value:.3g}" for key, value in metrics.items()))
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="An ONNX file, an exported experiment's name, or a registered model URI (models:/NAME/VERSION)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    api_key: str = typer.Option(None, envvar="RNNZOO_API_KEY", help="If set, every request needs the header X-API-Key."),
+    max_sessions: int = typer.Option(1000, min=1, help="Streaming sessions kept at once (429 past it)."),
+    session_ttl: float = typer.Option(600.0, min=1.0, help="Seconds an idle session lives."),
+    max_length: int = typer.Option(10_000, min=1, help="Most steps in one sequence or one /steps call."),
+    max_batch: int = typer.Option(256, min=1, help="Most sequences in one /predict call."),
+    max_body_bytes: int = typer.Option(2_000_000, min=1, help="Largest request body."),
+) -> None:
+    """Serve an exported model with onnxruntime: /predict, streaming /sessions, /health, /metadata, /docs."""
+    import uvicorn
+
+    from pipeline.serve.app import create_app
+    from pipeline.serve.predictor import Predictor
+    from pipeline.serve.resolve import resolve_model
+
+    path = _run_stage(resolve_model, model)
+    application = create_app(Predictor(path, max_length), api_key, max_sessions, session_ttl, max_batch, max_body_bytes)
+    console.print(f"serving {path} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command("load-test")
+def load_test(
+    url: str = typer.Argument("http://127.0.0.1:8000", help="The server's base URL."),
+    clients: int = typer.Option(32, min=1), seconds: float = typer.Option(20.0, min=0.5),
+    api_key: str = typer.Option(None, envvar="RNNZOO_API_KEY"),
+    out: Path = typer.Option(files.REPORTS_DIR / "serve_load.json", help="Where to write the results."),
+) -> None:
+    """A bounded load test of /predict on a running server: requests/s, p50/p99 latency, errors."""
+    from pipeline.serve.load import run_load
+
+    result = run_load(url.rstrip("/"), clients, seconds, api_key)
+    files.write_json(result, out)
+    console.print(result)
+
+
 @app.command("run")
 def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to run (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Run prepare, train, evaluate, export and bench of each experiment in this one process, then report."""

@@ -1,0 +1,1 @@
+"""Serving exported models with onnxruntime behind FastAPI, with server-side streaming sessions."""

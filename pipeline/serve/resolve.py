@@ -1,0 +1,35 @@
+"""Find the ONNX file behind what a user passes to ``rnnzoo serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import files
+
+GRAPHS = ("sequence.onnx", "vector.onnx")
+
+
+def resolve_model(model: str) -> Path:
+    """An ONNX path, a folder holding one, an experiment name, or an MLflow URI (``models:/name/3``)."""
+    if model.startswith(("models:/", "runs:/")):
+        from pipeline import tracking
+
+        tracking._mlflow()  # the same tracking URI as the pipeline
+        import mlflow
+
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        found = sorted(folder.rglob("*.onnx"))
+        if not found:
+            raise FileNotFoundError(f"{model} holds no ONNX file: serve the model the export stage registered")
+        return found[0]
+    path = Path(model)
+    if path.is_file():
+        return path
+    folder = path if path.is_dir() else files.onnx_dir(model)
+    for name in GRAPHS:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"no model at {model!r}: pass an ONNX file, a folder with {' or '.join(GRAPHS)}, an exported experiment's name "
+        f"(looked in {files.onnx_dir(model)}), or a registered model URI such as models:/rnnzoo-janet-adding/2"
+    )

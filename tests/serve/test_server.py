@@ -1,0 +1,205 @@
+"""`rnnzoo serve` as a real uvicorn process on loopback: predictions, streaming sessions, limits, bad requests."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from pipeline import onnx_export
+from pipeline.model import build_model
+from pipeline.serve.load import run_load
+from pipeline.tasks import make_task
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "s3cret"
+
+
+def _export(folder: Path, cell: str, task: str, task_options: dict, cell_options: dict) -> Path:
+    task_object = make_task(task, task_options)
+    spec = task_object.spec(task_object.prepare(None, 0))
+    torch.manual_seed(0)
+    model = build_model(cell, spec, 6, **cell_options)
+    record = {"state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": cell_options, "model_options": {},
+              "spec": dataclasses.asdict(spec)}
+    return onnx_export.export_graph(onnx_export.rebuild(record, "scan"), "sequence", folder / f"{cell}.onnx", {"cell": cell, "task": task})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class Server:
+    url: str
+    path: Path
+    key: str | None
+
+    def call(self, method: str, route: str, body: object = None, raw: bytes | None = None, key: str | None = "default") -> tuple[int, dict]:
+        key = self.key if key == "default" else key
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+        request = urllib.request.Request(f"{self.url}{route}", data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return response.status, json.loads(text) if text and response.headers.get_content_type() == "application/json" else {}
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def _start(path: Path, *options: str, key: str | None = None) -> Iterator[Server]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "pipeline.cli", "serve", str(path), "--port", str(port), *options]
+    if key:
+        command += ["--api-key", key]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(f"http://127.0.0.1:{port}", path, key)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if server.call("GET", "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.2)
+    yield server
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def adding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    path = _export(tmp_path_factory.mktemp("adding"), "janet", "adding", {"length": 5, "train_size": 4, "valid_size": 4}, {"max_timescale": 10})
+    yield from _start(path, "--max-length", "40", "--max-body-bytes", "20000", key=KEY)
+
+
+@pytest.fixture(scope="module")
+def language(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    path = _export(tmp_path_factory.mktemp("lm"), "lstm", "ptb", {"sentences": 30}, {})
+    yield from _start(path, "--max-sessions", "2", "--session-ttl", "2")
+
+
+def _direct(path: Path, x: np.ndarray, state_c: bool = True) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(str(path))
+    feeds = {"x": x}
+    for spec in session.get_inputs()[1:]:
+        feeds[spec.name] = np.zeros((spec.shape[0], x.shape[0], spec.shape[2]), dtype=np.float32)
+    return session.run(None, feeds)
+
+
+def test_every_request_without_the_api_key_gets_401(adding: Server) -> None:
+    for route in ("/health", "/metadata", "/docs"):
+        assert adding.call("GET", route, key=None)[0] == 401
+        assert adding.call("GET", route, key="wrong")[0] == 401
+    assert adding.call("POST", "/predict", {"sequences": [[[0.1, 1.0]]]}, key=None)[0] == 401
+
+
+def test_health_metadata_and_docs(adding: Server) -> None:
+    assert adding.call("GET", "/health") == (200, {"status": "ok", "sessions": 0})
+    status, metadata = adding.call("GET", "/metadata")
+    assert status == 200 and metadata["cell"] == "janet" and metadata["input_features"] == 2 and "x" in metadata["io"]["inputs"]
+    assert adding.call("GET", "/docs")[0] == 200
+
+
+def test_predict_takes_sequences_of_different_lengths(adding: Server) -> None:
+    rng = np.random.default_rng(1)
+    sequences = [rng.random((length, 2)).astype(np.float32) for length in (3, 7, 3, 1)]
+    status, answer = adding.call("POST", "/predict", {"sequences": [s.tolist() for s in sequences], "return_state": True})
+    assert status == 200
+    for sequence, prediction, state in zip(sequences, answer["predictions"], answer["states"]):
+        expected, final = _direct(adding.path, sequence[None])
+        np.testing.assert_allclose(prediction, expected[0], atol=1e-6)
+        np.testing.assert_allclose(state["state_c"], final[:, 0], atol=1e-6)
+
+
+def test_streaming_in_pieces_equals_predict_on_the_whole_sequence(adding: Server) -> None:
+    sequence = np.random.default_rng(2).random((9, 2)).astype(np.float32)
+    _, whole = adding.call("POST", "/predict", {"sequences": [sequence.tolist()]})
+    status, opened = adding.call("POST", "/sessions")
+    assert status == 201
+    route = f"/sessions/{opened['session_id']}/steps"
+    for piece in (sequence[:4], sequence[4:5], sequence[5:]):
+        status, answer = adding.call("POST", route, {"steps": piece.tolist()})
+        assert status == 200
+    assert answer["steps_seen"] == 9
+    np.testing.assert_allclose(answer["predictions"], whole["predictions"][0], atol=1e-6)
+    assert adding.call("DELETE", f"/sessions/{opened['session_id']}")[0] == 204
+    assert adding.call("POST", route, {"steps": sequence[:1].tolist()})[0] == 404
+
+
+BAD_REQUESTS = {
+    "wrong feature count": ("/predict", {"sequences": [[[0.1, 0.2, 0.3]]]}, 400, "shape"),
+    "wrong rank": ("/predict", {"sequences": [[0.1, 0.2]]}, 400, "shape"),
+    "strings": ("/predict", {"sequences": [[["a", "b"]]]}, 400, "numbers"),
+    "NaN": ("/predict", None, 400, "NaN"),
+    "no sequences": ("/predict", {"sequences": []}, 400, "empty"),
+    "empty sequence": ("/predict", {"sequences": [[]]}, 400, "empty"),
+    "too long": ("/predict", {"sequences": [[[0.1, 0.0]] * 41]}, 400, "maximum of 40"),
+    "times to a model without them": ("/predict", {"sequences": [[[0.1, 0.0]]], "times": [[0.0]]}, 400, "no timestamps"),
+    "missing field": ("/predict", {"values": []}, 422, "sequences"),
+    "unknown session": ("/sessions/nope/steps", {"steps": [[0.1, 0.0]]}, 404, "nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_get_a_4xx_naming_the_problem(adding: Server, case: str) -> None:
+    route, body, expected, fragment = BAD_REQUESTS[case]
+    raw = b'{"sequences": [[[NaN, 1.0]]]}' if body is None else None
+    status, answer = adding.call("POST", route, body, raw=raw)
+    assert status == expected
+    assert fragment in json.dumps(answer)
+
+
+def test_malformed_json_and_oversized_bodies_are_refused(adding: Server) -> None:
+    assert adding.call("POST", "/predict", raw=b'{"sequences": [[[0.1,')[0] == 422
+    status, answer = adding.call("POST", "/predict", {"sequences": [[[0.5, 0.5]] * 40] * 80})
+    assert status == 413 and "20000" in answer["detail"]
+    assert adding.call("GET", "/health")[0] == 200  # still up
+
+
+def test_language_model_streams_per_step_predictions(language: Server) -> None:
+    tokens = list(np.random.default_rng(3).integers(0, 10, 8))
+    tokens = [int(t) for t in tokens]
+    _, whole = language.call("POST", "/predict", {"sequences": [tokens]})
+    _, opened = language.call("POST", "/sessions")
+    pieces = []
+    for start, stop in ((0, 3), (3, 8)):
+        pieces += language.call("POST", f"/sessions/{opened['session_id']}/steps", {"steps": tokens[start:stop]})[1]["predictions"]
+    np.testing.assert_allclose(np.asarray(pieces), np.asarray(whole["predictions"][0]), atol=1e-5)
+    language.call("DELETE", f"/sessions/{opened['session_id']}")
+    status, answer = language.call("POST", "/predict", {"sequences": [[10**9]]})
+    assert status == 400 and "token ids" in answer["detail"]
+
+
+def test_sessions_are_bounded_and_expire(language: Server) -> None:
+    first = language.call("POST", "/sessions")[1]["session_id"]
+    assert language.call("POST", "/sessions")[0] == 201
+    status, answer = language.call("POST", "/sessions")
+    assert status == 429 and "2 sessions" in answer["detail"]
+    time.sleep(2.5)  # the TTL is 2 s
+    assert language.call("POST", f"/sessions/{first}/steps", {"steps": [1]})[0] == 404
+    assert language.call("POST", "/sessions")[0] == 201
+
+
+def test_a_short_load_test_has_no_server_errors(adding: Server) -> None:
+    result = run_load(adding.url, clients=8, seconds=2.0, api_key=KEY)
+    assert result["requests"] > 8 and result["server_errors_5xx"] == 0 and result["errors"] == 0
+    assert result["p99_ms"] >= result["p50_ms"] > 0
