@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import files
-from pipeline.model import SequenceModel, build_model
+from pipeline.model import PredictionModule, SequenceModel, build_model
 from pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
@@ -59,13 +59,8 @@ class StepGraph(nn.Module):
         return (prediction, *new_state)
 
 
-class VectorGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(Batch(x, x))[0]
+# No time axis: the vector graph is the plain ``x -> prediction`` module MLflow's torch flavor logs.
+VectorGraph = PredictionModule
 
 
 def rebuild(record: dict[str, Any], time_loop: str, fused: bool = False) -> nn.Module:
