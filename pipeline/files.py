@@ -71,3 +71,18 @@ def load_torch(path: Path, what: str, stage_hint: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model_record(experiment: str, params_hash: str) -> Any:
+    """The trained model's record, refused if it was trained with other params than ``params_hash``.
+
+    Stages after train label what they write (metrics, ONNX metadata, MLflow runs) with the
+    current params: a model trained under other params would be mislabelled.
+    """
+    record = load_torch(model_path(experiment), "model", f"rnnzoo train {experiment}")
+    if record["params_hash"] != params_hash:
+        raise ValueError(
+            f"{model_path(experiment)} was trained with other params (hash {record['params_hash']}, now {params_hash}): "
+            f"run `rnnzoo train {experiment}` first"
+        )
+    return record

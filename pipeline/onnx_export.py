@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline import files
-from pipeline.model import PredictionModule, SequenceModel, build_model
+from pipeline.model import PredictionModule, SequenceModel
 from pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
@@ -61,17 +61,6 @@ class StepGraph(nn.Module):
 
 # No time axis: the vector graph is the plain ``x -> prediction`` module MLflow's torch flavor logs.
 VectorGraph = PredictionModule
-
-
-def rebuild(record: dict[str, Any], time_loop: str, fused: bool = False) -> nn.Module:
-    """The trained model with its layer's ``time_loop`` (and fused kernel, off for export), in eval mode."""
-    spec = TaskSpec(**record["spec"])
-    options = dict(record["cell_options"])
-    if spec.head != "vector_classification":
-        options.update(time_loop=time_loop, fused=fused)
-    model = build_model(record["cell"], spec, record["hidden_size"], **options, **record["model_options"])
-    model.load_state_dict(record["state_dict"])
-    return model.eval()
 
 
 def _state_names(model: SequenceModel) -> list[str]:

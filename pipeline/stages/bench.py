@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime
 import torch
 
+from pipeline.model import from_record
 from pipeline import files, onnx_export, plots, tracking
 from pipeline.config import BenchConfig, Config
 from pipeline.tasks import make_task
@@ -120,7 +121,7 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def bench(config: Config, experiment: str) -> dict[str, float]:
     exp = config.experiment(experiment)
-    record = files.load_torch(files.model_path(experiment), "model", f"rnnzoo train {experiment}")
+    record = files.load_model_record(experiment, exp.params_hash())
     graph = "vector" if record["spec"]["head"] == "vector_classification" else "sequence"
     path = files.onnx_dir(experiment) / f"{graph}.onnx"
     if not path.is_file():
@@ -129,7 +130,7 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     x = splits["valid"]["x"]
     # The task's own length: a language model's stream is read bptt tokens at a time.
     steps = None if graph == "vector" else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
-    model = onnx_export.rebuild(record, "python", fused=True)  # torch eager as it trains: nn.LSTM's kernel where it can
+    model = from_record(record)  # torch eager as it trains: nn.LSTM's kernel where it can
     result = bench_model(graph, path, model, steps, config.bench)
     result["device"] = {"cpu_threads": result["threads"], "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     metrics = summary_metrics(result)

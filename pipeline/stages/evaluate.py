@@ -8,29 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline import files, objectives, plots, tracking
 from pipeline.config import Config
-from pipeline.model import VectorModel, build_model, detach_state
+from pipeline.model import VectorModel, detach_state, from_record
 from pipeline.tasks import TaskSpec, make_task
-
-
-def load_model(experiment: str) -> tuple[torch.nn.Module, TaskSpec, dict[str, Any]]:
-    record = files.load_torch(files.model_path(experiment), "model", f"rnnzoo train {experiment}")
-    spec = TaskSpec(**record["spec"])
-    model = build_model(record["cell"], spec, record["hidden_size"], **record["cell_options"], **record["model_options"])
-    model.load_state_dict(record["state_dict"])
-    return model.eval(), spec, record
 
 
 @torch.no_grad()
 def evaluate(config: Config, experiment: str) -> dict[str, float]:
     exp = config.experiment(experiment)
-    model, spec, _ = load_model(experiment)
+    model = from_record(files.load_model_record(experiment, exp.params_hash()))
+    spec: TaskSpec = model.spec
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
     task = make_task(exp.task, exp.task_options)
     accumulator = objectives.MetricAccumulator(spec)

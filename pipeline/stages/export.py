@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.model import from_record
 from pipeline import files, onnx_export, tracking
 from pipeline.config import Config
 
@@ -22,7 +23,7 @@ def graphs_of(record: dict) -> list[str]:
 
 def export(config: Config, experiment: str) -> list[Path]:
     exp = config.experiment(experiment)
-    record = files.load_torch(files.model_path(experiment), "model", f"rnnzoo train {experiment}")
+    record = files.load_model_record(experiment, exp.params_hash())
     metadata = {
         "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
         "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),
@@ -30,7 +31,7 @@ def export(config: Config, experiment: str) -> list[Path]:
     paths = []
     for graph in graphs_of(record):
         # The sequence graph needs scan (a dynamic time axis); one step needs no loop at all.
-        model = onnx_export.rebuild(record, "scan" if graph == "sequence" else "python")
+        model = from_record(record, "scan" if graph == "sequence" else "python", fused=False)
         paths.append(onnx_export.export_graph(model, graph, files.onnx_dir(experiment) / f"{graph}.onnx", metadata))
     with tracking.stage_run("export", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
         for path in paths:

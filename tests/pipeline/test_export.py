@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline import onnx_export
-from pipeline.model import build_model
+from pipeline.model import build_model, from_record
 from pipeline.stages.export import graphs_of
 from pipeline.tasks import make_task
 
@@ -46,9 +46,9 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     metadata = {"cell": cell, "task": task_name, "hidden_size": "6", "params_hash": "abc", "git_commit": "def"}
     paths = {}
     for graph in graphs_of(record):
-        model = onnx_export.rebuild(record, "scan" if graph == "sequence" else "python")
+        model = from_record(record, "scan" if graph == "sequence" else "python", fused=False)
         paths[graph] = onnx_export.export_graph(model, graph, folder / f"{graph}.onnx", metadata)
-    return {"record": record, "paths": paths, "reference": onnx_export.rebuild(record, "python"), "folder": folder}
+    return {"record": record, "paths": paths, "reference": from_record(record, fused=False), "folder": folder}
 
 
 def _session(path: Path) -> onnxruntime.InferenceSession:

@@ -200,3 +200,11 @@ def test_indrnn_bound_holds_in_the_saved_model(workdir: Path) -> None:
     train(params, "add-janet", progress=False)
     weights = torch.load(files.model_path("add-janet"), weights_only=True)["state_dict"]
     assert weights["layer.cells.0.recurrent_weight"].abs().max() <= 0.5
+
+
+def test_stages_after_train_refuse_a_model_trained_with_other_params(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    _run_all(params, "add-janet")
+    changed = config.load(workdir / "params.yaml", ["experiments.add-janet.train.lr=0.5"])
+    with pytest.raises(ValueError, match="trained with other params.*rnnzoo train add-janet"):
+        evaluate(changed, "add-janet")
