@@ -203,3 +203,30 @@ def test_a_short_load_test_has_no_server_errors(adding: Server) -> None:
     result = run_load(adding.url, clients=8, seconds=2.0, api_key=KEY)
     assert result["requests"] > 8 and result["server_errors_5xx"] == 0 and result["errors"] == 0
     assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+@pytest.fixture(scope="module")
+def phased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    path = _export(tmp_path_factory.mktemp("phased"), "phased_lstm", "frequency", {"train_size": 4, "valid_size": 4}, {"ratio_on": 0.5})
+    yield from _start(path)
+
+
+def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Server) -> None:
+    rng = np.random.default_rng(4)
+    sequence = rng.random((6, 1)).astype(np.float32)
+    times = np.sort(rng.random(6) * 20).astype(np.float32)
+    status, whole = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [times.tolist()]})
+    assert status == 200
+    session = onnxruntime.InferenceSession(str(phased.path))
+    zeros = np.zeros((1, 1, 6), dtype=np.float32)
+    expected = session.run(None, {"x": sequence[None], "times": times[None], "state_h": zeros, "state_c": zeros})[0]
+    np.testing.assert_allclose(whole["predictions"][0], expected[0], atol=1e-6)
+    _, other = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [(times * 3).tolist()]})
+    assert not np.allclose(other["predictions"][0], whole["predictions"][0]), "the timestamps must matter"
+    _, opened = phased.call("POST", "/sessions")
+    route = f"/sessions/{opened['session_id']}/steps"
+    phased.call("POST", route, {"steps": sequence[:2].tolist(), "times": times[:2].tolist()})
+    _, last = phased.call("POST", route, {"steps": sequence[2:].tolist(), "times": times[2:].tolist()})
+    np.testing.assert_allclose(last["predictions"], whole["predictions"][0], atol=1e-6)
+    status, answer = phased.call("POST", "/predict", {"sequences": [sequence.tolist()]})
+    assert status == 400 and "times" in answer["detail"]
