@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from cells.base import RecurrentCell
+from cells.base import RecurrentCell, constructor_options
 from cells.chrono import chrono_forget_bias, chrono_initialize_
 from cells.chrono_lstm import ChronoLSTMCell
 from cells.convert import from_torch_lstm, to_torch_lstm
@@ -54,7 +54,7 @@ def options(name: str) -> tuple[str, ...]:
     """The keyword options ``make(name, ...)`` accepts."""
     _check_name(name)
     if name in VECTOR_MODELS:
-        return tuple(_constructor_options(VECTOR_MODELS[name]))
+        return constructor_options(VECTOR_MODELS[name])
     return (*LAYER_OPTIONS, *SEQUENCE_CELLS[name].option_names())
 
 
@@ -75,12 +75,6 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Modu
 def _check_name(name: str) -> None:
     if name not in SEQUENCE_CELLS and name not in VECTOR_MODELS:
         raise ValueError(f"unknown cell {name!r}; allowed: {', '.join(names())}")
-
-
-def _constructor_options(model: type[nn.Module]) -> list[str]:
-    import inspect
-
-    return [p for p in inspect.signature(model.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
 
 
 __all__ = [

@@ -30,6 +30,12 @@ State = NamedTuple
 Masks = tuple[Tensor, ...]
 
 
+def constructor_options(model_type: type) -> tuple[str, ...]:
+    """The keyword options of ``model_type``'s constructor besides input_size and hidden_size."""
+    parameters = inspect.signature(model_type.__init__).parameters
+    return tuple(name for name in parameters if name not in ("self", "input_size", "hidden_size"))
+
+
 def require_positive_int(name: str, value: Any) -> int:
     """Return ``value`` if it is an int >= 1, else raise a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -87,8 +93,7 @@ class RecurrentCell(nn.Module):
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The keyword options the constructor takes besides input_size and hidden_size."""
-        parameters = inspect.signature(cls.__init__).parameters
-        return tuple(name for name in parameters if name not in ("self", "input_size", "hidden_size"))
+        return constructor_options(cls)
 
     @classmethod
     def for_layer(cls, input_size: int, hidden_size: int, layer_index: int, num_layers: int, **options: Any) -> RecurrentCell:

@@ -154,6 +154,7 @@ class RecurrentLayer(nn.Module):
         lengths = self._check_lengths(lengths, batch, steps, x.device)
         times = self._check_times(times, batch, steps, x)
         state = self._check_state(state, batch, x)
+        valid = None
         if lengths is not None:
             # Padding must not matter, even NaN: zero it so no gradient sees it (0 * NaN is NaN).
             valid = torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T)
@@ -168,10 +169,14 @@ class RecurrentLayer(nn.Module):
                 list(self.cells), x, state, lengths, self.num_layers, self.dropout, self.training, self.bidirectional
             )
         else:
-            outputs, final = self._run_stack(x, state, lengths, times)
+            outputs, final = self._run_stack(x, state, lengths, valid, times)
         return (outputs if self.batch_first else outputs.transpose(0, 1)), final
 
-    def _run_stack(self, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None) -> tuple[Tensor, State]:
+    def _run_stack(
+        self, x: Tensor, state: State, lengths: Tensor | None, valid: Tensor | None, times: Tensor | None
+    ) -> tuple[Tensor, State]:
+        # Reversing within each valid length leaves padding in place, so one mask serves both directions.
+        keep = None if valid is None else valid.unsqueeze(-1)  # (B, T, 1)
         finals = []
         layer_input = x
         for layer in range(self.num_layers):
@@ -182,7 +187,7 @@ class RecurrentLayer(nn.Module):
                 reverse = direction == 1
                 sequence = reverse_padded(layer_input, lengths) if reverse else layer_input
                 sequence_times = reverse_padded(times, lengths) if reverse and times is not None else times
-                outputs, final = self._run_direction(self.cells[index], sequence, cell_state, lengths, sequence_times)
+                outputs, final = self._run_direction(self.cells[index], sequence, cell_state, keep, sequence_times)
                 direction_outputs.append(reverse_padded(outputs, lengths) if reverse else outputs)
                 finals.append(final)
             layer_input = torch.cat(direction_outputs, dim=-1)  # (B, T, D*H)
@@ -192,12 +197,11 @@ class RecurrentLayer(nn.Module):
         return layer_input, stacked
 
     def _run_direction(
-        self, cell: RecurrentCell, x: Tensor, state: State, lengths: Tensor | None, times: Tensor | None
+        self, cell: RecurrentCell, x: Tensor, state: State, valid: Tensor | None, times: Tensor | None
     ) -> tuple[Tensor, State]:
         batch, steps = x.shape[:2]
         masks = cell.draw_masks(batch, x.device, x.dtype)
         projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
-        valid = None if lengths is None else (torch.arange(steps, device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
         if self.time_loop == "scan":
             return _scan_direction(cell, projected, state, times, valid, masks)
         outputs = []

@@ -8,12 +8,11 @@ digest matches, so an interrupted or corrupted download never leaves a file that
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline import files
 from pipeline.tasks.base import TaskError
 
 TIMEOUT_S = 10.0  # per connection attempt: an offline machine fails fast, a slow mirror is skipped
@@ -55,11 +54,9 @@ def download(urls: Sequence[str], dest: Path, md5: str | None, timeout: float = 
 
 def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        temp = Path(temp_name)
-        try:
-            with os.fdopen(handle, "wb") as file:
+
+        def write(temp: Path) -> None:
+            with temp.open("wb") as file:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     file.write(chunk)
             if md5 is not None:
@@ -67,6 +64,5 @@ def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
                     verify_md5(temp, md5, name=str(dest))
                 except TaskError as error:
                     raise TaskError(f"{error}; the download was corrupt and has been removed") from None
-            os.replace(temp, dest)
-        finally:
-            temp.unlink(missing_ok=True)  # gone already after a successful rename
+
+        files.atomic_write(dest, write)  # renamed into place only once complete and verified
