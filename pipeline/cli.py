@@ -247,6 +247,11 @@ def _print_report(config: config_module.Config, names: list[str]) -> None:
     from pipeline import summary
 
     console.print(summary.table(config, names))
+    bench = summary.bench_markdown(names)
+    if bench is not None:
+        path = files.atomic_write(files.REPORTS_DIR / "bench_onnxruntime.md", lambda tmp: tmp.write_text(bench))
+        console.print(bench, markup=False)
+        console.print(f"saved {path}")
     for line in summary.footer(names):
         console.print(line)
 

@@ -29,6 +29,34 @@ def table(config: Config, names: list[str]) -> Table:
     return result
 
 
+def bench_markdown(names: list[str]) -> str | None:
+    """One row per benchmarked experiment and provider, at the task's length: batch-1 latency and
+    largest-batch throughput of onnxruntime, each against torch eager on the same device."""
+    rows = []
+    for name in names:
+        path = files.reports_dir(name) / "bench.json"
+        if not path.is_file():
+            continue
+        detail = json.loads(path.read_text())["detail"]
+        for provider, measured in detail["providers"].items():
+            at_length = [r for r in measured["rows"] if r["length"] == detail["task_length"]]
+            first, last = min(at_length, key=lambda r: r["batch"]), max(at_length, key=lambda r: r["batch"])
+            length = "-" if detail["task_length"] is None else detail["task_length"]
+            rows.append(
+                f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {measured['hardware']} | {first['onnxruntime_p50_ms']:.3f} "
+                f"| {first['speedup_vs_torch']:.2f} | {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {last['speedup_vs_torch']:.2f} |"
+            )
+    if not rows:
+        return None
+    return "\n".join([
+        "onnxruntime against torch eager on the same device and inputs (speedup > 1: onnxruntime is faster).",
+        "",
+        "| experiment | T | provider | hardware | batch-1 p50 ms | speedup | max batch | sequences/s | speedup |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]) + "\n"
+
+
 def footer(names: list[str]) -> list[str]:
     lines = ["plots:"]
     for name in names:

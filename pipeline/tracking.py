@@ -162,9 +162,10 @@ def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
 def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_name: str) -> None:
     """Log an exported graph with the ``mlflow.onnx`` flavor, registered as ``registered_name``."""
     import onnx
-    import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from pipeline import runtime
+
+    session = runtime.open_session(path)
     mlflow.onnx.log_model(
         onnx.load(str(path)),
         name="onnx_model",
@@ -172,5 +173,5 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
         input_example=example,
         registered_model_name=registered_name,
         save_as_external_data=False,
-        pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}"],
+        pip_requirements=[runtime.distribution(), f"onnx=={onnx.__version__}"],
     )

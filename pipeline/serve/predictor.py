@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
+
+from pipeline import runtime
 
 
 class RequestError(ValueError):
@@ -22,10 +23,8 @@ class Predictor:
     """Runs ``sequence.onnx`` (or ``vector.onnx``) on one or more sequences."""
 
     def __init__(self, path: Path, max_length: int = 10_000, threads: int = 0) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        self.provider = runtime.best_provider()
+        self.session = runtime.open_session(path, self.provider, threads)
         self.path = path
         self.max_length = max_length
         props = self.session.get_modelmeta().custom_metadata_map
@@ -46,7 +45,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         return {
-            **self.metadata, "graph": self.graph, "input_features": self.features, "token_ids": self.tokens,
+            **self.metadata, "graph": self.graph, "provider": self.provider, "input_features": self.features, "token_ids": self.tokens,
             "takes_times": self.takes_time, "state": self.state_names, "max_length": self.max_length, "io": self.io,
         }
 

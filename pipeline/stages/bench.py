@@ -9,6 +9,7 @@ metrics), ``bench_latency.json`` and a latency-vs-batch PNG (DVC plots), and MLf
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -20,12 +21,12 @@ import onnxruntime
 import torch
 
 from pipeline.model import from_record
-from pipeline import files, onnx_export, plots, tracking
+from pipeline import files, onnx_export, plots, runtime, tracking
 from pipeline.config import BenchConfig, Config
 from pipeline.tasks import make_task
 
 
-def _timings(run: Callable[[], Any], warmup: int, repeats: int, synchronize: Callable[[], None]) -> list[float]:
+def _timings(run: Callable[[], Any], synchronize: Callable[[], None], warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         run()
     synchronize()
@@ -42,12 +43,32 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def providers() -> list[tuple[str, str]]:
-    """(onnxruntime provider, torch device) pairs to measure here."""
-    pairs = [("CPUExecutionProvider", "cpu")]
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
-        pairs.append(("CUDAExecutionProvider", "cuda"))
-    return pairs
+def _onnxruntime_call(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray], provider: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """One inference and its synchronisation. On CUDA the inputs and outputs stay on the GPU
+    (I/O binding), as torch's do, so both sides time the model and not host-device copies."""
+    if provider == runtime.CPU:
+        return (lambda: session.run(None, feeds)), (lambda: None)
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, "cuda")
+    return (lambda: session.run_with_iobinding(binding)), binding.synchronize_outputs
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the tables (``/proc/cpuinfo`` on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _hardware(device: str, threads: int) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else f"{cpu_name()}, {threads} threads"
 
 
 def _lengths(spec_steps: int | None) -> list[int | None]:
@@ -68,15 +89,13 @@ def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | Non
 
 
 def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     wrapper = {"sequence": onnx_export.SequenceGraph, "vector": onnx_export.VectorGraph}[graph](model).eval()
     result: dict[str, Any] = {
-        "threads": threads, "providers": {}, "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
+        "threads": threads, "onnxruntime": runtime.distribution(), "torch": torch.__version__, "providers": {}, "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
     }
-    for provider, device in providers():
-        session = onnxruntime.InferenceSession(str(path), options, providers=[provider])
+    for provider in runtime.providers_here():
+        device = "cuda" if provider == runtime.CUDA else "cpu"
+        session = runtime.open_session(path, provider, threads)
         names = [i.name for i in session.get_inputs()]
         on_device = wrapper.to(device)
         synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -87,8 +106,8 @@ def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, 
                 feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs)}
                 device_inputs = [tensor.to(device) for tensor in inputs]
                 with torch.no_grad():
-                    eager = _timings(lambda: on_device(*device_inputs), config.warmup, config.repeats, synchronize)
-                ort = _timings(lambda: session.run(None, feeds), config.warmup, config.repeats, lambda: None)
+                    eager = _timings(lambda: on_device(*device_inputs), synchronize, config.warmup, config.repeats)
+                ort = _timings(*_onnxruntime_call(session, feeds, provider), config.warmup, config.repeats)
                 rows.append({
                     "length": length, "batch": batch,
                     "onnxruntime_p50_ms": 1e3 * statistics.median(ort), "onnxruntime_p99_ms": 1e3 * _percentile(ort, 99),
@@ -96,7 +115,7 @@ def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, 
                     "onnxruntime_sequences_per_s": batch / statistics.median(ort), "torch_sequences_per_s": batch / statistics.median(eager),
                     "speedup_vs_torch": statistics.median(eager) / statistics.median(ort),
                 })
-        result["providers"][provider] = {"torch_device": device, "rows": rows}
+        result["providers"][provider] = {"torch_device": device, "hardware": _hardware(device, threads), "rows": rows}
         wrapper.to("cpu")
     return result
 
@@ -119,6 +138,24 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def markdown(title: str, result: dict[str, Any]) -> str:
+    """The measurements as a markdown table per provider, each headed by the hardware it ran on."""
+    lines = [f"onnxruntime vs torch eager, {title}: {result['onnxruntime']}, torch {result['torch']}.", ""]
+    for provider, measured in result["providers"].items():
+        lines += [
+            f"{provider} against torch on {measured['torch_device']}, measured on {measured['hardware']}:", "",
+            "| length | batch | onnxruntime p50 ms | onnxruntime p99 ms | torch p50 ms | torch p99 ms | sequences/s | speedup vs torch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {'-' if r['length'] is None else r['length']} | {r['batch']} | {r['onnxruntime_p50_ms']:.3f} | {r['onnxruntime_p99_ms']:.3f} "
+            f"| {r['torch_p50_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['onnxruntime_sequences_per_s']:,.0f} | {r['speedup_vs_torch']:.2f} |"
+            for r in measured["rows"]
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def bench(config: Config, experiment: str) -> dict[str, float]:
     exp = config.experiment(experiment)
     record = files.load_model_record(experiment, exp.params_hash())
@@ -132,10 +169,11 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     steps = None if graph == "vector" else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
     model = from_record(record)  # torch eager as it trains: nn.LSTM's kernel where it can
     result = bench_model(graph, path, model, steps, config.bench)
-    result["device"] = {"cpu_threads": result["threads"], "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     metrics = summary_metrics(result)
     report = files.reports_dir(experiment)
     files.write_json({**metrics, "detail": result}, report / "bench.json")
+    table = markdown(f"{experiment} ({exp.cell}, {exp.task})", result)
+    files.atomic_write(report / "bench.md", lambda tmp: tmp.write_text(table))
     latency = [
         {"runtime": label, "batch": row["batch"], "length": row["length"], "p50_ms": row[f"{runtime}_p50_ms"]}
         for provider, measured in result["providers"].items()

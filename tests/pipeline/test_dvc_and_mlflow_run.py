@@ -60,6 +60,10 @@ def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, 
         assert (copy / "reports" / name / "metrics.json").is_file()
         assert list((copy / "models" / name / "onnx").glob("*.onnx"))
     assert _repro(copy, env) == [], "a second repro must do nothing"
+    report = subprocess.run([str(BIN / "rnnzoo"), "report"], cwd=copy, env=env, capture_output=True, text=True)
+    assert report.returncode == 0, report.stdout + report.stderr
+    overview = (copy / "reports" / "bench_onnxruntime.md").read_text()
+    assert all(f"| {name} |" in overview for name in experiments) and "bench_onnxruntime.md" in report.stdout
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["experiments"]["add-janet"]["train"]["lr"] = 0.02

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 import torch
 
-from pipeline import onnx_export
+from pipeline import onnx_export, runtime
 from pipeline.model import build_model, from_record
 from pipeline.stages.export import graphs_of
 from pipeline.tasks import make_task
@@ -51,8 +51,8 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return {"record": record, "paths": paths, "reference": from_record(record, fused=False), "folder": folder}
 
 
-def _session(path: Path) -> onnxruntime.InferenceSession:
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _session(path: Path, provider: str = runtime.CPU) -> onnxruntime.InferenceSession:
+    return runtime.open_session(path, provider)
 
 
 def _run(session: onnxruntime.InferenceSession, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
@@ -66,10 +66,14 @@ def _torch(reference: torch.nn.Module, graph: str, inputs: tuple[torch.Tensor, .
     return [t.numpy() for t in (outputs if isinstance(outputs, tuple) else (outputs,))]
 
 
-def test_export_parity_with_torch_at_several_batch_and_length(exported: dict) -> None:
+@pytest.mark.parametrize("provider", [
+    runtime.CPU,
+    pytest.param(runtime.CUDA, marks=[pytest.mark.cuda, pytest.mark.skipif(not runtime.cuda_usable(), reason="needs onnxruntime-gpu and a CUDA GPU")]),
+])
+def test_export_parity_with_torch_at_several_batch_and_length(exported: dict, provider: str) -> None:
     reference = exported["reference"]
     for graph, path in exported["paths"].items():
-        session = _session(path)
+        session = _session(path, provider)
         shapes = [(1, 1), (3, 5), (2, 50)] if graph == "sequence" else [(1, None), (4, None)]
         for batch, steps in shapes:  # T = 5 was the export example; 1 and 50 were never seen
             inputs = onnx_export.example_inputs(reference, batch, steps)

@@ -70,6 +70,6 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    expected = onnxruntime.InferenceSession(str(files.onnx_dir("add-janet") / "sequence.onnx")).run(None, {"x": x, "state_c": state})
+    expected = onnxruntime.InferenceSession(str(files.onnx_dir("add-janet") / "sequence.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x, "state_c": state})
     served = np.asarray(answer["predictions"]["prediction"], dtype=np.float32)
     assert np.abs(served - expected[0]).max() <= 1e-6

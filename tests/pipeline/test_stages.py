@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import config, files
+from pipeline import config, files, runtime, summary
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.prepare import prepare
 from pipeline.stages.train import TrainingDiverged, train
@@ -172,24 +172,37 @@ def test_bench_measures_onnxruntime_against_torch_and_records_it(workdir: Path) 
     from pipeline.stages.export import export
 
     params = config.load(workdir / "params.yaml")
+    metrics_of = {}
     for name in params.experiments:
         _run_all(params, name)
         export(params, name)
-        metrics = bench(params, name)
+        metrics = metrics_of[name] = bench(params, name)
         report = json.loads((files.reports_dir(name) / "bench.json").read_text())
         assert {k: v for k, v in report.items() if k != "detail"} == metrics
         detail = report["detail"]
         assert detail["threads"] == 1 and detail["batch_sizes"] == [1, 4]
-        rows = detail["providers"]["CPUExecutionProvider"]["rows"]
-        assert len(rows) == len(detail["lengths"]) * 2
-        for row in rows:
-            assert row["onnxruntime_p99_ms"] >= row["onnxruntime_p50_ms"] > 0 and row["torch_p50_ms"] > 0
-            assert row["speedup_vs_torch"] == pytest.approx(row["torch_p50_ms"] / row["onnxruntime_p50_ms"])
+        assert list(detail["providers"]) == runtime.providers_here()  # CUDA too where onnxruntime-gpu has a GPU
+        assert detail["onnxruntime"] == runtime.distribution()
+        for measured in detail["providers"].values():
+            assert len(measured["rows"]) == len(detail["lengths"]) * 2
+            for row in measured["rows"]:
+                assert row["onnxruntime_p99_ms"] >= row["onnxruntime_p50_ms"] > 0 and row["torch_p50_ms"] > 0
+                assert row["speedup_vs_torch"] == pytest.approx(row["torch_p50_ms"] / row["onnxruntime_p50_ms"])
         assert (files.reports_dir(name) / "bench_plots" / "latency_vs_batch.png").stat().st_size > 1000
+        table = (files.reports_dir(name) / "bench.md").read_text()
+        for provider, measured in detail["providers"].items():
+            assert f"{provider} against torch on {measured['torch_device']}, measured on {measured['hardware']}:" in table
+        assert table.count("\n| ") == len(detail["providers"]) * (2 + len(detail["lengths"]) * 2)  # header, rule, rows
         run = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`rnnzoo.experiment` = '{name}'", output_format="list")[0]
         assert run.data.metrics["bench.cpu.batch1_p50_ms"] == metrics["bench.cpu.batch1_p50_ms"]
     lengths = json.loads((files.reports_dir("add-janet") / "bench.json").read_text())["detail"]["lengths"]
     assert lengths == [1, 6, 12]  # a quarter, the task's T = 6, and twice it
+    overview = summary.bench_markdown(["add-janet", "vec-unfolded", "never-benched"]).splitlines()
+    rows = [line.split(" | ") for line in overview if line.startswith(("| add-janet", "| vec-unfolded"))]
+    assert len(rows) == 2 * len(runtime.providers_here())
+    janet_cpu = next(row for row in rows if row[0] == "| add-janet" and row[2] == "CPU")
+    assert janet_cpu[1] == "6" and float(janet_cpu[4]) == pytest.approx(metrics_of["add-janet"]["bench.cpu.batch1_p50_ms"], abs=1e-3)
+    assert summary.bench_markdown(["never-benched"]) is None
 
 
 def test_indrnn_bound_holds_in_the_saved_model(workdir: Path) -> None:

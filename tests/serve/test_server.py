@@ -98,7 +98,7 @@ def language(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _direct(path: Path, x: np.ndarray, state_c: bool = True) -> list[np.ndarray]:
-    session = onnxruntime.InferenceSession(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {"x": x}
     for spec in session.get_inputs()[1:]:
         feeds[spec.name] = np.zeros((spec.shape[0], x.shape[0], spec.shape[2]), dtype=np.float32)
@@ -217,7 +217,7 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
     times = np.sort(rng.random(6) * 20).astype(np.float32)
     status, whole = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [times.tolist()]})
     assert status == 200
-    session = onnxruntime.InferenceSession(str(phased.path))
+    session = onnxruntime.InferenceSession(str(phased.path), providers=["CPUExecutionProvider"])
     zeros = np.zeros((1, 1, 6), dtype=np.float32)
     expected = session.run(None, {"x": sequence[None], "times": times[None], "state_h": zeros, "state_c": zeros})[0]
     np.testing.assert_allclose(whole["predictions"][0], expected[0], atol=1e-6)

@@ -1,0 +1,70 @@
+"""onnxruntime sessions: which execution providers this machine can use, and proof that a session got the one asked for.
+
+onnxruntime ships as two distributions of one module: ``onnxruntime`` (CPU) and ``onnxruntime-gpu``
+(CPU and CUDA). The GPU build lists CUDAExecutionProvider even where CUDA cannot be loaded, and then
+quietly runs on the CPU with only a log line, so each session is checked after it is made.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+try:
+    import onnxruntime
+except ImportError as error:  # the extras choose the build, so a bare install has neither
+    raise ImportError(
+        "onnxruntime is not installed: install rnnzoo with `pip install -e '.[cpu]'`, "
+        "or `pip install -e '.[gpu]'` on a machine with CUDA (`make` picks one for you)"
+    ) from error
+import torch
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def distribution() -> str:
+    """The installed onnxruntime distribution as a pip requirement, e.g. ``onnxruntime-gpu==1.31.1``."""
+    for name in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"onnxruntime=={onnxruntime.__version__}"
+
+
+def cuda_usable() -> bool:
+    """Both onnxruntime (the GPU build) and torch see a CUDA device."""
+    return CUDA in onnxruntime.get_available_providers() and torch.cuda.is_available()
+
+
+def providers_here() -> list[str]:
+    """Execution providers to measure on this machine: the CPU always, CUDA where usable."""
+    return [CPU, CUDA] if cuda_usable() else [CPU]
+
+
+def best_provider() -> str:
+    return CUDA if cuda_usable() else CPU
+
+
+def open_session(path: Path, provider: str = CPU, threads: int = 0) -> onnxruntime.InferenceSession:
+    """A session on ``provider``; raises if onnxruntime fell back to another one.
+
+    ``threads`` sets the CPU intra-op pool (0: onnxruntime's default). On CUDA, TF32 is turned off
+    so that float32 results match torch's default float32 matrix products.
+    """
+    if provider not in (CPU, CUDA):
+        raise ValueError(f"unknown onnxruntime provider {provider!r}: expected {CPU!r} or {CUDA!r}")
+    if provider == CUDA and not cuda_usable():
+        raise RuntimeError(f"{CUDA} is not usable here: it needs onnxruntime-gpu (installed: {distribution()}) and a CUDA GPU")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    chosen: list = [(CUDA, {"use_tf32": "0"}), CPU] if provider == CUDA else [CPU]
+    session = onnxruntime.InferenceSession(str(path), options, providers=chosen)
+    if session.get_providers()[0] != provider:
+        raise RuntimeError(
+            f"onnxruntime did not start {provider} for {path} (it runs on {session.get_providers()}); "
+            f"the log above names the library it could not load (installed: {distribution()})"
+        )
+    return session

@@ -1,0 +1,93 @@
+"""onnxruntime sessions: the provider asked for or a clear error, never a quiet fallback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from pipeline import onnx_export, runtime
+from pipeline.model import build_model
+from pipeline.tasks import make_task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    task = make_task("adding", {"length": 4, "train_size": 4, "valid_size": 4})
+    torch.manual_seed(0)
+    model = build_model("janet", task.spec(task.prepare(None, 0)), 4, time_loop="scan", fused=False)
+    return onnx_export.export_graph(model, "sequence", tmp_path_factory.mktemp("graph") / "sequence.onnx", {"cell": "janet"})
+
+
+def test_cpu_session_runs_on_the_cpu_with_the_threads_asked_for(graph: Path) -> None:
+    session = runtime.open_session(graph, runtime.CPU, threads=1)
+    assert session.get_providers() == [runtime.CPU]
+    assert session.get_session_options().intra_op_num_threads == 1
+    prediction, state = session.run(None, {"x": np.zeros((2, 3, 2), np.float32), "state_c": np.zeros((1, 2, 4), np.float32)})
+    assert prediction.shape == (2, 1) and state.shape == (1, 2, 4)
+
+
+def test_unknown_provider_is_named_with_the_choices(graph: Path) -> None:
+    with pytest.raises(ValueError, match=r"'TensorrtExecutionProvider'.*CPUExecutionProvider.*CUDAExecutionProvider"):
+        runtime.open_session(graph, "TensorrtExecutionProvider")
+
+
+def test_cuda_session_runs_on_cuda_or_says_why_it_cannot(graph: Path) -> None:
+    if runtime.cuda_usable():
+        assert runtime.open_session(graph, runtime.CUDA).get_providers()[0] == runtime.CUDA
+        assert runtime.providers_here() == [runtime.CPU, runtime.CUDA] and runtime.best_provider() == runtime.CUDA
+    else:
+        with pytest.raises(RuntimeError, match=r"not usable here: it needs onnxruntime-gpu \(installed: onnxruntime"):
+            runtime.open_session(graph, runtime.CUDA)
+        assert runtime.providers_here() == [runtime.CPU] and runtime.best_provider() == runtime.CPU
+
+
+def test_a_quiet_fallback_to_the_cpu_is_an_error(graph: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU build lists CUDA, fails to load a CUDA library and runs on the CPU: what that looks like.
+    class FellBack:
+        def __init__(self, path: str, options: onnxruntime.SessionOptions, providers: list) -> None:
+            assert providers[0] == (runtime.CUDA, {"use_tf32": "0"})  # TF32 off: float32 as torch computes it
+
+        def get_providers(self) -> list[str]:
+            return [runtime.CPU]
+
+    monkeypatch.setattr(runtime, "cuda_usable", lambda: True)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", FellBack)
+    with pytest.raises(RuntimeError, match=r"did not start CUDAExecutionProvider.*runs on \['CPUExecutionProvider'\]"):
+        runtime.open_session(graph, runtime.CUDA)
+
+
+def test_distribution_names_the_installed_build_as_a_requirement() -> None:
+    name, version = runtime.distribution().split("==")
+    assert name in ("onnxruntime", "onnxruntime-gpu")
+    assert metadata.version(name) == version == onnxruntime.__version__
+
+
+def test_a_missing_onnxruntime_says_how_to_install_one() -> None:
+    code = "import sys; sys.modules['onnxruntime'] = None; import pipeline.runtime"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "pip install -e '.[cpu]'" in result.stderr and "'.[gpu]'" in result.stderr
+
+
+@pytest.mark.parametrize(("driver_answers", "extra"), [(True, "gpu"), (False, "cpu")])
+def test_make_installs_onnxruntime_gpu_only_where_an_nvidia_driver_answers(tmp_path: Path, driver_answers: bool, extra: str) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\nexit {0 if driver_answers else 1}\n")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["make", "-n", "-B", "-f", str(ROOT / "Makefile"), "VENV=" + str(tmp_path / "venv"), str(tmp_path / "venv" / ".installed")],
+        cwd=ROOT, capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"-e '.[dev,{extra}]'" in result.stdout
+    other = {"gpu": "onnxruntime", "cpu": "onnxruntime-gpu"}[extra]
+    assert f"uninstall --quiet --yes {other}" in result.stdout  # never both: they ship the same module
