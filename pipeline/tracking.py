@@ -20,7 +20,10 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import ExperimentConfig
 
 DATABASE_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -74,11 +77,12 @@ def _mlflow() -> Any:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, cell: str, task: str, params: Mapping[str, Any], params_hash: str) -> Iterator[Any]:
-    """Reopen (or create) the run of this configuration for ``stage``; yields the mlflow module.
+def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
+    """Reopen (or create) the run of the experiment's configuration for ``stage``; yields the mlflow module.
 
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done.
     """
+    experiment, cell, task, params, params_hash = exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()
     mlflow = _mlflow()
     # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
     run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, experiment, task, params_hash)

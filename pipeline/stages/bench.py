@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import torch
 
 from pipeline.model import from_record
@@ -41,19 +40,6 @@ def _timings(run: Callable[[], Any], synchronize: Callable[[], None], warmup: in
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def _onnxruntime_call(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray], provider: str) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """One inference and its synchronisation. On CUDA the inputs and outputs stay on the GPU
-    (I/O binding), as torch's do, so both sides time the model and not host-device copies."""
-    if provider == runtime.CPU:
-        return (lambda: session.run(None, feeds)), (lambda: None)
-    binding = session.io_binding()
-    for name, array in feeds.items():
-        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
-    for output in session.get_outputs():
-        binding.bind_output(output.name, "cuda")
-    return (lambda: session.run_with_iobinding(binding)), binding.synchronize_outputs
 
 
 def cpu_name() -> str:
@@ -91,7 +77,8 @@ def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | Non
 def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:
     wrapper = {"sequence": onnx_export.SequenceGraph, "vector": onnx_export.VectorGraph}[graph](model).eval()
     result: dict[str, Any] = {
-        "threads": threads, "onnxruntime": runtime.distribution(), "torch": torch.__version__, "providers": {}, "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
+        "threads": threads, "onnxruntime": runtime.distribution(), "torch": torch.__version__, "providers": {},
+        "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
     }
     for provider in runtime.providers_here():
         device = "cuda" if provider == runtime.CUDA else "cpu"
@@ -107,7 +94,7 @@ def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, 
                 device_inputs = [tensor.to(device) for tensor in inputs]
                 with torch.no_grad():
                     eager = _timings(lambda: on_device(*device_inputs), synchronize, config.warmup, config.repeats)
-                ort = _timings(*_onnxruntime_call(session, feeds, provider), config.warmup, config.repeats)
+                ort = _timings(*runtime.resident_call(session, feeds), config.warmup, config.repeats)
                 rows.append({
                     "length": length, "batch": batch,
                     "onnxruntime_p50_ms": 1e3 * statistics.median(ort), "onnxruntime_p99_ms": 1e3 * _percentile(ort, 99),
@@ -175,14 +162,14 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     table = markdown(f"{experiment} ({exp.cell}, {exp.task})", result)
     files.atomic_write(report / "bench.md", lambda tmp: tmp.write_text(table))
     latency = [
-        {"runtime": label, "batch": row["batch"], "length": row["length"], "p50_ms": row[f"{runtime}_p50_ms"]}
+        {"runtime": label, "batch": row["batch"], "length": row["length"], "p50_ms": row[f"{engine}_p50_ms"]}
         for provider, measured in result["providers"].items()
-        for runtime, label in (("onnxruntime", f"onnxruntime {provider.removesuffix('ExecutionProvider')}"), ("torch", f"torch {measured['torch_device']}"))
+        for engine, label in (("onnxruntime", f"onnxruntime {provider.removesuffix('ExecutionProvider')}"), ("torch", f"torch {measured['torch_device']}"))
         for row in measured["rows"]
     ]
     files.write_json(latency, report / "bench_latency.json")
     plot = plots.latency_vs_batch(latency, f"{experiment}: latency by batch", report / "bench_plots" / "latency_vs_batch.png")
-    with tracking.stage_run("bench", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+    with tracking.stage_run("bench", exp) as mlflow:
         tracking.log_metrics(mlflow, metrics)
         mlflow.log_artifact(str(plot), artifact_path="plots")
     return metrics

@@ -43,7 +43,7 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
     report = files.reports_dir(experiment)
     files.write_json(metrics, report / "metrics.json")
     made = _plots(experiment, model, spec, history, predicted, targets, report / "plots")
-    with tracking.stage_run("evaluate", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+    with tracking.stage_run("evaluate", exp) as mlflow:
         tracking.log_metrics(mlflow, metrics)
         for path in made:
             mlflow.log_artifact(str(path), artifact_path="plots")

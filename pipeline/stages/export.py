@@ -28,12 +28,13 @@ def export(config: Config, experiment: str) -> list[Path]:
         "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
         "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),
     }
-    paths = []
-    for graph in graphs_of(record):
-        # The sequence graph needs scan (a dynamic time axis); one step needs no loop at all.
-        model = from_record(record, "scan" if graph == "sequence" else "python", fused=False)
-        paths.append(onnx_export.export_graph(model, graph, files.onnx_dir(experiment) / f"{graph}.onnx", metadata))
-    with tracking.stage_run("export", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+    with files.atomic_folder(files.onnx_dir(experiment)) as folder:
+        for graph in graphs_of(record):
+            # The sequence graph needs scan (a dynamic time axis); one step needs no loop at all.
+            model = from_record(record, "scan" if graph == "sequence" else "python", fused=False)
+            onnx_export.export_graph(model, graph, folder / f"{graph}.onnx", metadata)
+    paths = [files.onnx_dir(experiment) / f"{graph}.onnx" for graph in graphs_of(record)]
+    with tracking.stage_run("export", exp) as mlflow:
         for path in paths:
             mlflow.log_artifact(str(path), artifact_path="onnx")
         # The whole-sequence (or vector) graph is the one served statelessly.

@@ -14,7 +14,7 @@ def prepare(config: Config, experiment: str) -> Path:
     exp = config.experiment(experiment)
     task = make_task(exp.task, exp.task_options)
     data_dir = Path(config.prepare.data_dir).expanduser() if config.prepare.data_dir else None
-    with tracking.stage_run("prepare", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+    with tracking.stage_run("prepare", exp) as mlflow:
         splits = task.prepare(data_dir, config.prepare.seed)
         spec = task.spec(splits)
         path = files.save_torch(splits, files.dataset_path(experiment))

@@ -162,7 +162,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     stream = batch_stream(task, splits["train"], spec, cfg, state.step)
     last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
-    with tracking.stage_run("train", exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()) as mlflow:
+    with tracking.stage_run("train", exp) as mlflow:
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
         model.train()
         bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)

@@ -35,6 +35,23 @@ def test_cpu_session_runs_on_the_cpu_with_the_threads_asked_for(graph: Path) -> 
     assert prediction.shape == (2, 1) and state.shape == (1, 2, 4)
 
 
+def test_resident_call_gives_the_outputs_of_a_plain_run(graph: Path) -> None:
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((3, 5, 2), dtype=np.float32), "state_c": rng.standard_normal((1, 3, 4), dtype=np.float32)}
+    cpu = runtime.open_session(graph)
+    expected = cpu.run(None, feeds)
+    run, synchronize = runtime.resident_call(cpu, feeds)
+    got = run()
+    synchronize()
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    if runtime.cuda_usable():  # the outputs stay on the GPU; read back, they agree with the CPU's
+        run, synchronize = runtime.resident_call(runtime.open_session(graph, runtime.CUDA), feeds)
+        outputs = run()
+        synchronize()
+        assert [value.device_name() for value in outputs] == ["cuda"] * len(expected)
+        assert all(np.abs(value.numpy() - want).max() <= 1e-5 for value, want in zip(outputs, expected, strict=True))
+
+
 def test_unknown_provider_is_named_with_the_choices(graph: Path) -> None:
     with pytest.raises(ValueError, match=r"'TensorrtExecutionProvider'.*CPUExecutionProvider.*CUDAExecutionProvider"):
         runtime.open_session(graph, "TensorrtExecutionProvider")

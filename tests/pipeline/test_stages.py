@@ -221,3 +221,25 @@ def test_stages_after_train_refuse_a_model_trained_with_other_params(workdir: Pa
     changed = config.load(workdir / "params.yaml", ["experiments.add-janet.train.lr=0.5"])
     with pytest.raises(ValueError, match="trained with other params.*rnnzoo train add-janet"):
         evaluate(changed, "add-janet")
+
+
+def test_export_that_fails_part_way_keeps_the_previous_graphs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.stages import export as export_stage
+
+    params = config.load(workdir / "params.yaml")
+    _run_all(params, "add-janet")
+    export_stage.export(params, "add-janet")
+    before = {p.name: p.read_bytes() for p in files.onnx_dir("add-janet").iterdir()}
+    assert set(before) == {"sequence.onnx", "step.onnx"}
+    real = export_stage.onnx_export.export_graph
+
+    def crash_on_step(model: torch.nn.Module, graph: str, path: Path, metadata: dict) -> Path:
+        if graph == "step":
+            raise RuntimeError("exporter crashed")
+        return real(model, graph, path, metadata)
+
+    monkeypatch.setattr(export_stage.onnx_export, "export_graph", crash_on_step)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_stage.export(params, "add-janet")
+    assert {p.name: p.read_bytes() for p in files.onnx_dir("add-janet").iterdir()} == before
+    assert not [p.name for p in files.onnx_dir("add-janet").parent.iterdir() if p.name.startswith(".")], "no temporary folder is left"

@@ -19,7 +19,7 @@ import onnxruntime
 import pytest
 import torch
 
-from pipeline import onnx_export
+from pipeline import onnx_export, runtime
 from pipeline.model import build_model, from_record
 from pipeline.serve.load import run_load
 from pipeline.tasks import make_task
@@ -116,6 +116,7 @@ def test_health_metadata_and_docs(adding: Server) -> None:
     assert adding.call("GET", "/health") == (200, {"status": "ok", "sessions": 0})
     status, metadata = adding.call("GET", "/metadata")
     assert status == 200 and metadata["cell"] == "janet" and metadata["input_features"] == 2 and "x" in metadata["io"]["inputs"]
+    assert metadata["provider"] == runtime.best_provider()  # CUDA where onnxruntime-gpu has a GPU, else the CPU
     assert adding.call("GET", "/docs")[0] == 200
 
 
