@@ -80,13 +80,28 @@ class VectorModel(nn.Module):
 
 
 class PredictionModule(nn.Module):
-    """``x -> prediction``: the model with a plain tensor interface, for MLflow's pyfunc."""
+    """``x -> prediction``: the model with a one-array interface, for MLflow's PyTorch pyfunc.
+
+    That pyfunc passes one array, so a cell that reads timestamps (``phased_lstm``) takes them as
+    the last feature of each step: ``(B, T, I + 1)``, built by :meth:`pack`.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.takes_time = isinstance(model, SequenceModel) and model.layer.takes_time
+
+    def pack(self, batch: Batch) -> Tensor:
+        """The one array this module takes for ``batch``."""
+        if not self.takes_time:
+            return batch.x
+        if batch.times is None:
+            raise ValueError(f"{type(self.model.layer).__name__} reads timestamps: the batch has none to pack")
+        return torch.cat([batch.x, batch.times.unsqueeze(-1).to(batch.x.dtype)], dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.takes_time:
+            return self.model(Batch(x[..., :-1], x, times=x[..., -1]))[0]
         return self.model(Batch(x, x))[0]
 
 

@@ -125,17 +125,29 @@ def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = No
     mlflow.log_metrics(dict(metrics), step=step)
 
 
-def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str) -> None:
-    """Log the torch model with a signature and input example, registered as ``registered_name``."""
+def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str, sequence: bool) -> None:
+    """Log the torch model with a signature and input example, registered as ``registered_name``.
+
+    The signature's batch axis, and for a ``sequence`` model its time axis, are -1, as in
+    :func:`onnx_signature`: ``predict`` takes any batch and length.
+    """
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
 
     with torch.no_grad():
         example_output = module(example_input)
+
+    def spec(array: Any, dynamic_axes: int) -> Any:
+        return TensorSpec(array.dtype, tuple(-1 if axis < dynamic_axes else n for axis, n in enumerate(array.shape)))
+
+    x, y = example_input.numpy(), example_output.numpy()
+    # (B, T, ...) in; out (B, T, O) from a per-step head, (B, O) from a last-step or vector head.
+    signature = ModelSignature(Schema([spec(x, 2 if sequence else 1)]), Schema([spec(y, 2 if sequence and y.ndim == 3 else 1)]))
     mlflow.pytorch.log_model(
         module,
         name="model",
-        signature=infer_signature(example_input.numpy(), example_output.numpy()),
+        signature=signature,
         input_example=example_input.numpy(),
         registered_model_name=registered_name,
         # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.

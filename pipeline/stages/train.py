@@ -212,5 +212,6 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         path = files.save_torch(model_record(exp, spec, model.cpu()), files.model_path(experiment))
         checkpoint.unlink(missing_ok=True)
         example = next(task.batches(splits["valid"], 2))
-        tracking.log_model(mlflow, PredictionModule(model).eval(), example.x, f"rnnzoo-{exp.cell}-{exp.task}")
+        module = PredictionModule(model).eval()
+        tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=not isinstance(model, VectorModel))
     return path

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
 from pipeline import config, files, runtime, summary
+from pipeline.model import from_record
+from pipeline.tasks.base import Batch
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.prepare import prepare
 from pipeline.stages.train import TrainingDiverged, train
@@ -138,6 +141,33 @@ def test_mlflow_holds_one_run_per_experiment_with_params_metrics_artifacts_and_m
     splits = torch.load(files.dataset_path("add-janet"), weights_only=True)
     prediction = model.predict(splits["valid"]["x"][:3].numpy())
     assert prediction.shape == (3, 1)
+    longer = torch.rand(2, 9, 2).numpy()  # trained and logged at T = 6: the signature's time axis is -1
+    assert model.predict(longer).shape == (2, 1)
+
+
+def test_mlflow_pytorch_model_of_phased_lstm_reads_timestamps_as_the_last_feature(workdir: Path) -> None:
+    from tests.pipeline.conftest import tiny_params, write_params
+
+    params = tiny_params()
+    params["experiments"] = {"freq": {
+        "cell": "phased_lstm", "task": "frequency", "hidden_size": 8, "cell_options": {},
+        "task_options": {"sampling": "async", "train_size": 32, "valid_size": 8}, "model_options": {}, "train": {"steps": 4},
+    }}
+    loaded = config.load(write_params(workdir / "phased.yaml", params))
+    prepare(loaded, "freq")
+    train(loaded, "freq", progress=False)
+    versions = mlflow.MlflowClient().search_model_versions("name='rnnzoo-phased_lstm-frequency'")
+    model = mlflow.pyfunc.load_model(f"models:/rnnzoo-phased_lstm-frequency/{versions[0].version}")
+    valid = torch.load(files.dataset_path("freq"), weights_only=True)["valid"]
+    x, times = valid["x"][:3], valid["times"][:3]
+    packed = torch.cat([x, times.unsqueeze(-1)], dim=-1).numpy()
+    reference = from_record(files.load_torch(files.model_path("freq"), "model", "train"))
+    with torch.no_grad():
+        expected = reference(Batch(x, x, times=times))[0].numpy()
+    assert np.abs(model.predict(packed) - expected).max() <= 1e-5
+    shifted = packed.copy()
+    shifted[..., -1] *= 0.37  # other timestamps, same features: another phase of every gate
+    assert np.abs(model.predict(shifted) - expected).max() > 1e-4
 
 
 def test_language_model_resume_restores_the_carried_state(workdir: Path) -> None:
