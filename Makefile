@@ -3,11 +3,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
-STAMP := $(VENV)/.installed
-# onnxruntime-gpu where an NVIDIA driver answers, onnxruntime otherwise. Both ship the module
-# `onnxruntime`, so the other one is removed: never both (override with ORT=cpu or ORT=gpu).
-ORT ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
-OTHER_ORT := $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu)
+# onnxruntime-gpu where an NVIDIA driver answers, onnxruntime otherwise (or ORT=cpu / ORT=gpu).
+# Both ship the module `onnxruntime`: both are removed before the chosen one is installed, since
+# removing one deletes the files the other shares. The stamp names the build, so switching reinstalls.
+ifndef ORT
+ORT := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+endif
+ifeq ($(filter $(ORT),cpu gpu),)
+$(error ORT must be cpu or gpu, got '$(ORT)')
+endif
+STAMP := $(VENV)/.installed-$(ORT)
 # dvc.yaml's commands call `rnnzoo`; find it in the venv without activating it.
 export PATH := $(BIN):$(PATH)
 
@@ -15,9 +20,10 @@ export PATH := $(BIN):$(PATH)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip uninstall --quiet --yes $(OTHER_ORT)
+	rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
 	$(BIN)/python -m pip install --quiet -e '.[dev,$(ORT)]'
-	touch $(STAMP)
+	touch $@
 
 # The default pipeline (params.yaml) through DVC, then the table of results.
 run: $(STAMP)

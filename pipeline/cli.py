@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,12 @@ def bench_command(
         console.print(f"{name}: " + ", ".join(f"{key.removeprefix('bench.')} {value:.3g}" for key, value in metrics.items()))
 
 
+class Provider(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 @app.command()
 def serve(
     model: str = typer.Argument(..., help="An ONNX file, an exported experiment's name, or a registered model URI (models:/NAME/VERSION)."),
@@ -187,17 +194,25 @@ def serve(
     max_length: int = typer.Option(10_000, min=1, help="Most steps in one sequence or one /steps call."),
     max_batch: int = typer.Option(256, min=1, help="Most sequences in one /predict call."),
     max_body_bytes: int = typer.Option(2_000_000, min=1, help="Largest request body."),
+    provider: Provider = typer.Option(Provider.auto, help="onnxruntime provider: auto is CUDA where onnxruntime-gpu has a GPU, else the CPU."),
 ) -> None:
     """Serve an exported model with onnxruntime: /predict, streaming /sessions, /health, /metadata, /docs."""
     import uvicorn
 
+    from pipeline import runtime
     from pipeline.serve.app import create_app
     from pipeline.serve.predictor import Predictor
     from pipeline.serve.resolve import resolve_model
 
     path = _run_stage(resolve_model, model)
-    application = create_app(Predictor(path, max_length), api_key, max_sessions, session_ttl, max_batch, max_body_bytes)
-    console.print(f"serving {path} on http://{host}:{port} (docs at /docs)")
+    chosen = {Provider.auto: None, Provider.cpu: runtime.CPU, Provider.cuda: runtime.CUDA}[provider]
+    try:
+        predictor = Predictor(path, max_length, provider=chosen)
+    except RuntimeError as error:  # CUDA asked for where it cannot run
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    application = create_app(predictor, api_key, max_sessions, session_ttl, max_batch, max_body_bytes)
+    console.print(f"serving {path} with {predictor.provider} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -247,7 +262,7 @@ def _print_report(config: config_module.Config, names: list[str]) -> None:
     from pipeline import summary
 
     console.print(summary.table(config, names))
-    bench = summary.bench_markdown(names)
+    bench = summary.bench_markdown(list(config.experiments))  # the file covers every experiment, whichever were named
     if bench is not None:
         path = files.atomic_write(files.REPORTS_DIR / "bench_onnxruntime.md", lambda tmp: tmp.write_text(bench))
         console.print(bench, markup=False)

@@ -64,21 +64,29 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; when the block succeeds it replaces ``path`` whole.
 
-    A stage that fails part-way leaves the previous folder as it was, and a file that the new
-    run no longer writes does not linger beside the new ones.
+    A stage that fails part-way leaves the previous folder as it was, and a file that the new run
+    no longer writes does not linger beside the new ones. (Under ``dvc repro`` DVC removes a
+    stage's outputs before running it, so there a failure leaves no folder rather than the old one.)
+    Between the two renames ``path`` is briefly absent: readers see the old folder, none, or the new.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old)  # a rename cannot replace a non-empty folder, so move it aside first
+        if not path.exists():
             os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.replace(path, old)  # a rename cannot replace a non-empty folder, so move it aside first
+        try:
             os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -28,7 +28,8 @@ CUDA = "CUDAExecutionProvider"
 
 
 def distribution() -> str:
-    """The installed onnxruntime distribution as a pip requirement, e.g. ``onnxruntime-gpu==1.31.1``."""
+    """The installed onnxruntime distribution as a pip requirement, e.g. ``onnxruntime-gpu==1.31.1``
+    (the two this project installs; another build is named by its module's version)."""
     for name in ("onnxruntime-gpu", "onnxruntime"):
         try:
             return f"{name}=={metadata.version(name)}"
@@ -48,24 +49,33 @@ def providers_here() -> list[str]:
 
 
 def best_provider() -> str:
+    """The provider a server uses here: CUDA where usable, else the CPU."""
     return CUDA if cuda_usable() else CPU
 
 
-def open_session(path: Path, provider: str = CPU, threads: int = 0) -> onnxruntime.InferenceSession:
-    """A session on ``provider``; raises if onnxruntime fell back to another one.
+def provider_list(provider: str) -> list[str | tuple[str, dict[str, str]]]:
+    """onnxruntime's ``providers`` argument for ``provider``.
 
-    ``threads`` sets the CPU intra-op pool (0: onnxruntime's default). On CUDA, TF32 is turned off
-    so that float32 results match torch's default float32 matrix products.
+    CUDA runs with TF32 off, so float32 results match torch's default float32 matrix products,
+    and with the CPU behind it for any node CUDA has no kernel for.
     """
     if provider not in (CPU, CUDA):
         raise ValueError(f"unknown onnxruntime provider {provider!r}: expected {CPU!r} or {CUDA!r}")
+    return [(CUDA, {"use_tf32": "0"}), CPU] if provider == CUDA else [CPU]
+
+
+def open_session(path: Path, provider: str = CPU, threads: int = 0) -> onnxruntime.InferenceSession:
+    """A session on ``provider`` (see :func:`provider_list`); raises if onnxruntime fell back to another one.
+
+    ``threads`` sets the CPU intra-op pool (0: onnxruntime's default).
+    """
+    providers = provider_list(provider)
     if provider == CUDA and not cuda_usable():
         raise RuntimeError(f"{CUDA} is not usable here: it needs onnxruntime-gpu (installed: {distribution()}) and a CUDA GPU")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    chosen: list = [(CUDA, {"use_tf32": "0"}), CPU] if provider == CUDA else [CPU]
-    session = onnxruntime.InferenceSession(str(path), options, providers=chosen)
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     if session.get_providers()[0] != provider:
         raise RuntimeError(
             f"onnxruntime did not start {provider} for {path} (it runs on {session.get_providers()}); "

@@ -40,11 +40,14 @@ def bench_markdown(names: list[str]) -> str | None:
         detail = json.loads(path.read_text())["detail"]
         for provider, measured in detail["providers"].items():
             at_length = [r for r in measured["rows"] if r["length"] == detail["task_length"]]
-            first, last = min(at_length, key=lambda r: r["batch"]), max(at_length, key=lambda r: r["batch"])
+            first = next(r for r in at_length if r["batch"] == 1)  # the config requires batch 1
+            last = max(at_length, key=lambda r: r["batch"])
             length = "-" if detail["task_length"] is None else detail["task_length"]
+            hardware = measured.get("hardware", "not recorded")  # bench.json files older than this column
             rows.append(
-                f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {measured['hardware']} | {first['onnxruntime_p50_ms']:.3f} "
-                f"| {first['speedup_vs_torch']:.2f} | {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {last['speedup_vs_torch']:.2f} |"
+                f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {hardware} "
+                f"| {first['onnxruntime_p50_ms']:.3f} | {first['speedup_vs_torch']:.2f} "
+                f"| {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {last['speedup_vs_torch']:.2f} |"
             )
     if not rows:
         return None

@@ -82,19 +82,19 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
 
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done.
     """
-    experiment, cell, task, params, params_hash = exp.name, exp.cell, exp.task, exp.params(), exp.params_hash()
+    params_hash = exp.params_hash()
     mlflow = _mlflow()
     # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
-    run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, experiment, task, params_hash)
+    run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, exp.name, exp.task, params_hash)
     tags = {
-        "rnnzoo.experiment": experiment, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": cell, "rnnzoo.task": task,
+        "rnnzoo.experiment": exp.name, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": exp.cell, "rnnzoo.task": exp.task,
         "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
     }
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else experiment) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else exp.name) as run:
         mlflow.set_tags(tags)
         # Once per run; `mlflow run` may already have logged its entry point's own parameters.
-        missing = {key: str(value) for key, value in flatten(params).items() if key not in run.data.params}
+        missing = {key: str(value) for key, value in flatten(exp.params()).items() if key not in run.data.params}
         if missing:
             mlflow.log_params(missing)
         try:
@@ -189,5 +189,7 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
         input_example=example,
         registered_model_name=registered_name,
         save_as_external_data=False,
+        # CUDA (TF32 off) wherever the model is served with onnxruntime-gpu and a GPU, else the CPU.
+        onnx_execution_providers=runtime.provider_list(runtime.CUDA),
         pip_requirements=[runtime.distribution(), f"onnx=={onnx.__version__}"],
     )

@@ -22,8 +22,8 @@ class RequestError(ValueError):
 class Predictor:
     """Runs ``sequence.onnx`` (or ``vector.onnx``) on one or more sequences."""
 
-    def __init__(self, path: Path, max_length: int = 10_000, threads: int = 0) -> None:
-        self.provider = runtime.best_provider()
+    def __init__(self, path: Path, max_length: int = 10_000, threads: int = 0, provider: str | None = None) -> None:
+        self.provider = provider or runtime.best_provider()
         self.session = runtime.open_session(path, self.provider, threads)
         self.path = path
         self.max_length = max_length

@@ -66,12 +66,16 @@ def _lengths(spec_steps: int | None) -> list[int | None]:
 def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig) -> dict[str, Any]:
     """Measurements of one exported graph against its torch model."""
     threads = config.threads or torch.get_num_threads()
-    previous_threads = torch.get_num_threads()
+    previous = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.set_num_threads(threads)
+    # Full float32 on both sides: onnxruntime's CUDA sessions run with TF32 off (runtime.provider_list),
+    # and cuDNN's RNN kernels would otherwise use it for torch.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        return _measure(graph, path, model, steps, config, threads)
-    finally:
-        torch.set_num_threads(previous_threads)  # later stages in this process train as before
+        return {**_measure(graph, path, model, steps, config, threads), "tf32": False}
+    finally:  # later stages in this process run as before
+        torch.set_num_threads(previous[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous[1:]
 
 
 def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:

@@ -56,3 +56,33 @@ def test_atomic_folder_creates_a_missing_folder(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # the usual mode, not mkdtemp's 0700
+
+
+def test_atomic_folder_puts_the_old_folder_back_when_the_swap_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    (folder / "sequence.onnx").write_text("old sequence")
+    real_replace = os.replace
+
+    def swap_fails(source: os.PathLike, target: os.PathLike) -> None:
+        if Path(target) == folder and Path(source).name.startswith(".onnx.") and (Path(source) / "sequence.onnx").read_text() == "new":
+            raise OSError("rename failed")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", swap_fails)
+    with pytest.raises(OSError, match="rename failed"), files.atomic_folder(folder) as tmp:
+        (tmp / "sequence.onnx").write_text("new")
+    assert {p.name: p.read_text() for p in folder.iterdir()} == {"sequence.onnx": "old sequence"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+
+def test_atomic_folder_clears_what_a_killed_run_left(tmp_path: Path) -> None:
+    folder = tmp_path / "onnx"
+    leftover = tmp_path / ".onnx.abc123.tmp"
+    leftover.mkdir()
+    (leftover / "sequence.onnx").write_text("half")
+    unrelated = tmp_path / ".other.abc123.tmp"
+    unrelated.mkdir()
+    with files.atomic_folder(folder) as tmp:
+        (tmp / "sequence.onnx").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.tmp", "onnx"]

@@ -95,16 +95,32 @@ def test_a_missing_onnxruntime_says_how_to_install_one() -> None:
     assert "pip install -e '.[cpu]'" in result.stderr and "'.[gpu]'" in result.stderr
 
 
-@pytest.mark.parametrize(("driver_answers", "extra"), [(True, "gpu"), (False, "cpu")])
-def test_make_installs_onnxruntime_gpu_only_where_an_nvidia_driver_answers(tmp_path: Path, driver_answers: bool, extra: str) -> None:
+def _make_install(tmp_path: Path, driver_answers: bool, *overrides: str) -> subprocess.CompletedProcess:
+    """`make -n` of the install step, with a fake `nvidia-smi` that answers or not."""
     fake = tmp_path / "nvidia-smi"
     fake.write_text(f"#!/bin/sh\nexit {0 if driver_answers else 1}\n")
     fake.chmod(0o755)
-    result = subprocess.run(
-        ["make", "-n", "-B", "-f", str(ROOT / "Makefile"), "VENV=" + str(tmp_path / "venv"), str(tmp_path / "venv" / ".installed")],
+    venv = tmp_path / "venv"
+    extra = next((o.split("=")[1] for o in overrides if o.startswith("ORT=")), "gpu" if driver_answers else "cpu")
+    return subprocess.run(
+        ["make", "-n", "-B", "-f", str(ROOT / "Makefile"), f"VENV={venv}", *overrides, str(venv / f".installed-{extra}")],
         cwd=ROOT, capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
     )
+
+
+@pytest.mark.parametrize(("driver_answers", "overrides", "extra"), [
+    (True, (), "gpu"), (False, (), "cpu"), (True, ("ORT=cpu",), "cpu"), (False, ("ORT=gpu",), "gpu"),
+])
+def test_make_installs_onnxruntime_gpu_only_where_an_nvidia_driver_answers(tmp_path: Path, driver_answers: bool, overrides: tuple, extra: str) -> None:
+    result = _make_install(tmp_path, driver_answers, *overrides)
     assert result.returncode == 0, result.stderr
-    assert f"-e '.[dev,{extra}]'" in result.stdout
-    other = {"gpu": "onnxruntime", "cpu": "onnxruntime-gpu"}[extra]
-    assert f"uninstall --quiet --yes {other}" in result.stdout  # never both: they ship the same module
+    commands = result.stdout.splitlines()
+    # Both builds go first (they share the module's files), then exactly the chosen one comes back.
+    uninstall = next(i for i, line in enumerate(commands) if "pip uninstall --quiet --yes onnxruntime onnxruntime-gpu" in line)
+    install = next(i for i, line in enumerate(commands) if f"pip install --quiet -e '.[dev,{extra}]'" in line)
+    assert uninstall < install
+
+
+def test_make_refuses_an_unknown_onnxruntime_build(tmp_path: Path) -> None:
+    result = _make_install(tmp_path, True, "ORT=cuda")
+    assert result.returncode != 0 and "ORT must be cpu or gpu, got 'cuda'" in result.stderr

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
@@ -98,7 +97,7 @@ def language(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _direct(path: Path, x: np.ndarray, state_c: bool = True) -> list[np.ndarray]:
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = runtime.open_session(path, runtime.best_provider())  # the provider the server uses
     feeds = {"x": x}
     for spec in session.get_inputs()[1:]:
         feeds[spec.name] = np.zeros((spec.shape[0], x.shape[0], spec.shape[2]), dtype=np.float32)
@@ -218,7 +217,7 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
     times = np.sort(rng.random(6) * 20).astype(np.float32)
     status, whole = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [times.tolist()]})
     assert status == 200
-    session = onnxruntime.InferenceSession(str(phased.path), providers=["CPUExecutionProvider"])
+    session = runtime.open_session(phased.path, runtime.best_provider())
     zeros = np.zeros((1, 1, 6), dtype=np.float32)
     expected = session.run(None, {"x": sequence[None], "times": times[None], "state_h": zeros, "state_c": zeros})[0]
     np.testing.assert_allclose(whole["predictions"][0], expected[0], atol=1e-6)
@@ -231,3 +230,23 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
     np.testing.assert_allclose(last["predictions"], whole["predictions"][0], atol=1e-6)
     status, answer = phased.call("POST", "/predict", {"sequences": [sequence.tolist()]})
     assert status == 400 and "times" in answer["detail"]
+
+
+@pytest.mark.parametrize("provider", ["cpu", "cuda", "auto"])
+def test_serve_runs_on_the_provider_asked_for_or_says_why_not(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    path = _export(tmp_path, "janet", "adding", {"length": 4, "train_size": 8, "valid_size": 4}, {"max_timescale": 4})
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **options: served.append(options))  # no socket: only the choice
+    result = CliRunner().invoke(app, ["serve", str(path), "--provider", provider])
+    expected = {"cpu": runtime.CPU, "cuda": runtime.CUDA, "auto": runtime.best_provider()}[provider]
+    output = " ".join(result.output.split())  # rich wraps long lines
+    if expected == runtime.CUDA and not runtime.cuda_usable():
+        assert result.exit_code == 1 and "CUDAExecutionProvider is not usable here" in output and not served
+    else:
+        assert result.exit_code == 0, result.output
+        assert f"with {expected} on http://127.0.0.1:8000" in output and served == [{"host": "127.0.0.1", "port": 8000, "log_level": "warning"}]
