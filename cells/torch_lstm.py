@@ -15,6 +15,7 @@ from torch.backends.cudnn import rnn as cudnn_rnn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from cells.lstm import LSTMCell, LSTMState
+from cells.lstm_stack_op import lstm_stack
 
 
 def flat_weights(cells: Sequence[LSTMCell]) -> list[Tensor]:
@@ -54,6 +55,9 @@ def run_torch_lstm(
     dropout = dropout if training else 0.0
     # cuDNN's "train" flag keeps what backward needs; an eval-mode forward may be differentiated too.
     keep_for_backward = training or torch.is_grad_enabled()
+    if lengths is None and not training and torch.compiler.is_exporting():
+        outputs, h, c = lstm_stack(x, *hx, weights, num_layers, bidirectional)  # T stays symbolic
+        return outputs, LSTMState(h, c)
     if lengths is None:
         outputs, h, c = torch._VF.lstm(x, hx, weights, True, num_layers, dropout, keep_for_backward, bidirectional, True)
         return outputs, LSTMState(h, c)

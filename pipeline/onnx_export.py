@@ -1,9 +1,11 @@
 """Trained models to ONNX: a ``sequence`` graph (any batch, any length) and a ``step`` graph.
 
-Route (chosen by measurement, see README "Export"): torch's dynamo exporter over the layer's
-``time_loop="scan"``, which becomes one ONNX ``Scan`` node per layer and direction, so the
-graph does not grow with T and both batch and time stay symbolic. A Python loop would be
-unrolled and T fixed to the example's length; the TorchScript exporter is deprecated.
+Route (chosen by measurement, see README "Export"): torch's dynamo exporter, with the time loop
+as one node per layer so that the graph does not grow with T and both batch and time stay
+symbolic. ``lstm`` and ``chrono_lstm`` (on ``torch.nn.LSTM``'s kernel) become ONNX's ``LSTM``
+operator, one per layer, through the ``rnnzoo::lstm_stack`` operator; every other cell runs its
+layer's ``time_loop="scan"``, one ONNX ``Scan`` node per layer and direction. A Python loop
+would be unrolled and T fixed to the example's length; the TorchScript exporter is deprecated.
 
 * ``sequence``: ``x`` ``(B, T, I)`` (token ids ``(B, T)`` for language models), ``times``
   ``(B, T)`` for cells that read timestamps, the initial state (zeros for a fresh start) ->
@@ -21,13 +23,42 @@ from typing import Any
 
 import onnx
 import torch
+from onnxscript.function_libs.torch_lib.ops.core import aten_lstm
 from torch import Tensor, nn
 
+import cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
 from pipeline import files
-from pipeline.model import PredictionModule, SequenceModel
+from pipeline.model import PredictionModule, SequenceModel, from_record
 from pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
+
+
+def _lstm_stack_to_onnx(x: Any, h0: Any, c0: Any, weights: Any, num_layers: int, bidirectional: bool) -> Any:
+    # onnxscript's own translation of aten::lstm: ONNX LSTM per layer, gates reordered to ONNX's.
+    return aten_lstm(x, [h0, c0], weights, True, num_layers, 0.0, False, bidirectional, True)
+
+
+TRANSLATIONS = {torch.ops.rnnzoo.lstm_stack.default: _lstm_stack_to_onnx}
+
+
+def exportable(record: dict[str, Any], graph: str) -> nn.Module:
+    """The trained model built for export as ``graph``.
+
+    The sequence graph of a stack on ``torch.nn.LSTM``'s kernel keeps it (ONNX ``LSTM``); other
+    sequence graphs run the ``scan`` loop (ONNX ``Scan``); a step or vector graph needs no loop.
+    """
+    if graph != "sequence":
+        return from_record(record, "python", fused=False)
+    fused = from_record(record, "python", fused=True)
+    return fused if fused.layer.runs_on_torch_lstm else from_record(record, "scan", fused=False)
+
+
+def recurrence(model: nn.Module, graph: str) -> str:
+    """How ``graph`` of ``model`` runs its time loop, in words for the file's metadata."""
+    if graph != "sequence":
+        return "none: one step" if graph == "step" else "none: no time axis"
+    return "ONNX LSTM" if model.layer.runs_on_torch_lstm else "ONNX Scan"
 
 
 class SequenceGraph(nn.Module):
@@ -123,8 +154,10 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
         wrapper, args, dynamo=True, opset_version=OPSET, input_names=input_names, output_names=output_names,
         # forward(x, *rest): the shapes of *rest go in one nested tuple.
         dynamic_shapes=(dynamic[0], tuple(dynamic[1:])) if len(dynamic) > 1 else (dynamic[0],), verbose=False,
+        custom_translation_table=TRANSLATIONS,
     )
     proto = program.model_proto
-    onnx.helper.set_model_props(proto, {**metadata, "graph": graph, "io": json.dumps(meaning)})
+    props = {**metadata, "graph": graph, "recurrence": recurrence(model, graph), "io": json.dumps(meaning)}
+    onnx.helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return files.atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False))

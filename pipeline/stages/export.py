@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.model import from_record
 from pipeline import files, onnx_export, tracking
 from pipeline.config import Config
 
@@ -30,8 +29,7 @@ def export(config: Config, experiment: str) -> list[Path]:
     }
     with files.atomic_folder(files.onnx_dir(experiment)) as folder:
         for graph in graphs_of(record):
-            # The sequence graph needs scan (a dynamic time axis); one step needs no loop at all.
-            model = from_record(record, "scan" if graph == "sequence" else "python", fused=False)
+            model = onnx_export.exportable(record, graph)
             onnx_export.export_graph(model, graph, folder / f"{graph}.onnx", metadata)
     paths = [files.onnx_dir(experiment) / f"{graph}.onnx" for graph in graphs_of(record)]
     with tracking.stage_run("export", exp) as mlflow:
