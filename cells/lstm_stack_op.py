@@ -15,7 +15,7 @@ from torch import Tensor
 def lstm_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], num_layers: int, bidirectional: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``x`` ``(B, T, I)``, ``h0``/``c0`` ``(L*D, B, H)``, ``weights`` in ``torch.nn.LSTM``'s flat order -> outputs, h, c."""
     outputs, h, c = torch._VF.lstm(x, (h0, c0), weights, True, num_layers, 0.0, False, bidirectional, True)
-    return outputs, h, c
+    return outputs.contiguous(), h, c  # the kernel's batch-first output is a time-major view; the fake's is contiguous
 
 
 @lstm_stack.register_fake

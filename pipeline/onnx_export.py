@@ -54,11 +54,10 @@ def exportable(record: dict[str, Any], graph: str) -> nn.Module:
     return fused if fused.layer.runs_on_torch_lstm else from_record(record, "scan", fused=False)
 
 
-def recurrence(model: nn.Module, graph: str) -> str:
-    """How ``graph`` of ``model`` runs its time loop, in words for the file's metadata."""
-    if graph != "sequence":
-        return "none: one step" if graph == "step" else "none: no time axis"
-    return "ONNX LSTM" if model.layer.runs_on_torch_lstm else "ONNX Scan"
+def recurrence(proto: onnx.ModelProto) -> str:
+    """How a saved graph runs its time loop, read from its nodes, for the file's metadata."""
+    ops = {node.op_type for node in proto.graph.node}
+    return "ONNX LSTM" if "LSTM" in ops else "ONNX Scan" if "Scan" in ops else "no time loop"
 
 
 class SequenceGraph(nn.Module):
@@ -157,7 +156,7 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
         custom_translation_table=TRANSLATIONS,
     )
     proto = program.model_proto
-    props = {**metadata, "graph": graph, "recurrence": recurrence(model, graph), "io": json.dumps(meaning)}
+    props = {**metadata, "graph": graph, "recurrence": recurrence(proto), "io": json.dumps(meaning)}
     onnx.helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return files.atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False))

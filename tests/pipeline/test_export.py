@@ -22,7 +22,7 @@ CASES = {
     "janet-last_regression": ("janet", "adding", {"length": 6, "train_size": 8, "valid_size": 4}, {"max_timescale": 10}, {}),
     "chrono_lstm-last_regression": ("chrono_lstm", "adding", {"length": 6, "train_size": 8, "valid_size": 4}, {"max_timescale": 10}, {}),
     "lstm-language_model": ("lstm", "ptb", {"sentences": 30}, {"num_layers": 2}, {"tie_weights": True}),
-    "lstm-bidirectional": ("lstm", "seq_mnist", {"mode": "row"}, {"bidirectional": True}, {}),
+    "lstm-bidirectional": ("lstm", "seq_mnist", {"mode": "row"}, {"bidirectional": True, "num_layers": 2}, {}),
     "indrnn-last_classification": ("indrnn", "seq_mnist", {"mode": "row"}, {"num_layers": 2}, {}),
     "phased_lstm-timestamps": ("phased_lstm", "frequency", {"train_size": 8, "valid_size": 4}, {"ratio_on": 0.5}, {}),
     "rhn-step_classification": ("rhn", "copy", {"length": 4, "train_size": 8, "valid_size": 4}, {"depth": 2}, {}),
@@ -58,6 +58,15 @@ def _run(session: onnxruntime.InferenceSession, inputs: tuple[torch.Tensor, ...]
     return session.run(None, {spec.name: tensor.numpy() for spec, tensor in zip(session.get_inputs(), inputs)})
 
 
+def _inputs(reference: torch.nn.Module, graph: str, batch: int, steps: int | None) -> tuple[torch.Tensor, ...]:
+    """Random inputs, the initial state too: a zero state would hide states swapped or misplaced."""
+    inputs = onnx_export.example_inputs(reference, batch, steps)
+    if graph == "vector":
+        return inputs
+    given = 1 + reference.layer.takes_time
+    return (*inputs[:given], *(torch.randn_like(state) for state in inputs[given:]))
+
+
 def _torch(reference: torch.nn.Module, graph: str, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     wrapper = {"sequence": onnx_export.SequenceGraph, "step": onnx_export.StepGraph, "vector": onnx_export.VectorGraph}[graph]
     with torch.no_grad():
@@ -75,7 +84,7 @@ def test_export_parity_with_torch_at_several_batch_and_length(exported: dict, pr
         session = _session(path, provider)
         shapes = [(1, 1), (3, 5), (2, 50)] if graph == "sequence" else [(1, None), (4, None)]
         for batch, steps in shapes:  # T = 5 was the export example; 1 and 50 were never seen
-            inputs = onnx_export.example_inputs(reference, batch, steps)
+            inputs = _inputs(reference, graph, batch, steps)
             for got, want in zip(_run(session, inputs), _torch(reference, graph, inputs), strict=True):
                 assert got.shape == want.shape
                 assert np.abs(got - want).max() <= TOLERANCE, (graph, batch, steps)
@@ -107,7 +116,7 @@ def test_step_graph_looped_over_time_equals_the_sequence_graph(exported: dict) -
         return
     reference = exported["reference"]
     sequence, step = _session(exported["paths"]["sequence"]), _session(exported["paths"]["step"])
-    inputs = onnx_export.example_inputs(reference, 2, 7)
+    inputs = _inputs(reference, "sequence", 2, 7)
     whole = _run(sequence, inputs)
     takes_time = reference.layer.takes_time
     x, times = inputs[0], inputs[1] if takes_time else None
@@ -133,6 +142,8 @@ def test_export_writes_one_self_contained_file_with_metadata(exported: dict) -> 
         props = {p.key: p.value for p in model.metadata_props}
         assert props["cell"] == exported["record"]["cell"] and props["graph"] == graph
         assert {"task", "hidden_size", "params_hash", "git_commit"} <= set(props)
+        if graph != "sequence":
+            assert props["recurrence"] == "no time loop"
         meaning = json.loads(props["io"])
         assert list(meaning["inputs"]) == [i.name for i in model.graph.input]
         assert list(meaning["outputs"]) == [o.name for o in model.graph.output]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pipeline import onnx_export, runtime
-from pipeline.model import build_model, from_record
+from pipeline.model import build_model
 from pipeline.serve.load import run_load
 from pipeline.tasks import make_task
 
@@ -34,7 +34,8 @@ def _export(folder: Path, cell: str, task: str, task_options: dict, cell_options
     model = build_model(cell, spec, 6, **cell_options)
     record = {"state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": cell_options, "model_options": {},
               "spec": dataclasses.asdict(spec)}
-    return onnx_export.export_graph(from_record(record, "scan", fused=False), "sequence", folder / f"{cell}.onnx", {"cell": cell, "task": task})
+    model = onnx_export.exportable(record, "sequence")  # the form `rnnzoo export` ships
+    return onnx_export.export_graph(model, "sequence", folder / f"{cell}.onnx", {"cell": cell, "task": task})
 
 
 def _free_port() -> int:
