@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.tasks.base import Split, Splits, Task, TaskSpec, require
+from pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
 
 BASELINE_MSE = 1.0 / 6.0
 
@@ -48,11 +48,10 @@ class AddingTask(Task):
     Options = AddingOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
-        generator = torch.Generator().manual_seed(seed)
-        return {
-            "train": adding_sequences(self.options.train_size, self.options.length, generator),
-            "valid": adding_sequences(self.options.valid_size, self.options.length, generator),
-        }
+        return drawn_splits(
+            seed, self.options.train_size, self.options.valid_size,
+            lambda count, generator: adding_sequences(count, self.options.length, generator),
+        )
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -40,6 +40,13 @@ class TaskSpec:
     loss_name: str  # "mse" or "cross_entropy"
     uses_times: bool = False
     carries_state: bool = False  # language models: state carried across batches (truncated BPTT)
+
+
+def drawn_splits(seed: int, train_size: int, valid_size: int, draw: Callable[[int, torch.Generator], Split]) -> Splits:
+    """Synthetic train and valid splits, ``draw(count, generator)`` each, from one generator seeded
+    with ``seed`` (train drawn first), so the same seed gives the same data."""
+    generator = torch.Generator().manual_seed(seed)
+    return {"train": draw(train_size, generator), "valid": draw(valid_size, generator)}
 
 
 class TaskError(ValueError):

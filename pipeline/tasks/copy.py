@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, require
+from pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, drawn_splits, require
 
 RECALL = 10  # symbols to remember
 SYMBOLS = 8  # drawn from 1..SYMBOLS
@@ -55,11 +55,10 @@ class CopyTask(Task):
     Options = CopyOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
-        generator = torch.Generator().manual_seed(seed)
-        return {
-            "train": copy_sequences(self.options.train_size, self.options.length, generator),
-            "valid": copy_sequences(self.options.valid_size, self.options.length, generator),
-        }
+        return drawn_splits(
+            seed, self.options.train_size, self.options.valid_size,
+            lambda count, generator: copy_sequences(count, self.options.length, generator),
+        )
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(

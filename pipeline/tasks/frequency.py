@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.tasks.base import Split, Splits, Task, TaskSpec, require
+from pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
 
 SAMPLINGS = ("regular", "high_res", "async")
 STEP_MS = {"regular": 1.0, "high_res": 0.1, "async": 1.0}  # async: the regular count, at random times
@@ -89,11 +89,10 @@ class FrequencyTask(Task):
     Options = FrequencyOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
-        generator = torch.Generator().manual_seed(seed)
-        return {
-            "train": frequency_examples(self.options.train_size, self.options, generator),
-            "valid": frequency_examples(self.options.valid_size, self.options, generator),
-        }
+        return drawn_splits(
+            seed, self.options.train_size, self.options.valid_size,
+            lambda count, generator: frequency_examples(count, self.options, generator),
+        )
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
