@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
 	$(BIN)/python -m pip install --quiet -e '.[dev,$(ORT)]'
+	# The fused CPU time loops (C++): built once here rather than on first use; a failed build
+	# only warns, and the layers then run their reference loop.
+	-$(BIN)/python -c 'import cells.loops; cells.loops.native.load()'
 	touch $@
 
 # The default pipeline (params.yaml) through DVC, then the table of results.

@@ -120,6 +120,20 @@ class RecurrentCell(nn.Module):
         """Recurrent part of one step: ``(B, G)``, state -> ``(B, H)`` output, new state."""
         raise NotImplementedError
 
+    def fused_loop(
+        self, projected: Tensor, state: State, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, State]:
+        """The whole time loop in one op (``cells.loops``), time-major: the reference loop's result.
+
+        ``projected`` ``(T, B, G)`` contiguous, float32 or float64; state fields ``(B, H)`` in that
+        dtype; ``keep`` ``(T, B)`` bool or None; ``times`` ``(T, B)`` for cells that take time.
+        Returns outputs ``(T, B, H)`` and the final state. Only cells with ``has_fused_loop``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fused loop")
+
+    # True for cells that implement fused_loop.
+    has_fused_loop: ClassVar[bool] = False
+
     def forward(self, x: Tensor, state: State | None = None, time: Tensor | None = None) -> tuple[Tensor, State]:
         """One step: ``x`` is ``(B, I)``, ``time`` (Phased LSTM only) is ``(B,)``."""
         if x.dim() != 2 or x.shape[1] != self.input_size:

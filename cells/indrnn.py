@@ -96,5 +96,14 @@ class IndRNNCell(RecurrentCell):
         h = ACTIVATIONS[self.activation](projected + self.recurrent_weight * state.h)
         return h, IndRNNState(h)
 
+    has_fused_loop = True
+
+    def fused_loop(
+        self, projected: Tensor, state: IndRNNState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, IndRNNState]:
+        recurrent_weight = self.recurrent_weight.to(projected.dtype)
+        outputs, h, _ = torch.ops.rnnzoo.indrnn_loop(projected, state.h, recurrent_weight, keep, self.activation == "relu")
+        return outputs, IndRNNState(h)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}, recurrent_max_abs={self.recurrent_max_abs}"

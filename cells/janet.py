@@ -63,5 +63,14 @@ class JANETCell(RecurrentCell):
         c = torch.sigmoid(s) * state.c + (1.0 - torch.sigmoid(s - self.shift)) * torch.tanh(candidate)
         return c, JANETState(c)
 
+    has_fused_loop = True
+
+    def fused_loop(
+        self, projected: Tensor, state: JANETState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, JANETState]:
+        weight_hh = self.weight_hh.to(projected.dtype)
+        outputs, c, _, _ = torch.ops.rnnzoo.janet_loop(projected, state.c, weight_hh, keep, self.shift)
+        return outputs, JANETState(c)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, shift={self.shift}, max_timescale={self.max_timescale}"

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
+from cells import loops
 from cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
 from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
@@ -70,6 +71,23 @@ def _scan_direction(
 
     final, outputs = scan(combine, tuple(state), tuple(scanned))  # outputs (T, B, H)
     return outputs.transpose(0, 1), state_type(*final)
+
+
+def _fused_direction(
+    cell: RecurrentCell, projected: Tensor, state: State, times: Tensor | None, valid: Tensor | None, masks: tuple
+) -> tuple[Tensor, State]:
+    """The time loop as one fused op (``cells.loops``): time-major in, batch-first out."""
+    # The loops run in float32 or float64; under autocast the projection may come in bfloat16.
+    dtype = projected.dtype if projected.dtype in (torch.float32, torch.float64) else torch.float32
+    state = type(state)(*(field.to(dtype).contiguous() for field in state))
+    outputs, final = cell.fused_loop(
+        projected.to(dtype).transpose(0, 1).contiguous(),  # (T, B, G)
+        state,
+        None if valid is None else valid.squeeze(-1).t().contiguous(),  # (T, B)
+        None if times is None else times.to(dtype).t().contiguous(),  # (T, B)
+        masks,
+    )
+    return outputs.transpose(0, 1), final
 
 
 class RecurrentLayer(nn.Module):
@@ -204,11 +222,16 @@ class RecurrentLayer(nn.Module):
         projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
         if self.time_loop == "scan":
             return _scan_direction(cell, projected, state, times, valid, masks)
+        if self.fused and cell.has_fused_loop and loops.available(x.device):
+            return _fused_direction(cell, projected, state, times, valid, masks)
+        # unbind, not projected[:, t]: each indexed slice's backward writes a zero tensor the size
+        # of the whole (B, T, G) projection, which made the backward pass grow with T².
+        step_inputs = projected.unbind(1)
+        step_times = times.unbind(1) if times is not None else [None] * steps
+        step_keeps = valid.unbind(1) if valid is not None else [None] * steps
         outputs = []
-        for t in range(steps):
-            h, state = _masked_step(
-                cell, state, projected[:, t], None if times is None else times[:, t], None if valid is None else valid[:, t], masks
-            )
+        for projected_t, time_t, keep_t in zip(step_inputs, step_times, step_keeps):
+            h, state = _masked_step(cell, state, projected_t, time_t, keep_t, masks)
             outputs.append(h)
         return torch.stack(outputs, dim=1), state
 

@@ -86,5 +86,18 @@ class PhasedLSTMCell(LSTMCell):
         h = k * h_proposed + (1.0 - k) * state.h
         return h, LSTMState(h, c)
 
+    has_fused_loop = True
+
+    def fused_loop(
+        self, projected: Tensor, state: LSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, LSTMState]:
+        if times is None:
+            raise ValueError("PhasedLSTMCell needs timestamps, shape (time, batch)")
+        # The time gate does not depend on the recurrence: all steps at once, differentiable by torch.
+        k = self.time_gate(times.reshape(-1)).view(*times.shape, self.hidden_size).to(projected.dtype)  # (T, B, H)
+        weight_hh = self.weight_hh.to(projected.dtype)
+        outputs, h, c, *_ = torch.ops.rnnzoo.phased_lstm_loop(projected, state.h, state.c, weight_hh, k.contiguous(), keep)
+        return outputs, LSTMState(h, c)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ratio_on={self.initial_ratio_on}, leak={self.leak}"

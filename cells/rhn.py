@@ -81,15 +81,28 @@ class RHNCell(RecurrentCell):
 
     def recurrent_step(self, projected: Tensor, state: RHNState, time: Tensor | None = None, masks: Masks = ()) -> tuple[Tensor, RHNState]:
         s = state.s
-        for layer in range(self.depth):
+        # unbind, not weight_hh[layer]: an indexed slice's backward writes a zero tensor the size
+        # of all depth layers, once per micro-layer and step.
+        for layer, (weight_hh, bias) in enumerate(zip(self.weight_hh.unbind(0), self.bias.unbind(0))):
             s_in = s * masks[1] if masks else s
-            pre = F.linear(s_in, self.weight_hh[layer], self.bias[layer])  # (B, 2H)
+            pre = F.linear(s_in, weight_hh, bias)  # (B, 2H)
             if layer == 0:
                 pre = pre + projected
             h, t = pre.chunk(2, dim=-1)
             transform = torch.sigmoid(t)
             s = torch.tanh(h) * transform + s * (1.0 - transform)
         return s, RHNState(s)
+
+    has_fused_loop = True
+
+    def fused_loop(
+        self, projected: Tensor, state: RHNState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, RHNState]:
+        dtype = projected.dtype
+        state_mask = masks[1].to(dtype).contiguous() if masks else None
+        weight_hh, bias = self.weight_hh.to(dtype), self.bias.to(dtype)
+        outputs, s, _, _ = torch.ops.rnnzoo.rhn_loop(projected, state.s, weight_hh, bias, state_mask, keep)
+        return outputs, RHNState(s)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, depth={self.depth}, input_dropout={self.input_dropout}, state_dropout={self.state_dropout}"

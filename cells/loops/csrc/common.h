@@ -1,0 +1,77 @@
+// Shared pieces of the fused CPU time loops: activations the compiler can vectorise, and guards.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace rnnzoo {
+
+// exp for float written so that gcc vectorises the loops calling it (std::exp is a libm call it
+// cannot): Cephes' expf, a range reduction by ln 2 and a degree-6 polynomial, about 1 ulp. The
+// input is clamped to where the result is a normal float.
+inline float exp_vectorizable(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+template <>
+inline float sigmoid<float>(float x) {
+  return 1.0f / (1.0f + exp_vectorizable(-x));
+}
+
+template <typename T>
+inline T tanh(T x) {
+  return std::tanh(x);
+}
+// Cephes' tanhf: an odd polynomial below 0.625 (where 1 - 2/(e^2x + 1) would lose digits), the
+// exponential form above it.
+template <>
+inline float tanh<float>(float x) {
+  const float ax = std::fabs(x);
+  const float z = x * x;
+  const float small =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f) * z * x + x;
+  const float large = std::copysign(1.0f - 2.0f / (exp_vectorizable(2.0f * ax) + 1.0f), x);
+  return ax < 0.625f ? small : large;
+}
+
+// The loops call ATen (addmm, mm) on tensors that may require grad, possibly under autocast: run
+// them as plain kernels, with neither autograd recording nor autocast casting.
+struct PlainKernelGuard {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
+};
+
+// keep (T, B) as bytes, or nullptr when every step of every sequence is valid.
+inline const bool* keep_pointer(const c10::optional<at::Tensor>& keep) {
+  return keep.has_value() ? keep->data_ptr<bool>() : nullptr;
+}
+
+inline void check_time_major(const at::Tensor& projected, int64_t gates, int64_t hidden, const char* op) {
+  TORCH_CHECK(projected.dim() == 3 && projected.size(2) == gates * hidden && projected.is_contiguous(), op,
+              ": projected must be contiguous (T, B, ", gates, "*H) with H=", hidden, ", got ", projected.sizes());
+}
+
+}  // namespace rnnzoo

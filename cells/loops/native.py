@@ -1,0 +1,76 @@
+"""Builds and loads the fused CPU time loops (``csrc/*.cpp``) on first use.
+
+The loops are C++ ATen kernels registered as ``torch.library`` ops (``rnnzoo::<cell>_loop`` and
+its ``_backward``); the schemas, fake implementations and autograd formulas live in Python
+(``cells.loops.ops``), so ``torch.compile`` and ``torch.export`` see the ops even where nothing
+was built. The build runs ``torch.utils.cpp_extension.load`` once per machine and torch version
+(under a minute on 2 cores; ``make`` runs it at install time: ``python -c 'import cells.loops;
+cells.loops.native.load()'``) and is cached under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a folder named by a hash of
+the sources, flags, torch version and CPU, so a changed source or torch rebuilds and nothing
+stale is loaded. Where no compiler is found or the build fails, ``load()`` warns once and
+returns False: the layers then run their reference Python loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
+HEADERS = sorted((Path(__file__).parent / "csrc").glob("*.h"))
+# -march=native: the build runs on the machine that runs the loops (the cache key names the CPU);
+# -fno-trapping-math lets gcc vectorise the float-to-int step of exp_vectorizable.
+CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-std=c++17"]
+# Set to 0 to skip the build and run the reference loop (for comparisons and for tests).
+ENV_SWITCH = "RNNZOO_NATIVE"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_name() -> str:
+    """The extension's name: a digest of everything that makes its binary."""
+    digest = hashlib.sha256()
+    for path in (*SOURCES, *HEADERS):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(" ".join([*CFLAGS, torch.__version__, _cpu_name(), platform.python_version()]).encode())
+    return f"rnnzoo_loops_{digest.hexdigest()[:16]}"
+
+
+@functools.cache
+def load() -> bool:
+    """Build (once) and load the CPU loops; False, with one warning, where that is not possible."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    from cells.loops import ops  # noqa: F401  the schemas must exist before the kernels register
+
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=CFLAGS, is_python_module=False, verbose=False
+        )
+    except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(
+            f"rnnzoo: the fused CPU time loops could not be built ({first_line}); layers run the slower reference "
+            f"Python loop. Install a C++ compiler (g++ or clang++) and ninja, or set {ENV_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True

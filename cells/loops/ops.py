@@ -1,0 +1,230 @@
+"""The fused time loops as ``torch.library`` ops: schemas, fake implementations, autograd.
+
+Every loop is time-major and contiguous: ``projected`` ``(T, B, G)`` is the cell's input
+projection of every step (``RecurrentCell.project_input``), ``keep`` ``(T, B)`` bool says which
+steps lie inside their sequence (``None``: all). Where ``keep`` is False the state stays and
+the output is zero, as in ``cells.layer._masked_step``. Each forward op returns ``(outputs
+(T, B, H), final state field(s) (B, H), *saved)``; ``saved`` holds the activations and states
+its ``_backward`` op reads, so backpropagation through time recomputes nothing.
+
+The CPU kernels are C++ (``csrc/``, built by ``cells.loops.native``). The ops are defined here
+whether or not the kernels were built, so ``torch.compile`` traces them through their fake
+implementations. The backward ops are not differentiable themselves (no double backward).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
+
+
+def _define(name: str, forward: str, backward: str) -> None:
+    torch.library.define(f"rnnzoo::{name}", forward, lib=LIBRARY)
+    torch.library.define(f"rnnzoo::{name}_backward", backward, lib=LIBRARY)
+
+
+def _grad(grad: Tensor | None, like: Tensor) -> Tensor:
+    """An output's incoming gradient; autograd passes None for outputs the loss does not use."""
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+def _empty(like: Tensor, *shape: Any) -> Tensor:
+    return like.new_empty(shape)
+
+
+# --- JANET: state c; saved σ(s), σ(s - β), tanh(ĉ) (T, B, 3H) and c before every step (T+1, B, H).
+_define(
+    "janet_loop",
+    "(Tensor projected, Tensor c0, Tensor weight_hh, Tensor? keep, float shift) -> (Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_final, Tensor weight_hh, Tensor? keep, Tensor activations, Tensor states)"
+    " -> (Tensor, Tensor, Tensor)",
+)
+
+
+@torch.library.register_fake("rnnzoo::janet_loop", lib=LIBRARY)
+def _janet_fake(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | None, shift: float) -> tuple[Tensor, ...]:
+    steps, batch, hidden = projected.shape[0], projected.shape[1], c0.shape[1]
+    return (
+        _empty(projected, steps, batch, hidden),
+        _empty(c0, batch, hidden),
+        _empty(projected, steps, batch, 3 * hidden),
+        _empty(projected, steps + 1, batch, hidden),
+    )
+
+
+@torch.library.register_fake("rnnzoo::janet_loop_backward", lib=LIBRARY)
+def _janet_backward_fake(grad_outputs: Tensor, grad_final: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    steps, batch, hidden = grad_outputs.shape
+    return _empty(grad_outputs, steps, batch, 2 * hidden), torch.empty_like(grad_final), torch.empty_like(weight_hh)
+
+
+def _janet_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _, _, weight_hh, keep, _ = inputs
+    outputs, final, activations, states = output
+    ctx.save_for_backward(weight_hh, keep, activations, states, outputs, final)
+    ctx.mark_non_differentiable(activations, states)
+
+
+def _janet_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    weight_hh, keep, activations, states, outputs, final = ctx.saved_tensors
+    grad_projected, grad_c0, grad_weight_hh = torch.ops.rnnzoo.janet_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_final, final), weight_hh, keep, activations, states
+    )
+    return grad_projected, grad_c0, grad_weight_hh, None, None
+
+
+torch.library.register_autograd("rnnzoo::janet_loop", _janet_backward, setup_context=_janet_setup, lib=LIBRARY)
+
+
+# --- IndRNN: state h; saved h before every step (T+1, B, H); the outputs give the activations.
+_define(
+    "indrnn_loop",
+    "(Tensor projected, Tensor h0, Tensor recurrent_weight, Tensor? keep, bool relu) -> (Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_final, Tensor recurrent_weight, Tensor? keep, bool relu, Tensor outputs,"
+    " Tensor states) -> (Tensor, Tensor, Tensor)",
+)
+
+
+@torch.library.register_fake("rnnzoo::indrnn_loop", lib=LIBRARY)
+def _indrnn_fake(projected: Tensor, h0: Tensor, recurrent_weight: Tensor, keep: Tensor | None, relu: bool) -> tuple[Tensor, ...]:
+    steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
+    return _empty(projected, steps, batch, hidden), _empty(h0, batch, hidden), _empty(projected, steps + 1, batch, hidden)
+
+
+@torch.library.register_fake("rnnzoo::indrnn_loop_backward", lib=LIBRARY)
+def _indrnn_backward_fake(grad_outputs: Tensor, grad_final: Tensor, recurrent_weight: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    return torch.empty_like(grad_outputs), torch.empty_like(grad_final), torch.empty_like(recurrent_weight)
+
+
+def _indrnn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _, _, recurrent_weight, keep, ctx.relu = inputs
+    outputs, final, states = output
+    ctx.save_for_backward(recurrent_weight, keep, outputs, states, final)
+    ctx.mark_non_differentiable(states)
+
+
+def _indrnn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    recurrent_weight, keep, outputs, states, final = ctx.saved_tensors
+    grad_projected, grad_h0, grad_weight = torch.ops.rnnzoo.indrnn_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_final, final), recurrent_weight, keep, ctx.relu, outputs, states
+    )
+    return grad_projected, grad_h0, grad_weight, None, None
+
+
+torch.library.register_autograd("rnnzoo::indrnn_loop", _indrnn_backward, setup_context=_indrnn_setup, lib=LIBRARY)
+
+
+# --- Phased LSTM: state (h, c); the time gate k (T, B, H) is an input (see csrc/phased_lstm.cpp);
+# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃ (T, B, 6H) and h, c before every step (T+1, B, H).
+_define(
+    "phased_lstm_loop",
+    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor k, Tensor? keep)"
+    " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor k, Tensor? keep, Tensor saved,"
+    " Tensor hs, Tensor cs) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+
+
+@torch.library.register_fake("rnnzoo::phased_lstm_loop", lib=LIBRARY)
+def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, k: Tensor, keep: Tensor | None) -> tuple[Tensor, ...]:
+    steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
+    return (
+        _empty(projected, steps, batch, hidden),
+        _empty(h0, batch, hidden),
+        _empty(c0, batch, hidden),
+        _empty(projected, steps, batch, 6 * hidden),
+        _empty(projected, steps + 1, batch, hidden),
+        _empty(projected, steps + 1, batch, hidden),
+    )
+
+
+@torch.library.register_fake("rnnzoo::phased_lstm_loop_backward", lib=LIBRARY)
+def _phased_backward_fake(
+    grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, k: Tensor, *_: Any
+) -> tuple[Tensor, ...]:
+    steps, batch, hidden = grad_outputs.shape
+    return (
+        _empty(grad_outputs, steps, batch, 4 * hidden),
+        torch.empty_like(grad_h),
+        torch.empty_like(grad_c),
+        torch.empty_like(weight_hh),
+        torch.empty_like(k),
+    )
+
+
+def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _, _, _, weight_hh, k, keep = inputs
+    outputs, h, c, saved, hs, cs = output
+    ctx.save_for_backward(weight_hh, k, keep, saved, hs, cs, outputs, h, c)
+    ctx.mark_non_differentiable(saved, hs, cs)
+
+
+def _phased_backward(
+    ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
+) -> tuple[Tensor | None, ...]:
+    weight_hh, k, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    grad_projected, grad_h0, grad_c0, grad_weight, grad_k = torch.ops.rnnzoo.phased_lstm_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, k, keep, saved, hs, cs
+    )
+    return grad_projected, grad_h0, grad_c0, grad_weight, grad_k, None
+
+
+torch.library.register_autograd("rnnzoo::phased_lstm_loop", _phased_backward, setup_context=_phased_setup, lib=LIBRARY)
+
+
+# --- RHN: state s; saved, layer-major, each micro-layer's input state (D, T, B, H) and its
+# tanh(pre_h), σ(pre_t) (D, T, B, 2H). The state-dropout mask (B, H) is a constant of the sequence.
+_define(
+    "rhn_loop",
+    "(Tensor projected, Tensor s0, Tensor weight_hh, Tensor bias, Tensor? state_mask, Tensor? keep)"
+    " -> (Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_final, Tensor weight_hh, Tensor? state_mask, Tensor? keep, Tensor layer_states,"
+    " Tensor activations) -> (Tensor, Tensor, Tensor, Tensor)",
+)
+
+
+@torch.library.register_fake("rnnzoo::rhn_loop", lib=LIBRARY)
+def _rhn_fake(
+    projected: Tensor, s0: Tensor, weight_hh: Tensor, bias: Tensor, state_mask: Tensor | None, keep: Tensor | None
+) -> tuple[Tensor, ...]:
+    steps, batch, hidden, depth = projected.shape[0], projected.shape[1], s0.shape[1], weight_hh.shape[0]
+    return (
+        _empty(projected, steps, batch, hidden),
+        _empty(s0, batch, hidden),
+        _empty(projected, depth, steps, batch, hidden),
+        _empty(projected, depth, steps, batch, 2 * hidden),
+    )
+
+
+@torch.library.register_fake("rnnzoo::rhn_loop_backward", lib=LIBRARY)
+def _rhn_backward_fake(grad_outputs: Tensor, grad_final: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    steps, batch, hidden = grad_outputs.shape
+    depth = weight_hh.shape[0]
+    return (
+        _empty(grad_outputs, steps, batch, 2 * hidden),
+        torch.empty_like(grad_final),
+        torch.empty_like(weight_hh),
+        _empty(grad_outputs, depth, 2 * hidden),
+    )
+
+
+def _rhn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _, _, weight_hh, _, state_mask, keep = inputs
+    outputs, final, layer_states, activations = output
+    ctx.save_for_backward(weight_hh, state_mask, keep, layer_states, activations, outputs, final)
+    ctx.mark_non_differentiable(layer_states, activations)
+
+
+def _rhn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    weight_hh, state_mask, keep, layer_states, activations, outputs, final = ctx.saved_tensors
+    grad_projected, grad_s0, grad_weight, grad_bias = torch.ops.rnnzoo.rhn_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_final, final), weight_hh, state_mask, keep, layer_states, activations
+    )
+    return grad_projected, grad_s0, grad_weight, grad_bias, None, None
+
+
+torch.library.register_autograd("rnnzoo::rhn_loop", _rhn_backward, setup_context=_rhn_setup, lib=LIBRARY)

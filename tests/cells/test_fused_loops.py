@@ -1,0 +1,210 @@
+"""The fused time loops (``cells.loops``) against the reference Python loop over ``recurrent_step``.
+
+Every case runs one layer twice, ``fused=True`` and ``fused=False`` (the same parameters, the same
+random masks), and compares the outputs, the final state and the gradient of every parameter and
+every input (sequence, initial state, timestamps). The float64 cases hold the two paths to about
+1e-12; float32 to the precision of the float32 reference. ``gradcheck`` checks each op's
+backward (backpropagation through time written out) against finite differences.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import cells
+import cells.layer
+from cells import loops
+
+FUSED = ("janet", "indrnn", "phased_lstm", "rhn")
+# Options that make each cell show its behaviour at tiny sizes: a Phased LSTM gate open often
+# enough that outputs vary, an RHN with both variational dropouts on, IndRNN's tanh as well.
+CASES = {
+    "janet": [{}, {"shift": 0.0}],
+    "indrnn": [{}, {"activation": "tanh"}, {"recurrent_max_abs": 1.5}],
+    "phased_lstm": [{"ratio_on": 0.6}, {"ratio_on": 0.3, "leak": 0.05}],
+    "rhn": [{"depth": 2}, {"depth": 3, "input_dropout": 0.3, "state_dropout": 0.4}],
+}
+PARAMS = [(name, options) for name, cases in CASES.items() for options in cases]
+LAYOUTS = {  # layer options: (stack, direction) combinations
+    "one": {},
+    "stacked_bidirectional": {"num_layers": 2, "bidirectional": True, "dropout": 0.25},
+}
+B, T, I, H = 4, 7, 3, 5
+LENGTHS = [7, 3, 5, 1]
+TOLERANCE = {torch.float64: {"atol": 1e-11, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
+
+
+def _pair(name: str, options: dict, layout: dict, dtype: torch.dtype, training: bool):
+    reference = cells.make(name, I, H, fused=False, **layout, **options).to(dtype).train(training)
+    fused = copy.deepcopy(reference)
+    fused.fused = True
+    return reference, fused
+
+
+def _run(layer, x, state, lengths, times, seed: int = 7):
+    torch.manual_seed(seed)  # the same dropout and RHN masks on both sides
+    kwargs = {"lengths": lengths}
+    if times is not None:
+        kwargs["times"] = times
+    outputs, final = layer(x, state, **kwargs)
+    # Weights the loss so every output and every state field gets a different gradient.
+    loss = (outputs * torch.linspace(0.5, 1.5, outputs.shape[-1], dtype=outputs.dtype)).square().sum()
+    loss = loss + sum((field * (k + 1)).sin().sum() for k, field in enumerate(final))
+    return outputs, final, loss
+
+
+def _inputs(name: str, dtype: torch.dtype, layer):
+    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    shape = (layer.num_layers * layer.num_directions, B, H)
+    state = layer.state_type(*(torch.randn(shape, dtype=dtype).mul(0.5).requires_grad_() for _ in layer.state_type._fields))
+    times = torch.rand(B, T, dtype=dtype).mul(3.0).add(0.1).cumsum(1).requires_grad_() if name == "phased_lstm" else None
+    return x, state, times
+
+
+def _counting_fused(monkeypatch) -> list[int]:
+    """Count the calls of the fused path, so no comparison passes by running the reference twice."""
+    calls = [0]
+    original = cells.layer._fused_direction
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cells.layer, "_fused_direction", counted)
+    return calls
+
+
+def test_the_cpu_loops_are_built_here():
+    # A missing compiler would make every comparison below compare the reference with itself.
+    assert loops.available(torch.device("cpu")), "the C++ loops did not build: see the warning above"
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
+@pytest.mark.parametrize("name, options", PARAMS, ids=[f"{n}-{i}" for n, cases in CASES.items() for i in range(len(cases))])
+def test_fused_loop_matches_reference_loop(monkeypatch, name, options, layout, dtype, training):
+    reference, fused = _pair(name, options, LAYOUTS[layout], dtype, training)
+    x, state, times = _inputs(name, dtype, reference)
+    lengths = torch.tensor(LENGTHS)
+    out_ref, final_ref, loss_ref = _run(reference, x, state, lengths, times)
+    calls = _counting_fused(monkeypatch)
+    out_fused, final_fused, loss_fused = _run(fused, x, state, lengths, times)
+    assert calls[0] == len(fused.cells), "the fused loop did not run for every layer and direction"
+    assert out_ref.abs().max() > 1e-3, "outputs are all zero: the comparison would prove nothing"
+
+    tolerance = TOLERANCE[dtype]
+    assert_close(out_fused, out_ref, **tolerance)
+    for field, a, e in zip(final_ref._fields, final_fused, final_ref):
+        assert_close(a, e, msg=lambda m, field=field: f"final state {field}: {m}", **tolerance)
+    inputs = {"x": x, **{f"state.{f}": v for f, v in zip(state._fields, state)}}
+    if times is not None:
+        inputs["times"] = times
+    names = [*inputs, *(n for n, _ in reference.named_parameters())]
+    grads_ref = torch.autograd.grad(loss_ref, [*inputs.values(), *reference.parameters()], allow_unused=True)
+    grads_fused = torch.autograd.grad(loss_fused, [*inputs.values(), *fused.parameters()], allow_unused=True)
+    for label, a, e in zip(names, grads_fused, grads_ref):
+        assert (a is None) == (e is None), f"gradient of {label}: one path has none"
+        if e is not None:
+            assert_close(a, e, msg=lambda m, label=label: f"gradient of {label}: {m}", **tolerance)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_loop_without_lengths_or_state(monkeypatch, name):
+    options = CASES[name][0]
+    reference, fused = _pair(name, options, {}, torch.float64, True)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    calls = _counting_fused(monkeypatch)
+    out_fused, final_fused, _ = _run(fused, x, None, None, None)
+    out_ref, final_ref, _ = _run(reference, x, None, None, None)
+    assert calls[0] == 1
+    assert_close(out_fused, out_ref, **TOLERANCE[torch.float64])
+    for a, e in zip(final_fused, final_ref):
+        assert_close(a, e, **TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_loop_runs_under_bfloat16_autocast(name):
+    reference, fused = _pair(name, CASES[name][0], {}, torch.float32, True)
+    x = torch.randn(B, T, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_fused, _, loss_fused = _run(fused, x, None, None, None)
+        out_ref, _, _ = _run(reference, x, None, None, None)
+    loss_fused.backward()
+    assert torch.isfinite(out_fused).all()
+    assert_close(out_fused.float(), out_ref.float(), atol=5e-2, rtol=5e-2)  # bfloat16 inputs: 3 significant digits
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)
+
+
+def _op_arguments(name: str):
+    """Small float64 arguments of each op, the differentiable ones requiring grad."""
+    steps, batch, hidden = 4, 3, 2
+    keep = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
+
+    def rand(*shape):
+        return (torch.randn(*shape, dtype=torch.float64) * 0.7).requires_grad_()
+
+    if name == "janet":
+        return torch.ops.rnnzoo.janet_loop, (rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(2 * hidden, hidden), keep, 1.0)
+    if name == "indrnn":
+        # Pre-activations kept away from ReLU's kink so finite differences do not straddle it.
+        projected = (torch.rand(steps, batch, hidden, dtype=torch.float64) + 0.2).requires_grad_()
+        return torch.ops.rnnzoo.indrnn_loop, (projected, rand(batch, hidden).abs().detach().requires_grad_(), rand(hidden), keep, True)
+    if name == "phased_lstm":
+        k = torch.rand(steps, batch, hidden, dtype=torch.float64).requires_grad_()
+        return torch.ops.rnnzoo.phased_lstm_loop, (
+            rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden), k, keep,
+        )
+    mask = torch.tensor([[2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
+    return torch.ops.rnnzoo.rhn_loop, (
+        rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(3, 2 * hidden, hidden), rand(3, 2 * hidden), mask, keep,
+    )
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_op_gradients_pass_gradcheck(name):
+    op, arguments = _op_arguments(name)
+    differentiable = [i for i, a in enumerate(arguments) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def outputs_and_final(*tensors):
+        full = list(arguments)
+        for index, tensor in zip(differentiable, tensors):
+            full[index] = tensor
+        results = op(*full)
+        state_fields = 2 if name == "phased_lstm" else 1
+        return results[: 1 + state_fields]
+
+    assert torch.autograd.gradcheck(outputs_and_final, [arguments[i] for i in differentiable], eps=1e-6, atol=1e-7)
+
+
+def test_a_missing_compiler_falls_back_to_the_reference_loop_with_one_warning(tmp_path):
+    # A fresh extension folder and a compiler that does not exist: the build must fail, warn once,
+    # and every layer must still run (the reference loop) and give the reference's results.
+    script = """
+import warnings, torch, cells
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    layer = cells.make("janet", 3, 4)
+    x = torch.randn(2, 5, 3)
+    first, _ = layer(x)
+    second, _ = layer(x)
+    layer.fused = False
+    reference, _ = layer(x)
+messages = [str(w.message) for w in caught if "fused CPU time loops" in str(w.message)]
+assert len(messages) == 1, messages
+assert torch.equal(first, reference) and torch.equal(second, reference)
+print("fell back:", messages[0][:60])
+"""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fell back" in result.stdout
+    assert not any(Path(tmp_path).rglob("*.so")), "no extension should have been built"
