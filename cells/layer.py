@@ -74,14 +74,18 @@ def _scan_direction(
 
 
 def _fused_direction(
-    cell: RecurrentCell, projected: Tensor, state: State, times: Tensor | None, valid: Tensor | None, masks: tuple
+    cell: RecurrentCell, x: Tensor, state: State, times: Tensor | None, valid: Tensor | None, masks: tuple
 ) -> tuple[Tensor, State]:
-    """The time loop as one fused op (``cells.loops``): time-major in, batch-first out."""
+    """The time loop as one fused op (``cells.loops``) over ``x`` ``(B, T, I)``: outputs ``(B, T, H)``."""
+    if masks:  # per-sequence masks are shaped for the batch-first input (RHN's input dropout)
+        projected = cell.project_input(x, masks).transpose(0, 1).contiguous()
+    else:  # the projection is a linear map of the last axis: made time-major, nothing is copied
+        projected = cell.project_input(x.transpose(0, 1), masks)  # (T, B, G)
     # The loops run in float32 or float64; under autocast the projection may come in bfloat16.
     dtype = projected.dtype if projected.dtype in (torch.float32, torch.float64) else torch.float32
     state = type(state)(*(field.to(dtype).contiguous() for field in state))
     outputs, final = cell.fused_loop(
-        projected.to(dtype).transpose(0, 1).contiguous(),  # (T, B, G)
+        projected.to(dtype).contiguous(),
         state,
         None if valid is None else valid.squeeze(-1).t().contiguous(),  # (T, B)
         None if times is None else times.to(dtype).t().contiguous(),  # (T, B)
@@ -219,11 +223,11 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, State]:
         batch, steps = x.shape[:2]
         masks = cell.draw_masks(batch, x.device, x.dtype)
+        if self.fused and self.time_loop == "python" and cell.has_fused_loop and loops.available(x.device):
+            return _fused_direction(cell, x, state, times, valid, masks)
         projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
         if self.time_loop == "scan":
             return _scan_direction(cell, projected, state, times, valid, masks)
-        if self.fused and cell.has_fused_loop and loops.available(x.device):
-            return _fused_direction(cell, projected, state, times, valid, masks)
         # unbind, not projected[:, t]: each indexed slice's backward writes a zero tensor the size
         # of the whole (B, T, G) projection, which made the backward pass grow with T².
         step_inputs = projected.unbind(1)

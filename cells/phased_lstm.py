@@ -93,10 +93,12 @@ class PhasedLSTMCell(LSTMCell):
     ) -> tuple[Tensor, LSTMState]:
         if times is None:
             raise ValueError("PhasedLSTMCell needs timestamps, shape (time, batch)")
-        # The time gate does not depend on the recurrence: all steps at once, differentiable by torch.
-        k = self.time_gate(times.reshape(-1)).view(*times.shape, self.hidden_size).to(projected.dtype)  # (T, B, H)
-        weight_hh = self.weight_hh.to(projected.dtype)
-        outputs, h, c, *_ = torch.ops.rnnzoo.phased_lstm_loop(projected, state.h, state.c, weight_hh, k.contiguous(), keep)
+        dtype = projected.dtype
+        period, shift, ratio_on = (p.to(dtype) for p in (self.period, self.shift, self.ratio_on))
+        leak = self.leak if self.training else 0.0  # as time_gate: a closed gate holds the state in eval
+        outputs, h, c, *_ = torch.ops.rnnzoo.phased_lstm_loop(
+            projected, state.h, state.c, self.weight_hh.to(dtype), times, period, shift, ratio_on, keep, leak
+        )
         return outputs, LSTMState(h, c)
 
     def extra_repr(self) -> str:

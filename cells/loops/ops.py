@@ -66,6 +66,7 @@ def _janet_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) 
     _, _, weight_hh, keep, _ = inputs
     outputs, final, activations, states = output
     ctx.save_for_backward(weight_hh, keep, activations, states, outputs, final)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(activations, states)
 
 
@@ -104,6 +105,7 @@ def _indrnn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...])
     _, _, recurrent_weight, keep, ctx.relu = inputs
     outputs, final, states = output
     ctx.save_for_backward(recurrent_weight, keep, outputs, states, final)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(states)
 
 
@@ -118,25 +120,25 @@ def _indrnn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor |
 torch.library.register_autograd("rnnzoo::indrnn_loop", _indrnn_backward, setup_context=_indrnn_setup, lib=LIBRARY)
 
 
-# --- Phased LSTM: state (h, c); the time gate k (T, B, H) is an input (see csrc/phased_lstm.cpp);
-# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃ (T, B, 6H) and h, c before every step (T+1, B, H).
+# --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
+# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ (T, B, 8H) and h, c before every step.
 _define(
     "phased_lstm_loop",
-    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor k, Tensor? keep)"
-    " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor k, Tensor? keep, Tensor saved,"
-    " Tensor hs, Tensor cs) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
+    " Tensor ratio_on, Tensor? keep, float leak) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor period, Tensor ratio_on, Tensor? keep,"
+    " float leak, Tensor saved, Tensor hs, Tensor cs) -> Tensor[]",
 )
 
 
 @torch.library.register_fake("rnnzoo::phased_lstm_loop", lib=LIBRARY)
-def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, k: Tensor, keep: Tensor | None) -> tuple[Tensor, ...]:
+def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     return (
         _empty(projected, steps, batch, hidden),
         _empty(h0, batch, hidden),
         _empty(c0, batch, hidden),
-        _empty(projected, steps, batch, 6 * hidden),
+        _empty(projected, steps, batch, 8 * hidden),
         _empty(projected, steps + 1, batch, hidden),
         _empty(projected, steps + 1, batch, hidden),
     )
@@ -144,33 +146,38 @@ def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, k
 
 @torch.library.register_fake("rnnzoo::phased_lstm_loop_backward", lib=LIBRARY)
 def _phased_backward_fake(
-    grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, k: Tensor, *_: Any
-) -> tuple[Tensor, ...]:
+    grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, period: Tensor, ratio_on: Tensor, *_: Any
+) -> list[Tensor]:
     steps, batch, hidden = grad_outputs.shape
-    return (
+    return [
         _empty(grad_outputs, steps, batch, 4 * hidden),
         torch.empty_like(grad_h),
         torch.empty_like(grad_c),
         torch.empty_like(weight_hh),
-        torch.empty_like(k),
-    )
+        _empty(grad_outputs, steps, batch),
+        torch.empty_like(period),
+        torch.empty_like(period),
+        torch.empty_like(ratio_on),
+    ]
 
 
 def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _, _, _, weight_hh, k, keep = inputs
+    _, _, _, weight_hh, _, period, _, ratio_on, keep, ctx.leak = inputs
     outputs, h, c, saved, hs, cs = output
-    ctx.save_for_backward(weight_hh, k, keep, saved, hs, cs, outputs, h, c)
+    ctx.save_for_backward(weight_hh, period, ratio_on, keep, saved, hs, cs, outputs, h, c)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(saved, hs, cs)
 
 
 def _phased_backward(
     ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
 ) -> tuple[Tensor | None, ...]:
-    weight_hh, k, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
-    grad_projected, grad_h0, grad_c0, grad_weight, grad_k = torch.ops.rnnzoo.phased_lstm_loop_backward(
-        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, k, keep, saved, hs, cs
+    weight_hh, period, ratio_on, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    grads = torch.ops.rnnzoo.phased_lstm_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, period, ratio_on, keep, ctx.leak, saved, hs, cs
     )
-    return grad_projected, grad_h0, grad_c0, grad_weight, grad_k, None
+    grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio = grads
+    return grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio, None, None
 
 
 torch.library.register_autograd("rnnzoo::phased_lstm_loop", _phased_backward, setup_context=_phased_setup, lib=LIBRARY)
@@ -216,6 +223,7 @@ def _rhn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) ->
     _, _, weight_hh, _, state_mask, keep = inputs
     outputs, final, layer_states, activations = output
     ctx.save_for_backward(weight_hh, state_mask, keep, layer_states, activations, outputs, final)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(layer_states, activations)
 
 

@@ -159,9 +159,14 @@ def _op_arguments(name: str):
         projected = (torch.rand(steps, batch, hidden, dtype=torch.float64) + 0.2).requires_grad_()
         return torch.ops.rnnzoo.indrnn_loop, (projected, rand(batch, hidden).abs().detach().requires_grad_(), rand(hidden), keep, True)
     if name == "phased_lstm":
-        k = torch.rand(steps, batch, hidden, dtype=torch.float64).requires_grad_()
+        # Timestamps and gate parameters away from the gate's corners (finite differences must not cross one).
+        times = torch.tensor([[0.3, 1.1, 2.2], [0.9, 1.6, 2.9], [1.5, 2.6, 3.3], [2.2, 3.1, 4.4]], dtype=torch.float64)
+        period = torch.tensor([2.0, 3.0], dtype=torch.float64).requires_grad_()
+        shift = torch.tensor([0.05, 0.4], dtype=torch.float64).requires_grad_()
+        ratio_on = torch.tensor([0.9, 0.7], dtype=torch.float64).requires_grad_()
         return torch.ops.rnnzoo.phased_lstm_loop, (
-            rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden), k, keep,
+            rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden),
+            times.requires_grad_(), period, shift, ratio_on, keep, 0.01,
         )
     mask = torch.tensor([[2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
     return torch.ops.rnnzoo.rhn_loop, (

@@ -80,14 +80,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
   auto activations = at::empty({T, B, 3 * H}, projected.options());  // σ(s), σ(s - β), tanh(ĉ)
   auto states = at::empty({T + 1, B, H}, projected.options());       // c before each step, and the last
   states[0].copy_(c0);
-  auto pre = projected.clone();  // (T, B, 2H); each step adds c_{t-1} W^T in place
+  auto pre = at::empty({B, 2 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight_t = weight_hh.t();
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "janet_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      auto pre_t = pre[t];
-      pre_t.addmm_(states[t], weight_t);
-      forward_rows<scalar_t>(pre_t.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
+      at::addmm_out(pre, projected[t], states[t], weight_t);
+      forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
                              outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
                              keep_ptr ? keep_ptr + t * B : nullptr, B, H, static_cast<scalar_t>(shift));
     }

@@ -1,7 +1,7 @@
 // Phased LSTM's time loop, forward and backpropagation through time (see cells/phased_lstm.py).
-// The time gate k_t (T, B, H) depends on the timestamps and the gate's parameters only, not on the
-// recurrence, so it is computed with torch ops before the loop and comes in as an input; the loop
-// returns dL/dk and autograd takes it from there to τ, s, r_on and the timestamps.
+// The time gate k_t is computed in the same pass (one where-chain of torch ops over (T, B, H) cost
+// more than the loop); its parameters' gradients are reductions at the end.
+//   φ = ((t - s) mod τ) / τ;  k = 2φ/r_on (φ < r_on/2), 2 - 2φ/r_on (φ < r_on), leak·φ (otherwise)
 //   pre_t = projected_t + h_{t-1} W^T         (B, 4H), gates i, f, g, o as torch.nn.LSTM
 //   c̃ = σ(f) c_{t-1} + σ(i) tanh(g),   h̃ = σ(o) tanh(c̃)
 //   c_t = k c̃ + (1 - k) c_{t-1},         h_t = k h̃ + (1 - k) h_{t-1}
@@ -12,10 +12,11 @@
 namespace rnnzoo {
 namespace {
 
-constexpr int64_t kSaved = 6;  // per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃
+constexpr int64_t kSaved = 8;  // per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
 
 template <typename T>
-void forward_rows(const T* __restrict__ pre, const T* __restrict__ k, const T* __restrict__ h_prev,
+void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const T* __restrict__ period,
+                  const T* __restrict__ shift, const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev,
                   const T* __restrict__ c_prev, T* __restrict__ h_next, T* __restrict__ c_next, T* __restrict__ out,
                   T* __restrict__ saved, const bool* keep, int64_t B, int64_t H) {
   for (int64_t b = 0; b < B; ++b) {
@@ -25,60 +26,89 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ k, const T* _
     T* __restrict__ cn = c_next + b * H;
     T* __restrict__ o = out + b * H;
     if (keep && !keep[b]) {  // past this sequence's end: the state stays, the output is 0
+      T* __restrict__ cycles = saved + kSaved * b * H + 7 * H;  // read by backward's reductions (times 0)
       for (int64_t j = 0; j < H; ++j) {
         hn[j] = hp[j];
         cn[j] = cp[j];
         o[j] = T(0);
+        cycles[j] = T(0);
       }
       continue;
     }
     const T* __restrict__ p = pre + 4 * b * H;
-    const T* __restrict__ kb = k + b * H;
     T* __restrict__ s = saved + kSaved * b * H;
+    T* __restrict__ kb = s + 6 * H;
+    T* __restrict__ cycles = s + 7 * H;
     // Activations first, in simple loops (gcc vectorises these; one fused loop it would not).
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
     for (int64_t j = 3 * H; j < 4 * H; ++j) s[j] = sigmoid(p[j]);
+    const T time = times[b];
+    for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
+      const T cycle = (time - shift[j]) / period[j];
+      const T phase = cycle - std::floor(cycle);
+      const T opening = T(2) * phase / ratio_on[j];
+      cycles[j] = cycle;
+      kb[j] = phase < T(0.5) * ratio_on[j] ? opening : (phase < ratio_on[j] ? T(2) - opening : leak * phase);
+    }
+    // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
+    const T* __restrict__ gi = s;
+    const T* __restrict__ gf = s + H;
+    const T* __restrict__ gg = s + 2 * H;
+    const T* __restrict__ go = s + 3 * H;
+    T* __restrict__ tanh_cs = s + 4 * H;
+    T* __restrict__ proposed = s + 5 * H;
+    const T* __restrict__ k = kb;
+    for (int64_t j = 0; j < H; ++j) proposed[j] = gf[j] * cp[j] + gi[j] * gg[j];
+    for (int64_t j = 0; j < H; ++j) tanh_cs[j] = tanh(proposed[j]);
     for (int64_t j = 0; j < H; ++j) {
-      const T i = s[j], f = s[H + j], g = s[2 * H + j], og = s[3 * H + j];
-      const T c_proposed = f * cp[j] + i * g;
-      const T tanh_c = tanh(c_proposed);
-      const T h = kb[j] * (og * tanh_c) + (T(1) - kb[j]) * hp[j];
-      cn[j] = kb[j] * c_proposed + (T(1) - kb[j]) * cp[j];
+      const T h = k[j] * (go[j] * tanh_cs[j]) + (T(1) - k[j]) * hp[j];
+      cn[j] = k[j] * proposed[j] + (T(1) - k[j]) * cp[j];
       hn[j] = h;
       o[j] = h;
-      s[4 * H + j] = tanh_c;
-      s[5 * H + j] = c_proposed;
     }
   }
 }
 
 // g_h, g_c hold dL/dh_t, dL/dc_t on entry; on return g_c holds dL/dc_{t-1} and g_h the part of
 // dL/dh_{t-1} that does not pass through W (each element is read before it is written).
+// Also writes, per unit, dL/dcycle / τ (g_cycle: the timestamp's gradient before the sum over units)
+// and dL/dk · ∂k/∂r_on (g_ratio).
 template <typename T>
-void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ k, const T* __restrict__ saved,
-                   const T* __restrict__ h_prev, const T* __restrict__ c_prev, T* __restrict__ g_pre, T* __restrict__ g_k,
-                   const bool* keep, int64_t B, int64_t H) {
+void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ period,
+                   const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev, const T* __restrict__ c_prev,
+                   T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t B,
+                   int64_t H) {
   for (int64_t b = 0; b < B; ++b) {
     T* __restrict__ gp = g_pre + 4 * b * H;
-    T* __restrict__ gk = g_k + b * H;
+    T* __restrict__ gcy = g_cycle + b * H;
+    T* __restrict__ gr = g_ratio + b * H;
     if (keep && !keep[b]) {  // the step did not happen: the state's gradients pass through
       for (int64_t j = 0; j < 4 * H; ++j) gp[j] = T(0);
-      for (int64_t j = 0; j < H; ++j) gk[j] = T(0);
+      for (int64_t j = 0; j < H; ++j) gcy[j] = T(0);
+      for (int64_t j = 0; j < H; ++j) gr[j] = T(0);
       continue;
     }
     const T* __restrict__ go = g_out + b * H;
-    const T* __restrict__ kb = k + b * H;
     const T* __restrict__ hp = h_prev + b * H;
     const T* __restrict__ cp = c_prev + b * H;
     const T* __restrict__ s = saved + kSaved * b * H;
+    const T* __restrict__ kb = s + 6 * H;
+    const T* __restrict__ cycles = s + 7 * H;
     T* gh = g_h + b * H;
     T* gc = g_c + b * H;
     for (int64_t j = 0; j < H; ++j) {
       const T dh = gh[j] + go[j], dc = gc[j];
       const T i = s[j], f = s[H + j], g = s[2 * H + j], og = s[3 * H + j], tanh_c = s[4 * H + j], c_proposed = s[5 * H + j];
       const T dh_proposed = dh * kb[j];
-      gk[j] = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
+      const T gk = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
+      const T phase = cycles[j] - std::floor(cycles[j]);
+      const T r = ratio_on[j];
+      const bool opening = phase < T(0.5) * r, closing = phase < r;
+      const T slope = opening ? T(2) / r : (closing ? T(-2) / r : leak);  // ∂k/∂φ (∂φ/∂cycle = 1)
+      const T by_ratio = opening ? T(-2) * phase / (r * r) : (closing ? T(2) * phase / (r * r) : T(0));
+      gcy[j] = gk * slope / period[j];
+      gr[j] = gk * by_ratio;
       const T dc_proposed = dc * kb[j] + dh_proposed * og * (T(1) - tanh_c * tanh_c);
       gp[j] = dc_proposed * g * i * (T(1) - i);
       gp[H + j] = dc_proposed * cp[j] * f * (T(1) - f);
@@ -91,57 +121,73 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> phased_lstm_loop(
-    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh, const at::Tensor& k,
-    const c10::optional<at::Tensor>& keep) {
+    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
+    const at::Tensor& times, const at::Tensor& period, const at::Tensor& shift, const at::Tensor& ratio_on,
+    const c10::optional<at::Tensor>& keep, double leak) {
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
   check_time_major(projected, 4, H, "phased_lstm_loop");
-  TORCH_CHECK(k.is_contiguous() && k.sizes() == at::IntArrayRef({T, B, H}), "phased_lstm_loop: k must be contiguous (T, B, H)");
+  TORCH_CHECK(times.is_contiguous() && times.sizes() == at::IntArrayRef({T, B}), "phased_lstm_loop: times must be contiguous (T, B)");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto saved = at::empty({T, B, kSaved * H}, projected.options());
   auto hs = at::empty({T + 1, B, H}, projected.options());  // h, c before each step, and the last
   auto cs = at::empty({T + 1, B, H}, projected.options());
   hs[0].copy_(h0);
   cs[0].copy_(c0);
-  auto pre = projected.clone();  // each step adds h_{t-1} W^T in place
+  auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight_t = weight_hh.t();
+  const auto tau = period.contiguous(), s = shift.contiguous(), r = ratio_on.contiguous();
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      auto pre_t = pre[t];
-      pre_t.addmm_(hs[t], weight_t);
-      forward_rows<scalar_t>(pre_t.data_ptr<scalar_t>(), k[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(),
-                             cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(), cs[t + 1].data_ptr<scalar_t>(),
-                             outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr,
-                             B, H);
+      at::addmm_out(pre, projected[t], hs[t], weight_t);
+      forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
+                             s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
+                             hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
+                             cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
+                             keep_ptr ? keep_ptr + t * B : nullptr, B, H);
     }
   });
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> phased_lstm_loop_backward(
-    const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& weight_hh,
-    const at::Tensor& k, const c10::optional<at::Tensor>& keep, const at::Tensor& saved, const at::Tensor& hs,
-    const at::Tensor& cs) {
+std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h,
+                                                  const at::Tensor& grad_c, const at::Tensor& weight_hh,
+                                                  const at::Tensor& period, const at::Tensor& ratio_on,
+                                                  const c10::optional<at::Tensor>& keep, double leak, const at::Tensor& saved,
+                                                  const at::Tensor& hs, const at::Tensor& cs) {
   PlainKernelGuard guard;
   const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
   auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
-  auto grad_k = at::empty({T, B, H}, grad_outputs.options());
+  auto grad_cycle = at::empty({T, B, H}, grad_outputs.options());
+  auto grad_ratio = at::empty({T, B, H}, grad_outputs.options());
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
+  const auto tau = period.contiguous(), r = ratio_on.contiguous();
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       backward_rows<scalar_t>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                              k[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(),
-                              cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_k[t].data_ptr<scalar_t>(),
-                              keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+                              saved[t].data_ptr<scalar_t>(), tau.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+                              static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
+                              grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
+                              grad_ratio[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, B, H);
       g_h.addmm_(grad_pre[t], weight_hh);  // dh_{t-1} = (the direct part) + dpre W
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
-  return {grad_pre, g_h, g_c, grad_weight_hh, grad_k};
+  // cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ  (grad_cycle already holds dL/dcycle / τ).
+  const auto cycles = saved.view({T, B, kSaved, H}).select(2, 7);
+  const std::vector<int64_t> time_and_batch{0, 1};  // (an IntArrayRef would point at a dead temporary)
+  return {grad_pre,
+          g_h,
+          g_c,
+          grad_weight_hh,
+          grad_cycle.sum(-1),
+          -(grad_cycle * cycles).sum(time_and_batch),
+          -grad_cycle.sum(time_and_batch),
+          grad_ratio.sum(time_and_batch)};
 }
 
 }  // namespace
