@@ -86,7 +86,11 @@ class IndRNNCell(RecurrentCell):
         crossed, so graphs kept for gradient accumulation are not invalidated needlessly.
         """
         bound = self.recurrent_max_abs
-        if bound is not None and bool(self.recurrent_weight.abs().max() > bound):
+        if bound is None:
+            return
+        if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: clamp always
+            self.recurrent_weight.clamp_(-bound, bound)
+        elif bool(self.recurrent_weight.abs().max() > bound):
             self.recurrent_weight.clamp_(-bound, bound)
 
     def project_input(self, x: Tensor, masks: Masks = ()) -> Tensor:

@@ -186,7 +186,11 @@ class RecurrentLayer(nn.Module):
         if self.training:
             for cell in self.cells:
                 cell.constrain_parameters_()
-        if self.runs_on_torch_lstm:
+        # torch.compile cannot trace torch.nn.LSTM's kernel (dynamo refuses it; inductor mis-lowers
+        # mkldnn_rnn_layer): compiled, an LSTM stack runs its cells' fused loop like any other cell.
+        # Exporters still get the kernel (run_torch_lstm hands them rnnzoo::lstm_stack).
+        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+        if self.runs_on_torch_lstm and not compiling:
             outputs, final = run_torch_lstm(
                 list(self.cells), x, state, lengths, self.num_layers, self.dropout, self.training, self.bidirectional
             )

@@ -69,3 +69,12 @@ class LSTMCell(RecurrentCell):
         gates = projected + F.linear(state.h, self.weight_hh)  # (B, 4H)
         h, c = lstm_pointwise(gates, state.c)
         return h, LSTMState(h, c)
+
+    # Under torch.compile, which cannot trace torch.nn.LSTM's kernel, the layer runs this loop.
+    has_fused_loop = True
+
+    def fused_loop(
+        self, projected: Tensor, state: LSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, LSTMState]:
+        outputs, h, c, *_ = torch.ops.rnnzoo.lstm_loop(projected, state.h, state.c, self.weight_hh.to(projected.dtype), keep)
+        return outputs, LSTMState(h, c)

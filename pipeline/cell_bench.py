@@ -1,14 +1,23 @@
-"""Training-step speed of every cell against ``torch.nn.LSTM`` at equal width.
+"""Speed of every cell against ``torch.nn.LSTM`` at equal width, as a training loop sees it.
 
-Times forward + backward over a sequence and reports time per step and the ratio to
-``torch.nn.LSTM`` measured in the same process, with the runs of all models interleaved so
-that a noisy, shared machine slows them alike.
+Each cell is timed against the reference in the same process, the two sides **interleaved
+block by block**: a round times ``block`` back-to-back calls of one side, then of the other
+(which side goes first alternates), after warm-up calls, so caches, allocator and cuDNN plans
+are as warm as in training and a noisy shared machine slows both sides alike. Each round gives
+one paired ratio; rows report the median and the min–max of the ratios, and the median time
+per step. Forward-only (inference, ``torch.no_grad``, eval mode) and forward+backward (a
+training step without the optimizer) are timed separately. The reference row is
+``torch.nn.LSTM`` against a second ``torch.nn.LSTM``: its spread is the noise floor.
+
+``flatness`` times one model at two sequence lengths (50 and 400 steps) the same way: the
+ratio of time per step says whether the backward pass grows faster than T.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,24 +26,74 @@ from torch import Tensor, nn
 import cells
 
 REFERENCE = "torch.nn.LSTM"
+# The issue's targets, as ratios to torch.nn.LSTM (rhn: per micro-layer, i.e. divided by depth).
+TARGETS: dict[str, dict[str, float]] = {
+    "cpu": {"janet": 0.75, "indrnn": 0.25, "phased_lstm": 1.2, "rhn": 1.2},
+    "cuda": {"janet": 0.75, "indrnn": 0.3, "phased_lstm": 1.2, "rhn": 1.2},
+}
+FLATNESS_TARGET = 1.1
+FLATNESS_STEPS = (50, 400)
+RHN_DEPTH = 3  # the cell's default
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class Shape:
+    """One benchmark shape: hidden width H, batch B, steps T, input features, dtype."""
+
+    hidden_size: int
+    batch_size: int
+    steps: int
     input_size: int = 32
-    hidden_size: int = 128
-    batch_size: int = 32
-    steps: int = 50
-    repeats: int = 10
-    device: str = "cpu"
+    dtype: str = "float32"
+
+    def label(self) -> str:
+        return f"H={self.hidden_size} B={self.batch_size} T={self.steps} {self.dtype}"
+
+
+# The shapes of the issue: the development machine's CPU shape; the GPU grid.
+SHAPES: dict[str, tuple[Shape, ...]] = {
+    "cpu": (Shape(128, 32, 100),),
+    "cuda": tuple(Shape(h, b, t) for h in (128, 256) for b in (32, 256) for t in (100, 1000)),
+}
+# FlashRNN's published benchmark shape (NX-AI/flashrnn: B=16, T=1024, H=768, bfloat16).
+FLASHRNN = Shape(768, 16, 1024, input_size=768, dtype="bfloat16")
+# unfolded_lstm has one untied layer a step: past this many steps it is too big to be a fair row.
+UNFOLDED_MAX_STEPS = 100
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median and min–max of paired ratios (or of times)."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+    def __str__(self) -> str:
+        return f"{self.median:.3g} ({self.low:.3g}–{self.high:.3g})"
 
 
 @dataclass(frozen=True)
 class BenchRow:
     name: str
+    shape: Shape
     parameters: int
-    ms_per_step: float
-    ratio_to_lstm: float
+    forward_ms_per_step: float
+    forward_ratio: Spread
+    training_ms_per_step: float
+    training_ratio: Spread
+
+
+@dataclass(frozen=True)
+class FlatnessRow:
+    name: str
+    short_ms_per_step: float
+    long_ms_per_step: float
+    ratio: Spread  # time per step at the long length over the short one
 
 
 def required_options(name: str, steps: int) -> dict[str, float]:
@@ -42,20 +101,34 @@ def required_options(name: str, steps: int) -> dict[str, float]:
     return {"max_timescale": float(steps)} if name == "chrono_lstm" else {}
 
 
-def build(name: str, config: BenchConfig) -> nn.Module:
-    """The model timed for ``name``."""
+def names_for(shape: Shape) -> list[str]:
+    """The cells benchmarked at ``shape`` (unfolded_lstm only up to UNFOLDED_MAX_STEPS)."""
+    return [n for n in cells.names() if n != "unfolded_lstm" or shape.steps <= UNFOLDED_MAX_STEPS]
+
+
+def build(name: str, shape: Shape, device: torch.device) -> nn.Module:
+    """The model timed for ``name`` at ``shape``, on ``device`` in the shape's dtype."""
     if name == REFERENCE:
-        return nn.LSTM(config.input_size, config.hidden_size, batch_first=True)
-    if name == "unfolded_lstm":
+        model: nn.Module = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True)
+    elif name == "unfolded_lstm":
         # One unfolded layer per time step, so "per step" compares like with like.
-        return cells.make(name, config.input_size, config.hidden_size, depth=config.steps)
-    return cells.make(name, config.input_size, config.hidden_size, **required_options(name, config.steps))
+        model = cells.make(name, shape.input_size, shape.hidden_size, depth=shape.steps)
+    else:
+        model = cells.make(name, shape.input_size, shape.hidden_size, **required_options(name, shape.steps))
+    return model.to(device=device, dtype=getattr(torch, shape.dtype))
 
 
-def _training_step(name: str, model: nn.Module, x: Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    outputs, _ = model(x[:, 0] if name == "unfolded_lstm" else x)
-    outputs.sum().backward()
+def _call(name: str, model: nn.Module, x: Tensor, training: bool) -> None:
+    inputs = x[:, 0] if name == "unfolded_lstm" else x
+    if training:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        outputs, _ = model(inputs)
+        outputs.float().sum().backward()
+    else:
+        model.eval()
+        with torch.no_grad():
+            model(inputs)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -63,46 +136,120 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(config: BenchConfig, names: list[str] | None = None) -> list[BenchRow]:
-    """Median time per step of each cell and its ratio to ``torch.nn.LSTM``."""
-    device = torch.device(config.device)
-    names = [REFERENCE, *(names or cells.names())]
-    models = {name: build(name, config).to(device).train() for name in names}
-    x = torch.randn(config.batch_size, config.steps, config.input_size, device=device)
-    for name, model in models.items():  # warm-up: allocator, kernels, cuDNN plans
-        _training_step(name, model, x)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(config.repeats):
-        # Rotate the order so no model always runs first (cold caches) or last.
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            model = models[name]
+def paired(run_a: Callable[[], None], run_b: Callable[[], None], device: torch.device, rounds: int, block: int) -> tuple[list[float], list[float]]:
+    """Seconds per call of ``run_a`` and ``run_b``, one figure a round, interleaved block by block."""
+    for run in (run_a, run_b, run_a, run_b):  # warm-up: allocator, kernels, cuDNN plans, the C++ build
+        run()
+    seconds: tuple[list[float], list[float]] = ([], [])
+    for round_index in range(rounds):
+        order = (0, 1) if round_index % 2 == 0 else (1, 0)  # neither side always goes first
+        for side in order:
+            run = (run_a, run_b)[side]
             _synchronize(device)
             start = time.perf_counter()
-            _training_step(name, model, x)
+            for _ in range(block):
+                run()
             _synchronize(device)
-            times[name].append((time.perf_counter() - start) / config.steps)
-    reference = statistics.median(times[REFERENCE])
-    return [
-        BenchRow(
-            name=name,
-            parameters=sum(p.numel() for p in models[name].parameters()),
-            ms_per_step=1e3 * statistics.median(times[name]),
-            ratio_to_lstm=statistics.median(times[name]) / reference,
+            seconds[side].append((time.perf_counter() - start) / block)
+    return seconds
+
+
+def measure(device: str, shape: Shape, names: Sequence[str] | None = None, rounds: int = 10, block: int = 3) -> list[BenchRow]:
+    """One row per cell (and the reference against itself) at ``shape`` on ``device``."""
+    torch_device = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randn(shape.batch_size, shape.steps, shape.input_size, device=torch_device, dtype=getattr(torch, shape.dtype))
+    reference = build(REFERENCE, shape, torch_device)
+    rows = []
+    for name in [REFERENCE, *(names if names is not None else names_for(shape))]:
+        model = build(REFERENCE, shape, torch_device) if name == REFERENCE else build(name, shape, torch_device)
+        per_mode = {}
+        for training in (False, True):
+            cell_s, reference_s = paired(
+                lambda: _call(name, model, x, training), lambda: _call(REFERENCE, reference, x, training), torch_device, rounds, block
+            )
+            ratios = [c / r for c, r in zip(cell_s, reference_s)]
+            per_mode[training] = (1e3 * statistics.median(cell_s) / shape.steps, Spread.of(ratios))
+        rows.append(
+            BenchRow(
+                name=name,
+                shape=shape,
+                parameters=sum(p.numel() for p in model.parameters()),
+                forward_ms_per_step=per_mode[False][0],
+                forward_ratio=per_mode[False][1],
+                training_ms_per_step=per_mode[True][0],
+                training_ratio=per_mode[True][1],
+            )
         )
-        for name in names
-    ]
+        del model
+    return rows
 
 
-def markdown(config: BenchConfig, rows: list[BenchRow]) -> str:
-    """The ratio table as markdown, headed by the shape and the device it was measured on."""
-    device = torch.cuda.get_device_name() if config.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+def flatness(device: str, shape: Shape, names: Sequence[str] | None = None, rounds: int = 6, block: int = 2) -> list[FlatnessRow]:
+    """Time per training step at FLATNESS_STEPS[1] over FLATNESS_STEPS[0], the same model, interleaved."""
+    torch_device = torch.device(device)
+    short, long = FLATNESS_STEPS
+    dtype = getattr(torch, shape.dtype)
+    x_short = torch.randn(shape.batch_size, short, shape.input_size, device=torch_device, dtype=dtype)
+    x_long = torch.randn(shape.batch_size, long, shape.input_size, device=torch_device, dtype=dtype)
+    rows = []
+    for name in [REFERENCE, *(n for n in (names if names is not None else cells.names()) if n != "unfolded_lstm")]:
+        model = build(name, Shape(shape.hidden_size, shape.batch_size, long, shape.input_size, shape.dtype), torch_device)
+        short_s, long_s = paired(
+            lambda: _call(name, model, x_short, True), lambda: _call(name, model, x_long, True), torch_device, rounds, block
+        )
+        ratios = [(b / long) / (a / short) for a, b in zip(short_s, long_s)]
+        rows.append(FlatnessRow(name, 1e3 * statistics.median(short_s) / short, 1e3 * statistics.median(long_s) / long, Spread.of(ratios)))
+    return rows
+
+
+def device_name(device: str) -> str:
+    """What the figures were measured on, in words."""
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def _target(device: str, row: BenchRow) -> tuple[str, str]:
+    """The target column and whether the row meets it (rhn is judged per micro-layer)."""
+    target = TARGETS[device].get(row.name)
+    if target is None:
+        return "", ""
+    ratio = row.training_ratio.median / (RHN_DEPTH if row.name == "rhn" else 1)
+    label = f"≤ {target} per micro-layer ({ratio:.2f})" if row.name == "rhn" else f"≤ {target}"
+    return label, "yes" if ratio <= target else "no"
+
+
+def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[FlatnessRow], rounds: int, block: int) -> str:
+    """The tables as markdown, headed by the device and the method."""
     lines = [
-        f"Training step (forward + backward) per time step, input {config.input_size}, hidden {config.hidden_size}, "
-        f"batch {config.batch_size} x {config.steps} steps, median of {config.repeats}; {device}, torch {torch.__version__}.",
+        f"# Cell speed on {device_name(device)}",
         "",
-        f"| cell | parameters | ms / step | ratio to {REFERENCE} |",
-        "| --- | --- | --- | --- |",
+        f"Ratios to {REFERENCE} at equal width, input 32; each ratio is the median (min–max) of {rounds} paired rounds of "
+        f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
+        "forward + backward. ms/step: the cell's median time per time step.",
+        "",
+        "| shape | cell | forward ms/step | forward ratio | training ms/step | training ratio | target (training) | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {r.name} | {r.parameters:,} | {r.ms_per_step:.3f} | {r.ratio_to_lstm:.3g} |" for r in rows]
+    for row in rows:
+        target, met = _target(device, row)
+        lines.append(
+            f"| {row.shape.label()} | {row.name} | {row.forward_ms_per_step:.4g} | {row.forward_ratio} | "
+            f"{row.training_ms_per_step:.4g} | {row.training_ratio} | {target} | {met} |"
+        )
+    if flat_rows:
+        short, long = FLATNESS_STEPS
+        lines += [
+            "",
+            f"Training time per step at T={long} over T={short} (same model, interleaved; target ≤ {FLATNESS_TARGET}):",
+            "",
+            f"| cell | ms/step at T={short} | ms/step at T={long} | ratio | met |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.name} | {r.short_ms_per_step:.4g} | {r.long_ms_per_step:.4g} | {r.ratio} | "
+            f"{'yes' if r.ratio.median <= FLATNESS_TARGET else 'no'} |"
+            for r in flat_rows
+        ]
     return "\n".join(lines) + "\n"

@@ -31,35 +31,44 @@ def main() -> None:
     """rnnzoo: recurrent cells that papers proposed as better LSTMs."""
 
 
+def _device(device: str) -> str:
+    """auto -> cuda where present, else cpu; refuse what is not there."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"device must be auto, cpu or cuda, got {device!r}", param_hint="--device")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("device 'cuda' asked for, but torch sees no CUDA GPU", param_hint="--device")
+    return device
+
+
 @app.command("cells")
 def list_cells(
     input_size: int = typer.Option(32, min=1, help="Input features per step."),
     hidden_size: int = typer.Option(128, min=1, help="Units per layer (the width)."),
-    bench: bool = typer.Option(False, "--bench", help="Time forward+backward per step against torch.nn.LSTM."),
+    bench: bool = typer.Option(False, "--bench", help="Time every cell against torch.nn.LSTM at this shape (see `rnnzoo bench cells`)."),
     batch_size: int = typer.Option(32, min=1, help="Benchmark batch size."),
-    steps: int = typer.Option(50, min=3, help="Benchmark sequence length (and chrono_lstm's max_timescale)."),
-    repeats: int = typer.Option(10, min=1, help="Timed repetitions per model; the median is reported."),
+    steps: int = typer.Option(100, min=3, help="Benchmark sequence length (and chrono_lstm's max_timescale)."),
+    repeats: int = typer.Option(10, min=1, help="Paired rounds per cell; the median and min-max of the ratios are shown."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (auto picks cuda when present)."),
 ) -> None:
     """List the registered cells with their parameter counts at a given width."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"device must be auto, cpu or cuda, got {device!r}", param_hint="--device")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("device 'cuda' asked for, but torch sees no CUDA GPU", param_hint="--device")
-    config = cell_bench.BenchConfig(input_size, hidden_size, batch_size, steps, repeats, device)
+    device = _device(device)
     table = Table(title=f"rnnzoo cells at input_size={input_size}, hidden_size={hidden_size}")
     table.add_column("cell")
     table.add_column("parameters", justify="right")
     if bench:
-        with console.status("timing forward+backward of every cell..."):
-            rows = cell_bench.run(config)
-        table.title += f", batch {batch_size} x {steps} steps on {device}"
-        table.add_column("ms / step", justify="right")
-        table.add_column(f"ratio to {cell_bench.REFERENCE}", justify="right")
+        shape = cell_bench.Shape(hidden_size, batch_size, steps, input_size)
+        with console.status("timing every cell against torch.nn.LSTM, interleaved..."):
+            rows = cell_bench.measure(device, shape, rounds=repeats)
+        table.title += f", batch {batch_size} x {steps} steps on {cell_bench.device_name(device)}"
+        for column in ("forward ms / step", "forward ratio", "training ms / step", f"training ratio to {cell_bench.REFERENCE}"):
+            table.add_column(column, justify="right")
         for row in rows:
-            table.add_row(row.name, f"{row.parameters:,}", f"{row.ms_per_step:.3f}", f"{row.ratio_to_lstm:.3g}")
+            table.add_row(
+                row.name, f"{row.parameters:,}", f"{row.forward_ms_per_step:.4g}", str(row.forward_ratio),
+                f"{row.training_ms_per_step:.4g}", str(row.training_ratio),
+            )
     else:
         table.add_column("paper")
         for name in cells.names():
@@ -150,23 +159,40 @@ def export_command(experiments: list[str] = typer.Argument(None, help="Experimen
             console.print(f"exported {path}")
 
 
+class BenchShape(str, enum.Enum):
+    default = "default"
+    flashrnn = "flashrnn"
+
+
 @app.command("bench")
 def bench_command(
-    targets: list[str] = typer.Argument(None, help="Experiments to benchmark (default: all), or `cells` for the cell table."),
+    targets: list[str] = typer.Argument(None, help="Experiments to benchmark (default: all), or `cells` for the cell tables."),
     params: Path = ParamsOption,
     set_: list[str] = SetOption,
-    hidden_size: int = typer.Option(128, min=1, help="`bench cells`: the width of every cell."),
-    steps: int = typer.Option(50, min=3, help="`bench cells`: sequence length."),
-    batch_size: int = typer.Option(32, min=1, help="`bench cells`: batch size."),
+    device: str = typer.Option("all", help="`bench cells`: cpu, cuda, or all (cpu, and cuda where present)."),
+    shape: BenchShape = typer.Option(BenchShape.default, help="`bench cells`: flashrnn adds FlashRNN's B=16 T=1024 H=768 bf16."),
+    rounds: int = typer.Option(10, min=2, help="`bench cells`: paired rounds per cell."),
+    block: int = typer.Option(3, min=1, help="`bench cells`: back-to-back calls per side and round."),
+    flatness: bool = typer.Option(True, help="`bench cells`: also time T=400 against T=50."),
 ) -> None:
-    """onnxruntime vs torch eager for each experiment; `rnnzoo bench cells`: training step of every cell vs torch.nn.LSTM."""
+    """onnxruntime vs torch eager for each experiment; `rnnzoo bench cells`: every cell vs torch.nn.LSTM."""
     if targets == ["cells"]:
-        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-        for device in devices:
-            config = cell_bench.BenchConfig(32, hidden_size, batch_size, steps, 10, device)
-            path = files.REPORTS_DIR / f"bench_cells_{device}.md"
-            files.atomic_write(path, lambda tmp, c=config: tmp.write_text(cell_bench.markdown(c, cell_bench.run(c))))
-            console.print(path.read_text())
+        devices = (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]) if device == "all" else [_device(device)]
+        for name in devices:
+            shapes = list(cell_bench.SHAPES[name]) + ([cell_bench.FLASHRNN] if shape is BenchShape.flashrnn else [])
+            rows = []
+            for each in shapes:
+                with console.status(f"{name}: timing every cell at {each.label()}..."):
+                    # FlashRNN's comparison is JANET and the LSTMs at its shape, not every cell.
+                    names = ["lstm", "janet"] if each == cell_bench.FLASHRNN else None
+                    rows += cell_bench.measure(name, each, names, rounds=rounds, block=block)
+            flat_rows = []
+            if flatness:
+                with console.status(f"{name}: timing T={cell_bench.FLATNESS_STEPS[1]} against T={cell_bench.FLATNESS_STEPS[0]}..."):
+                    flat_rows = cell_bench.flatness(name, cell_bench.SHAPES[name][0])
+            table = cell_bench.markdown(name, rows, flat_rows, rounds, block)
+            path = files.atomic_write(files.REPORTS_DIR / f"bench_cells_{name}.md", lambda tmp, t=table: tmp.write_text(t))
+            console.print(table, markup=False)
             console.print(f"saved {path}")
         return
     from pipeline.stages.bench import bench as run

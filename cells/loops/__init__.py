@@ -13,6 +13,8 @@ import torch
 from cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on import
 
 
+# Traced as a constant by torch.compile: the answer (a build on disk) does not change within a process.
+@torch.compiler.assume_constant_result
 def available(device: torch.device) -> bool:
     """Whether fused loop kernels exist for ``device`` (CPU: the C++ build, made on first call)."""
     if device.type == "cpu":

@@ -236,3 +236,39 @@ def _rhn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | No
 
 
 torch.library.register_autograd("rnnzoo::rhn_loop", _rhn_backward, setup_context=_rhn_setup, lib=LIBRARY)
+
+
+# --- LSTM: the Phased LSTM's loop with the gate always open (csrc/phased_lstm.cpp); eager runs use
+# torch.nn.LSTM's kernel instead, which torch.compile cannot trace (cells.layer).
+_define(
+    "lstm_loop",
+    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? keep) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
+    " -> (Tensor, Tensor, Tensor, Tensor)",
+)
+torch.library.register_fake("rnnzoo::lstm_loop", _phased_fake, lib=LIBRARY)
+
+
+@torch.library.register_fake("rnnzoo::lstm_loop_backward", lib=LIBRARY)
+def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    steps, batch, hidden = grad_outputs.shape
+    return _empty(grad_outputs, steps, batch, 4 * hidden), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(weight_hh)
+
+
+def _lstm_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _, _, _, weight_hh, keep = inputs
+    outputs, h, c, saved, hs, cs = output
+    ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
+    ctx.mark_non_differentiable(saved, hs, cs)
+
+
+def _lstm_backward(ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    grad_projected, grad_h0, grad_c0, grad_weight = torch.ops.rnnzoo.lstm_loop_backward(
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
+    )
+    return grad_projected, grad_h0, grad_c0, grad_weight, None
+
+
+torch.library.register_autograd("rnnzoo::lstm_loop", _lstm_backward, setup_context=_lstm_setup, lib=LIBRARY)

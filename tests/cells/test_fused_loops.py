@@ -23,7 +23,7 @@ import cells
 import cells.layer
 from cells import loops
 
-FUSED = ("janet", "indrnn", "phased_lstm", "rhn")
+FUSED = ("janet", "indrnn", "phased_lstm", "rhn", "lstm")
 # Options that make each cell show its behaviour at tiny sizes: a Phased LSTM gate open often
 # enough that outputs vary, an RHN with both variational dropouts on, IndRNN's tanh as well.
 CASES = {
@@ -31,7 +31,11 @@ CASES = {
     "indrnn": [{}, {"activation": "tanh"}, {"recurrent_max_abs": 1.5}],
     "phased_lstm": [{"ratio_on": 0.6}, {"ratio_on": 0.3, "leak": 0.05}],
     "rhn": [{"depth": 2}, {"depth": 3, "input_dropout": 0.3, "state_dropout": 0.4}],
+    # Eager LSTM stacks run on torch.nn.LSTM's kernel; their fused loop serves torch.compile.
+    "lstm": [{}],
+    "chrono_lstm": [{"max_timescale": 10}],
 }
+ON_TORCH_LSTM = ("lstm", "chrono_lstm")
 PARAMS = [(name, options) for name, cases in CASES.items() for options in cases]
 LAYOUTS = {  # layer options: (stack, direction) combinations
     "one": {},
@@ -69,8 +73,10 @@ def _inputs(name: str, dtype: torch.dtype, layer):
     return x, state, times
 
 
-def _counting_fused(monkeypatch) -> list[int]:
+def _counting_fused(monkeypatch, name: str) -> list[int]:
     """Count the calls of the fused path, so no comparison passes by running the reference twice."""
+    if name in ON_TORCH_LSTM:  # as under torch.compile: the cells' own loop, not torch.nn.LSTM's
+        monkeypatch.setattr(cells.layer.RecurrentLayer, "runs_on_torch_lstm", property(lambda self: False))
     calls = [0]
     original = cells.layer._fused_direction
 
@@ -96,7 +102,7 @@ def test_fused_loop_matches_reference_loop(monkeypatch, name, options, layout, d
     x, state, times = _inputs(name, dtype, reference)
     lengths = torch.tensor(LENGTHS)
     out_ref, final_ref, loss_ref = _run(reference, x, state, lengths, times)
-    calls = _counting_fused(monkeypatch)
+    calls = _counting_fused(monkeypatch, name)
     out_fused, final_fused, loss_fused = _run(fused, x, state, lengths, times)
     assert calls[0] == len(fused.cells), "the fused loop did not run for every layer and direction"
     assert out_ref.abs().max() > 1e-3, "outputs are all zero: the comparison would prove nothing"
@@ -119,10 +125,10 @@ def test_fused_loop_matches_reference_loop(monkeypatch, name, options, layout, d
 
 @pytest.mark.parametrize("name", FUSED)
 def test_fused_loop_without_lengths_or_state(monkeypatch, name):
+    calls = _counting_fused(monkeypatch, name)
     options = CASES[name][0]
     reference, fused = _pair(name, options, {}, torch.float64, True)
     x = torch.randn(B, T, I, dtype=torch.float64)
-    calls = _counting_fused(monkeypatch)
     out_fused, final_fused, _ = _run(fused, x, None, None, None)
     out_ref, final_ref, _ = _run(reference, x, None, None, None)
     assert calls[0] == 1
@@ -132,7 +138,8 @@ def test_fused_loop_without_lengths_or_state(monkeypatch, name):
 
 
 @pytest.mark.parametrize("name", FUSED)
-def test_fused_loop_runs_under_bfloat16_autocast(name):
+def test_fused_loop_runs_under_bfloat16_autocast(monkeypatch, name):
+    _counting_fused(monkeypatch, name)
     reference, fused = _pair(name, CASES[name][0], {}, torch.float32, True)
     x = torch.randn(B, T, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -168,6 +175,8 @@ def _op_arguments(name: str):
             rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden),
             times.requires_grad_(), period, shift, ratio_on, keep, 0.01,
         )
+    if name == "lstm":
+        return torch.ops.rnnzoo.lstm_loop, (rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden), keep)
     mask = torch.tensor([[2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
     return torch.ops.rnnzoo.rhn_loop, (
         rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(3, 2 * hidden, hidden), rand(3, 2 * hidden), mask, keep,
@@ -184,7 +193,7 @@ def test_fused_op_gradients_pass_gradcheck(name):
         for index, tensor in zip(differentiable, tensors):
             full[index] = tensor
         results = op(*full)
-        state_fields = 2 if name == "phased_lstm" else 1
+        state_fields = 2 if name in ("phased_lstm", "lstm") else 1
         return results[: 1 + state_fields]
 
     assert torch.autograd.gradcheck(outputs_and_final, [arguments[i] for i in differentiable], eps=1e-6, atol=1e-7)

@@ -2,6 +2,8 @@
 
 import re
 
+import torch
+
 from typer.testing import CliRunner
 
 import cells
@@ -20,14 +22,36 @@ def test_cells_lists_every_cell_with_its_parameter_count() -> None:
         assert re.search(rf"{name}\s*│\s*{count:,}\s", result.output), (name, count, result.output)
 
 
-def test_cells_bench_prints_a_ratio_for_every_cell() -> None:
-    args = ["cells", "--bench", "--hidden-size", "8", "--input-size", "2", "--batch-size", "2", "--steps", "4", "--repeats", "1", "--device", "cpu"]
-    result = runner.invoke(app, args)
+def test_cells_bench_prints_paired_ratios_for_every_cell() -> None:
+    args = ["cells", "--bench", "--hidden-size", "8", "--input-size", "2", "--batch-size", "2", "--steps", "4", "--repeats", "2", "--device", "cpu"]
+    result = runner.invoke(app, args, terminal_width=250)
     assert result.exit_code == 0, result.output
-    ratios = dict(re.findall(r"│ (\S+)\s*│[^│]+│[^│]+│\s*([0-9.]+) │", result.output))
-    assert set(ratios) == {cell_bench.REFERENCE, *cells.names()}
-    assert float(ratios[cell_bench.REFERENCE]) == 1.0
+    # cell │ parameters │ forward ms │ forward ratio median (min–max) │ training ms │ training ratio median (min–max)
+    ratios = dict(re.findall(r"│ (\S+)\s*│[^│]+│[^│]+│[^│]+│[^│]+│\s*([0-9.e+-]+) \([0-9.e+-]+–[0-9.e+-]+\) │", result.output))
+    assert set(ratios) == {cell_bench.REFERENCE, *cells.names()}, result.output
     assert all(float(ratio) > 0 for ratio in ratios.values())
+
+
+def test_paired_timing_interleaves_blocks_and_alternates_which_side_goes_first() -> None:
+    calls: list[str] = []
+    seconds_a, seconds_b = cell_bench.paired(lambda: calls.append("a"), lambda: calls.append("b"), torch.device("cpu"), rounds=4, block=2)
+    warm_up, timed = calls[:4], calls[4:]
+    assert warm_up == ["a", "b", "a", "b"]
+    assert "".join(timed) == "aabb" + "bbaa" + "aabb" + "bbaa"
+    assert len(seconds_a) == len(seconds_b) == 4
+
+
+def _row(name: str, training_ratio: float) -> cell_bench.BenchRow:
+    spread = cell_bench.Spread(training_ratio, training_ratio, training_ratio)
+    return cell_bench.BenchRow(name, cell_bench.Shape(8, 2, 4), 10, 0.1, spread, 0.2, spread)
+
+
+def test_bench_table_judges_each_target_and_rhn_per_micro_layer() -> None:
+    rows = [_row("janet", 0.7), _row("indrnn", 0.3), _row("rhn", 3.3), _row("phased_lstm", 1.1)]
+    table = cell_bench.markdown("cpu", rows, [], rounds=2, block=1)
+    met = dict(re.findall(r"\| (janet|indrnn|rhn|phased_lstm) \|.*\| (yes|no) \|", table))
+    # janet 0.7 <= 0.75; indrnn 0.3 > 0.25; rhn 3.3 / depth 3 = 1.1 <= 1.2; phased 1.1 <= 1.2.
+    assert met == {"janet": "yes", "indrnn": "no", "rhn": "yes", "phased_lstm": "yes"}, table
 
 
 def test_cells_rejects_an_unknown_device() -> None:
@@ -44,8 +68,11 @@ def test_help_lists_the_cells_command() -> None:
 
 def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["bench", "cells", "--hidden-size", "4", "--steps", "3", "--batch-size", "2"])
+    monkeypatch.setattr(cell_bench, "SHAPES", {"cpu": (cell_bench.Shape(4, 2, 3, input_size=2),)})
+    monkeypatch.setattr(cell_bench, "FLATNESS_STEPS", (3, 6))
+    result = runner.invoke(app, ["bench", "cells", "--device", "cpu", "--rounds", "2", "--block", "1"])
     assert result.exit_code == 0, result.output
     table = (tmp_path / "reports" / "bench_cells_cpu.md").read_text()
     assert "CPU" in table and f"| {cell_bench.REFERENCE} |" in table
     assert all(f"| {name} |" in table for name in cells.names())
+    assert "T=6 over T=3" in table

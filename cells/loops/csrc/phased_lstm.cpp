@@ -1,4 +1,5 @@
-// Phased LSTM's time loop, forward and backpropagation through time (see cells/phased_lstm.py).
+// Phased LSTM's time loop, forward and backpropagation through time (see cells/phased_lstm.py), and
+// with the time gate always open, the plain LSTM's (lstm_loop).
 // The time gate k_t is computed in the same pass (one where-chain of torch ops over (T, B, H) cost
 // more than the loop); its parameters' gradients are reductions at the end.
 //   φ = ((t - s) mod τ) / τ;  k = 2φ/r_on (φ < r_on/2), 2 - 2φ/r_on (φ < r_on), leak·φ (otherwise)
@@ -14,7 +15,8 @@ namespace {
 
 constexpr int64_t kSaved = 8;  // per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
 
-template <typename T>
+// kGated = false is the plain LSTM (k ≡ 1): the same loop, for torch.compile (see cells/lstm.py).
+template <typename T, bool kGated>
 void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const T* __restrict__ period,
                   const T* __restrict__ shift, const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev,
                   const T* __restrict__ c_prev, T* __restrict__ h_next, T* __restrict__ c_next, T* __restrict__ out,
@@ -43,13 +45,15 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
     for (int64_t j = 3 * H; j < 4 * H; ++j) s[j] = sigmoid(p[j]);
-    const T time = times[b];
-    for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
-      const T cycle = (time - shift[j]) / period[j];
-      const T phase = cycle - std::floor(cycle);
-      const T opening = T(2) * phase / ratio_on[j];
-      cycles[j] = cycle;
-      kb[j] = phase < T(0.5) * ratio_on[j] ? opening : (phase < ratio_on[j] ? T(2) - opening : leak * phase);
+    if constexpr (kGated) {
+      const T time = times[b];
+      for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
+        const T cycle = (time - shift[j]) / period[j];
+        const T phase = cycle - std::floor(cycle);
+        const T opening = T(2) * phase / ratio_on[j];
+        cycles[j] = cycle;
+        kb[j] = phase < T(0.5) * ratio_on[j] ? opening : (phase < ratio_on[j] ? T(2) - opening : leak * phase);
+      }
     }
     // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
     const T* __restrict__ gi = s;
@@ -62,8 +66,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     for (int64_t j = 0; j < H; ++j) proposed[j] = gf[j] * cp[j] + gi[j] * gg[j];
     for (int64_t j = 0; j < H; ++j) tanh_cs[j] = tanh(proposed[j]);
     for (int64_t j = 0; j < H; ++j) {
-      const T h = k[j] * (go[j] * tanh_cs[j]) + (T(1) - k[j]) * hp[j];
-      cn[j] = k[j] * proposed[j] + (T(1) - k[j]) * cp[j];
+      const T h = kGated ? k[j] * (go[j] * tanh_cs[j]) + (T(1) - k[j]) * hp[j] : go[j] * tanh_cs[j];
+      cn[j] = kGated ? k[j] * proposed[j] + (T(1) - k[j]) * cp[j] : proposed[j];
       hn[j] = h;
       o[j] = h;
     }
@@ -74,7 +78,7 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
 // dL/dh_{t-1} that does not pass through W (each element is read before it is written).
 // Also writes, per unit, dL/dcycle / τ (g_cycle: the timestamp's gradient before the sum over units)
 // and dL/dk · ∂k/∂r_on (g_ratio).
-template <typename T>
+template <typename T, bool kGated>
 void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ period,
                    const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev, const T* __restrict__ c_prev,
                    T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t B,
@@ -85,8 +89,10 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     T* __restrict__ gr = g_ratio + b * H;
     if (keep && !keep[b]) {  // the step did not happen: the state's gradients pass through
       for (int64_t j = 0; j < 4 * H; ++j) gp[j] = T(0);
-      for (int64_t j = 0; j < H; ++j) gcy[j] = T(0);
-      for (int64_t j = 0; j < H; ++j) gr[j] = T(0);
+      if constexpr (kGated) {
+        for (int64_t j = 0; j < H; ++j) gcy[j] = T(0);
+        for (int64_t j = 0; j < H; ++j) gr[j] = T(0);
+      }
       continue;
     }
     const T* __restrict__ go = g_out + b * H;
@@ -100,22 +106,25 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     for (int64_t j = 0; j < H; ++j) {
       const T dh = gh[j] + go[j], dc = gc[j];
       const T i = s[j], f = s[H + j], g = s[2 * H + j], og = s[3 * H + j], tanh_c = s[4 * H + j], c_proposed = s[5 * H + j];
-      const T dh_proposed = dh * kb[j];
-      const T gk = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
-      const T phase = cycles[j] - std::floor(cycles[j]);
-      const T r = ratio_on[j];
-      const bool opening = phase < T(0.5) * r, closing = phase < r;
-      const T slope = opening ? T(2) / r : (closing ? T(-2) / r : leak);  // ∂k/∂φ (∂φ/∂cycle = 1)
-      const T by_ratio = opening ? T(-2) * phase / (r * r) : (closing ? T(2) * phase / (r * r) : T(0));
-      gcy[j] = gk * slope / period[j];
-      gr[j] = gk * by_ratio;
-      const T dc_proposed = dc * kb[j] + dh_proposed * og * (T(1) - tanh_c * tanh_c);
+      const T k = kGated ? kb[j] : T(1);
+      const T dh_proposed = dh * k;
+      if constexpr (kGated) {
+        const T gk = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
+        const T phase = cycles[j] - std::floor(cycles[j]);
+        const T r = ratio_on[j];
+        const bool opening = phase < T(0.5) * r, closing = phase < r;
+        const T slope = opening ? T(2) / r : (closing ? T(-2) / r : leak);  // ∂k/∂φ (∂φ/∂cycle = 1)
+        const T by_ratio = opening ? T(-2) * phase / (r * r) : (closing ? T(2) * phase / (r * r) : T(0));
+        gcy[j] = gk * slope / period[j];
+        gr[j] = gk * by_ratio;
+      }
+      const T dc_proposed = dc * k + dh_proposed * og * (T(1) - tanh_c * tanh_c);
       gp[j] = dc_proposed * g * i * (T(1) - i);
       gp[H + j] = dc_proposed * cp[j] * f * (T(1) - f);
       gp[2 * H + j] = dc_proposed * i * (T(1) - g * g);
       gp[3 * H + j] = dh_proposed * tanh_c * og * (T(1) - og);
-      gc[j] = dc * (T(1) - kb[j]) + dc_proposed * f;
-      gh[j] = dh * (T(1) - kb[j]);
+      gc[j] = dc * (T(1) - k) + dc_proposed * f;
+      gh[j] = dh * (T(1) - k);
     }
   }
 }
@@ -141,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(pre, projected[t], hs[t], weight_t);
-      forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
+      forward_rows<scalar_t, true>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
                              s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
                              hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
                              cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
@@ -168,7 +177,7 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      backward_rows<scalar_t>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
+      backward_rows<scalar_t, true>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
                               saved[t].data_ptr<scalar_t>(), tau.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
                               static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
                               grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
@@ -190,11 +199,64 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
           grad_ratio.sum(time_and_batch)};
 }
 
+// The plain LSTM's loop: the Phased LSTM's with the gate always open.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop(
+    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
+    const c10::optional<at::Tensor>& keep) {
+  PlainKernelGuard guard;
+  const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
+  check_time_major(projected, 4, H, "lstm_loop");
+  auto outputs = at::empty({T, B, H}, projected.options());
+  auto saved = at::empty({T, B, kSaved * H}, projected.options());
+  auto hs = at::empty({T + 1, B, H}, projected.options());
+  auto cs = at::empty({T + 1, B, H}, projected.options());
+  hs[0].copy_(h0);
+  cs[0].copy_(c0);
+  auto pre = at::empty({B, 4 * H}, projected.options());
+  const auto weight_t = weight_hh.t();
+  const bool* keep_ptr = keep_pointer(keep);
+  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loop", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      at::addmm_out(pre, projected[t], hs[t], weight_t);
+      forward_rows<scalar_t, false>(pre.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr, scalar_t(0),
+                                    hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
+                                    cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
+                                    keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+    }
+  });
+  return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
+    const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& weight_hh,
+    const c10::optional<at::Tensor>& keep, const at::Tensor& saved, const at::Tensor& hs, const at::Tensor& cs) {
+  PlainKernelGuard guard;
+  const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
+  auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
+  auto g_h = grad_h.contiguous().clone();
+  auto g_c = grad_c.contiguous().clone();
+  const auto g_out = grad_outputs.contiguous();
+  const bool* keep_ptr = keep_pointer(keep);
+  AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loop_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      backward_rows<scalar_t, false>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
+                                     saved[t].data_ptr<scalar_t>(), nullptr, nullptr, scalar_t(0), hs[t].data_ptr<scalar_t>(),
+                                     cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
+                                     keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      g_h.addmm_(grad_pre[t], weight_hh);
+    }
+  });
+  const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
+  return {grad_pre, g_h, g_c, grad_weight_hh};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnzoo, CPU, m) {
   m.impl("phased_lstm_loop", &phased_lstm_loop);
   m.impl("phased_lstm_loop_backward", &phased_lstm_loop_backward);
+  m.impl("lstm_loop", &lstm_loop);
+  m.impl("lstm_loop_backward", &lstm_loop_backward);
 }
 
 }  // namespace rnnzoo
