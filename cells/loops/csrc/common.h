@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/DispatchKeySet.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
@@ -63,6 +64,13 @@ struct PlainKernelGuard {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
 };
+
+// Runs f(b_begin, b_end) over the batch rows of one step, split across torch's intra-op threads
+// where each part has at least ~2k elements (rows are independent, so results do not depend on it).
+template <typename F>
+inline void for_rows(int64_t B, int64_t H, const F& f) {
+  at::parallel_for(0, B, std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1)), f);
+}
 
 // keep (T, B) as bytes, or nullptr when every step of every sequence is valid.
 inline const bool* keep_pointer(const c10::optional<at::Tensor>& keep) {

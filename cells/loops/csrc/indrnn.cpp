@@ -11,8 +11,8 @@ namespace {
 
 template <typename T>
 void forward_rows(const T* __restrict__ pre, const T* __restrict__ u, const T* __restrict__ h_prev, T* __restrict__ h_next,
-                  T* __restrict__ out, const bool* keep, int64_t B, int64_t H, bool relu) {
-  for (int64_t b = 0; b < B; ++b) {
+                  T* __restrict__ out, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H, bool relu) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ p = pre + b * H;
     const T* __restrict__ hp = h_prev + b * H;
     T* __restrict__ hn = h_next + b * H;
@@ -42,8 +42,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ u, const T* _
 // g_h holds dL/dh_t on entry and dL/dh_{t-1} on return (each element is read before it is written).
 template <typename T>
 void backward_rows(const T* __restrict__ g_out, T* g_h, const T* __restrict__ out, const T* __restrict__ u,
-                   T* __restrict__ g_pre, const bool* keep, int64_t B, int64_t H, bool relu) {
-  for (int64_t b = 0; b < B; ++b) {
+                   T* __restrict__ g_pre, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H, bool relu) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ go = g_out + b * H;
     const T* __restrict__ y = out + b * H;
     T* gh = g_h + b * H;
@@ -82,8 +82,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop(const at::Tensor& pro
     scalar_t* s = states.data_ptr<scalar_t>();
     scalar_t* o = outputs.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      forward_rows<scalar_t>(p + t * B * H, u.data_ptr<scalar_t>(), s + t * B * H, s + (t + 1) * B * H, o + t * B * H,
-                             keep_ptr ? keep_ptr + t * B : nullptr, B, H, relu);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        forward_rows<scalar_t>(p + t * B * H, u.data_ptr<scalar_t>(), s + t * B * H, s + (t + 1) * B * H, o + t * B * H,
+                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H, relu);
+      });
     }
   });
   return {outputs, states[T].clone(), states};
@@ -103,9 +105,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop_backward(const at::Te
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "indrnn_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t at_t = t * B * H;
-      backward_rows<scalar_t>(g_out.data_ptr<scalar_t>() + at_t, grad_h.data_ptr<scalar_t>(), outputs.data_ptr<scalar_t>() + at_t,
-                              u.data_ptr<scalar_t>(), grad_pre.data_ptr<scalar_t>() + at_t, keep_ptr ? keep_ptr + t * B : nullptr,
-                              B, H, relu);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        backward_rows<scalar_t>(g_out.data_ptr<scalar_t>() + at_t, grad_h.data_ptr<scalar_t>(), outputs.data_ptr<scalar_t>() + at_t,
+                                u.data_ptr<scalar_t>(), grad_pre.data_ptr<scalar_t>() + at_t, keep_ptr ? keep_ptr + t * B : nullptr,
+                                b0, b1, H, relu);
+      });
     }
   });
   // du = Σ_t Σ_b dpre_t ⊙ h_{t-1} (zero where the step did not happen, since dpre is zero there).

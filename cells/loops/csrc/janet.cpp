@@ -12,8 +12,8 @@ namespace {
 // One step's pointwise part for the B rows (raw pointers, so that gcc vectorises the row loops).
 template <typename T>
 void forward_rows(const T* __restrict__ pre, const T* __restrict__ c_prev, T* __restrict__ c_next, T* __restrict__ out,
-                  T* __restrict__ act, const bool* keep, int64_t B, int64_t H, T beta) {
-  for (int64_t b = 0; b < B; ++b) {
+                  T* __restrict__ act, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H, T beta) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ s = pre + 2 * b * H;
     const T* __restrict__ cp = c_prev + b * H;
     T* __restrict__ cn = c_next + b * H;
@@ -44,8 +44,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ c_prev, T* __
 // entry and that direct part on return (each element is read before it is written).
 template <typename T>
 void backward_rows(const T* __restrict__ g_out, const T* g_c, const T* __restrict__ act, const T* __restrict__ c_prev,
-                   T* __restrict__ g_pre, T* direct, const bool* keep, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+                   T* __restrict__ g_pre, T* direct, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ go = g_out + b * H;
     const T* gc = g_c + b * H;
     T* __restrict__ gp = g_pre + 2 * b * H;
@@ -86,9 +86,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "janet_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(pre, projected[t], states[t], weight_t);
-      forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
-                             outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
-                             keep_ptr ? keep_ptr + t * B : nullptr, B, H, static_cast<scalar_t>(shift));
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
+                               outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
+                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H, static_cast<scalar_t>(shift));
+      });
     }
   });
   return {outputs, states[T].clone(), activations, states};
@@ -105,9 +107,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "janet_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      backward_rows<scalar_t>(g_out_all[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
-                              states[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
-                              keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        backward_rows<scalar_t>(g_out_all[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
+                                states[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
+                                keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
       grad_c.addmm_(grad_pre[t], weight_hh);  // dc_{t-1} = (the direct part, written in place) + dpre W
     }
   });

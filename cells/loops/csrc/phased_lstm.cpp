@@ -20,8 +20,8 @@ template <typename T, bool kGated>
 void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const T* __restrict__ period,
                   const T* __restrict__ shift, const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev,
                   const T* __restrict__ c_prev, T* __restrict__ h_next, T* __restrict__ c_next, T* __restrict__ out,
-                  T* __restrict__ saved, const bool* keep, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+                  T* __restrict__ saved, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ hp = h_prev + b * H;
     const T* __restrict__ cp = c_prev + b * H;
     T* __restrict__ hn = h_next + b * H;
@@ -81,9 +81,9 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
 template <typename T, bool kGated>
 void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ period,
                    const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev, const T* __restrict__ c_prev,
-                   T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t B,
+                   T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t b_begin, int64_t b_end,
                    int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     T* __restrict__ gp = g_pre + 4 * b * H;
     T* __restrict__ gcy = g_cycle + b * H;
     T* __restrict__ gr = g_ratio + b * H;
@@ -150,11 +150,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(pre, projected[t], hs[t], weight_t);
-      forward_rows<scalar_t, true>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
-                             s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
-                             hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
-                             cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
-                             keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        forward_rows<scalar_t, true>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
+                               s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
+                               hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
+                               cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
+                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
     }
   });
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
@@ -177,11 +179,13 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      backward_rows<scalar_t, true>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                              saved[t].data_ptr<scalar_t>(), tau.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
-                              static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
-                              grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
-                              grad_ratio[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        backward_rows<scalar_t, true>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
+                                saved[t].data_ptr<scalar_t>(), tau.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+                                static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
+                                grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
+                                grad_ratio[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
       g_h.addmm_(grad_pre[t], weight_hh);  // dh_{t-1} = (the direct part) + dpre W
     }
   });
@@ -218,10 +222,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(pre, projected[t], hs[t], weight_t);
-      forward_rows<scalar_t, false>(pre.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr, scalar_t(0),
-                                    hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
-                                    cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
-                                    keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        forward_rows<scalar_t, false>(pre.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr, scalar_t(0),
+                                      hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
+                                      cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
+                                      keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
     }
   });
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
@@ -239,10 +245,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      backward_rows<scalar_t, false>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                     saved[t].data_ptr<scalar_t>(), nullptr, nullptr, scalar_t(0), hs[t].data_ptr<scalar_t>(),
-                                     cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
-                                     keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        backward_rows<scalar_t, false>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
+                                       saved[t].data_ptr<scalar_t>(), nullptr, nullptr, scalar_t(0), hs[t].data_ptr<scalar_t>(),
+                                       cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
+                                       keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
       g_h.addmm_(grad_pre[t], weight_hh);
     }
   });

@@ -14,8 +14,8 @@ namespace {
 // One micro-layer's pointwise part; `add` is the input projection (first micro-layer) or nullptr.
 template <typename T>
 void forward_rows(const T* __restrict__ pre, const T* __restrict__ add, const T* __restrict__ s_in, T* __restrict__ s_out,
-                  T* __restrict__ act, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+                  T* __restrict__ act, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ p = pre + 2 * b * H;
     const T* __restrict__ s = s_in + b * H;
     T* __restrict__ a = act + 2 * b * H;
@@ -39,8 +39,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ add, const T*
 // The step's result where the sequence goes on, the old state (and output 0) past its end.
 template <typename T>
 void select_rows(const T* __restrict__ s_new, const T* __restrict__ s_old, T* __restrict__ state, T* __restrict__ out,
-                 const bool* keep, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+                 const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const bool k = !keep || keep[b];
     for (int64_t j = 0; j < H; ++j) {
       state[b * H + j] = k ? s_new[b * H + j] : s_old[b * H + j];
@@ -52,8 +52,8 @@ void select_rows(const T* __restrict__ s_new, const T* __restrict__ s_old, T* __
 // ds holds dL/ds_{l+1} on entry; writes dL/dpre_l and leaves in ds the part of dL/ds_l that does
 // not pass through W_l.
 template <typename T>
-void backward_rows(T* ds, const T* __restrict__ act, const T* __restrict__ s_in, T* __restrict__ g_pre, int64_t B, int64_t H) {
-  for (int64_t b = 0; b < B; ++b) {
+void backward_rows(T* ds, const T* __restrict__ act, const T* __restrict__ s_in, T* __restrict__ g_pre, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const T* __restrict__ a = act + 2 * b * H;
     const T* __restrict__ s = s_in + b * H;
     T* __restrict__ gp = g_pre + 2 * b * H;
@@ -90,11 +90,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop(const at::Te
         const auto s_in = state_mask.has_value() ? at::mul_out(masked, s_l, *state_mask) : s_l;
         at::addmm_out(pre, bias[l], s_in, weight_hh[l].t());
         auto s_out = l + 1 < D ? layer_states[l + 1][t] : next;
-        forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), l == 0 ? projected[t].data_ptr<scalar_t>() : nullptr,
-                               s_l.data_ptr<scalar_t>(), s_out.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(), B, H);
+        for_rows(B, H, [&](int64_t b0, int64_t b1) {
+          forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), l == 0 ? projected[t].data_ptr<scalar_t>() : nullptr,
+                                 s_l.data_ptr<scalar_t>(), s_out.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(), b0, b1, H);
+        });
       }
-      select_rows<scalar_t>(next.data_ptr<scalar_t>(), layer_states[0][t].data_ptr<scalar_t>(), state.data_ptr<scalar_t>(),
-                            outputs[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, B, H);
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        select_rows<scalar_t>(next.data_ptr<scalar_t>(), layer_states[0][t].data_ptr<scalar_t>(), state.data_ptr<scalar_t>(),
+                              outputs[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+      });
     }
   });
   return {outputs, state, layer_states, activations};
@@ -118,8 +122,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop_backward(
       if (keep_mask.defined()) ds.mul_(keep_mask[t]);  // no step past the end: nothing flows into it
       for (int64_t l = D - 1; l >= 0; --l) {
         auto g_pre = grad_pre[l][t];
-        backward_rows<scalar_t>(ds.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(),
-                                layer_states[l][t].data_ptr<scalar_t>(), g_pre.data_ptr<scalar_t>(), B, H);
+        for_rows(B, H, [&](int64_t b0, int64_t b1) {
+          backward_rows<scalar_t>(ds.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(),
+                                  layer_states[l][t].data_ptr<scalar_t>(), g_pre.data_ptr<scalar_t>(), b0, b1, H);
+        });
         if (state_mask.has_value()) {
           at::mm_out(through_w, g_pre, weight_hh[l]);
           ds.addcmul_(through_w, *state_mask);
