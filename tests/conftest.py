@@ -1,7 +1,20 @@
 """Shared fixtures: deterministic seeds for every test."""
 
-import pytest
-import torch
+import os
+
+# Without a GPU, Triton's interpreter runs the CUDA loops' kernels on the CPU (tests/cells/
+# test_triton_loops.py). It must be set before triton compiles any kernel, so here, first.
+try:
+    import torch
+
+    _has_cuda = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _has_cuda = False
+if not _has_cuda:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

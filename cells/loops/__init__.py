@@ -1,12 +1,15 @@
 """Fused time loops: a whole sequence in one op per layer direction, forward and backward.
 
 ``cells.layer.RecurrentLayer`` runs a cell through its fused loop (``RecurrentCell.fused_loop``)
-when ``fused=True`` (the default), ``time_loop="python"``, and ``available(device)``; otherwise
+when ``fused=True`` (the default), ``time_loop="python"``, and ``available(device)`` (C++ on the
+CPU, Triton on CUDA); otherwise
 it runs the reference Python loop over ``recurrent_step``, which the tests hold the fused loops
 to (outputs, final state and every gradient).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -16,7 +19,19 @@ from cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on 
 # Traced as a constant by torch.compile: the answer (a build on disk) does not change within a process.
 @torch.compiler.assume_constant_result
 def available(device: torch.device) -> bool:
-    """Whether fused loop kernels exist for ``device`` (CPU: the C++ build, made on first call)."""
+    """Whether fused loop kernels exist for ``device``: CPU, the C++ build (made on first call);
+    CUDA, the Triton kernels (``cells.loops.gpu``, where triton is installed)."""
     if device.type == "cpu":
         return native.load()
+    if device.type == "cuda":
+        return _triton_registered()
     return False
+
+
+@functools.cache
+def _triton_registered() -> bool:
+    try:
+        import cells.loops.gpu  # noqa: F401  registers the CUDA kernels
+    except ImportError:  # no triton (a CPU-only install): the reference loop, as before
+        return False
+    return True

@@ -1,0 +1,53 @@
+"""Shared pieces of the Triton time loops: activations, block sizes, launch settings.
+
+Every loop kernel runs one program per tile of ``BLOCK_B`` batch rows; the program holds all
+hidden units of its rows and runs the whole time loop, so the state stays on chip between steps
+and no program waits on another (batch rows are independent). The recurrent weight is read in
+``(BLOCK_H, BLOCK_H)`` tiles that stay resident in L1/L2 across steps. ``BLOCK_H`` is the hidden
+size rounded up to a power of two (Triton's block shapes); the padding lanes hold zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# tl.dot needs at least 16 rows a block.
+MIN_BLOCK = 16
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # tanh(x) = 2σ(2x) - 1: portable to the interpreter (no libdevice), exact to float rounding.
+    return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+def block_h(hidden: int) -> int:
+    return max(MIN_BLOCK, triton.next_power_of_2(hidden))
+
+
+def block_b(batch: int) -> int:
+    # One tile of rows per program: small tiles keep more programs (SMs) busy at small batches.
+    return MIN_BLOCK if batch <= 256 else 32
+
+
+def grid(batch: int) -> tuple[int]:
+    return (triton.cdiv(batch, block_b(batch)),)
+
+
+def compute_dtype(dtype: torch.dtype) -> tl.dtype:
+    """float64 stays float64; float32 and bfloat16 compute in float32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def input_precision(dtype: torch.dtype) -> str:
+    """float32 dots in IEEE precision unless torch allows TF32 (off by default); bfloat16 ignores it."""
+    if dtype in (torch.float32, torch.float64) and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"

@@ -1,0 +1,231 @@
+"""The Phased LSTM's time loop in Triton, and with the gate always open the LSTM's (see csrc/phased_lstm.cpp):
+``rnnzoo::phased_lstm_loop``, ``rnnzoo::lstm_loop`` and their backward ops on CUDA."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from cells.loops.gpu.common import block_b, block_h, compute_dtype, grid, input_precision, sigmoid, tanh
+
+SAVED = 8  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
+
+
+@triton.jit
+def _weight_tile(W, gate, H, units, TRANSPOSED: tl.constexpr):
+    """Gate ``gate``'s (H, H) block of W (4H, H): as W^T (k, j) for h @ W^T, or as is for dpre @ W."""
+    ok = (units < H)[:, None] & (units < H)[None, :]
+    if TRANSPOSED:
+        return tl.load(W + (gate * H + units[None, :]) * H + units[:, None], mask=ok, other=0.0)
+    return tl.load(W + (gate * H + units[:, None]) * H + units[None, :], mask=ok, other=0.0)
+
+
+@triton.jit
+def _forward(
+    P, H0, C0, W, TIMES, PERIOD, SHIFT, RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    units = tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    unit_ok = units < H
+    tile = row_ok[:, None] & unit_ok[None, :]
+    at = rows[:, None] * H + units[None, :]
+    w_i = _weight_tile(W, 0, H, units, True)
+    w_f = _weight_tile(W, 1, H, units, True)
+    w_g = _weight_tile(W, 2, H, units, True)
+    w_o = _weight_tile(W, 3, H, units, True)
+    if GATED:  # padding lanes get a harmless gate (period 1, ratio 1), never a division by zero
+        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
+        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+    h = tl.load(H0 + at, mask=tile, other=0.0).to(COMPUTE)
+    c = tl.load(C0 + at, mask=tile, other=0.0).to(COMPUTE)
+    tl.store(HS + at, h.to(HS.dtype.element_ty), mask=tile)
+    tl.store(CS + at, c.to(CS.dtype.element_ty), mask=tile)
+    for t in range(T):
+        gate_at = (t * B + rows[:, None]) * (4 * H) + units[None, :]
+        h_in = h.to(W.dtype.element_ty)
+        i = sigmoid(tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_i, input_precision=PRECISION).to(COMPUTE))
+        f = sigmoid(tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_f, input_precision=PRECISION).to(COMPUTE))
+        g = tanh(tl.load(P + gate_at + 2 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_g, input_precision=PRECISION).to(COMPUTE))
+        o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_o, input_precision=PRECISION).to(COMPUTE))
+        c_proposed = f * c + i * g
+        tanh_c = tanh(c_proposed)
+        save_at = (t * B + rows[:, None]) * (8 * H) + units[None, :]
+        if GATED:
+            time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
+            cycle = (time - shift) / period
+            phase = cycle - tl.floor(cycle)
+            opening = 2.0 * phase / ratio
+            k = tl.where(phase < 0.5 * ratio, opening, tl.where(phase < ratio, 2.0 - opening, leak * phase))
+            h_new = k * (o * tanh_c) + (1.0 - k) * h
+            c_new = k * c_proposed + (1.0 - k) * c
+            tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
+            tl.store(SAVED_ + save_at + 7 * H, cycle.to(SAVED_.dtype.element_ty), mask=tile)
+        else:
+            h_new = o * tanh_c
+            c_new = c_proposed
+        out = h_new
+        if HAS_KEEP:  # past a sequence's end the state stays and the output is 0
+            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            h_new = tl.where(keep, h_new, h)
+            c_new = tl.where(keep, c_new, c)
+            out = tl.where(keep, out, 0.0)
+        tl.store(SAVED_ + save_at, i.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(SAVED_ + save_at + H, f.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(SAVED_ + save_at + 2 * H, g.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(SAVED_ + save_at + 3 * H, o.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(SAVED_ + save_at + 4 * H, tanh_c.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(SAVED_ + save_at + 5 * H, c_proposed.to(SAVED_.dtype.element_ty), mask=tile)
+        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
+        tl.store(HS + (t + 1) * B * H + at, h_new.to(HS.dtype.element_ty), mask=tile)
+        tl.store(CS + (t + 1) * B * H + at, c_new.to(CS.dtype.element_ty), mask=tile)
+        h = h_new
+        c = c_new
+
+
+@triton.jit
+def _backward(
+    GOUT, GH, GC, W, PERIOD, RATIO, KEEP, SAVED_, HS, CS, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    units = tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    unit_ok = units < H
+    tile = row_ok[:, None] & unit_ok[None, :]
+    at = rows[:, None] * H + units[None, :]
+    w_i = _weight_tile(W, 0, H, units, False)
+    w_f = _weight_tile(W, 1, H, units, False)
+    w_g = _weight_tile(W, 2, H, units, False)
+    w_o = _weight_tile(W, 3, H, units, False)
+    if GATED:
+        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+    dh = tl.load(GH + at, mask=tile, other=0.0).to(COMPUTE)
+    dc = tl.load(GC + at, mask=tile, other=0.0).to(COMPUTE)
+    for step in range(T):
+        t = T - 1 - step
+        save_at = (t * B + rows[:, None]) * (8 * H) + units[None, :]
+        i = tl.load(SAVED_ + save_at, mask=tile, other=0.0).to(COMPUTE)
+        f = tl.load(SAVED_ + save_at + H, mask=tile, other=0.0).to(COMPUTE)
+        g = tl.load(SAVED_ + save_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
+        o = tl.load(SAVED_ + save_at + 3 * H, mask=tile, other=0.0).to(COMPUTE)
+        tanh_c = tl.load(SAVED_ + save_at + 4 * H, mask=tile, other=0.0).to(COMPUTE)
+        h_prev = tl.load(HS + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        c_prev = tl.load(CS + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        d = dh + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        if GATED:
+            c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
+            k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
+            cycle = tl.load(SAVED_ + save_at + 7 * H, mask=tile, other=0.0).to(COMPUTE)
+            gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
+            phase = cycle - tl.floor(cycle)
+            opening = phase < 0.5 * ratio
+            closing = phase < ratio
+            slope = tl.where(opening, 2.0 / ratio, tl.where(closing, -2.0 / ratio, leak))  # ∂k/∂φ
+            by_ratio = tl.where(opening, -2.0 * phase / (ratio * ratio), tl.where(closing, 2.0 * phase / (ratio * ratio), 0.0))
+            g_cycle = gk * slope / period
+            g_ratio = gk * by_ratio
+        else:
+            k = 1.0
+        d_proposed_h = d * k
+        d_proposed_c = dc * k + d_proposed_h * o * (1.0 - tanh_c * tanh_c)
+        d_i = d_proposed_c * g * i * (1.0 - i)
+        d_f = d_proposed_c * c_prev * f * (1.0 - f)
+        d_g = d_proposed_c * i * (1.0 - g * g)
+        d_o = d_proposed_h * tanh_c * o * (1.0 - o)
+        new_dc = dc * (1.0 - k) + d_proposed_c * f
+        direct = d * (1.0 - k)
+        if HAS_KEEP:  # a step that did not happen passes its state's gradients through
+            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            d_i = tl.where(keep, d_i, 0.0)
+            d_f = tl.where(keep, d_f, 0.0)
+            d_g = tl.where(keep, d_g, 0.0)
+            d_o = tl.where(keep, d_o, 0.0)
+            new_dc = tl.where(keep, new_dc, dc)
+            direct = tl.where(keep, direct, dh)
+            if GATED:
+                g_cycle = tl.where(keep, g_cycle, 0.0)
+                g_ratio = tl.where(keep, g_ratio, 0.0)
+        if GATED:
+            tl.store(GCYCLE + t * B * H + at, g_cycle.to(GCYCLE.dtype.element_ty), mask=tile)
+            tl.store(GRATIO + t * B * H + at, g_ratio.to(GRATIO.dtype.element_ty), mask=tile)
+        gate_at = (t * B + rows[:, None]) * (4 * H) + units[None, :]
+        tl.store(GPRE + gate_at, d_i.to(GPRE.dtype.element_ty), mask=tile)
+        tl.store(GPRE + gate_at + H, d_f.to(GPRE.dtype.element_ty), mask=tile)
+        tl.store(GPRE + gate_at + 2 * H, d_g.to(GPRE.dtype.element_ty), mask=tile)
+        tl.store(GPRE + gate_at + 3 * H, d_o.to(GPRE.dtype.element_ty), mask=tile)
+        dtype = W.dtype.element_ty
+        dh = direct + tl.dot(d_i.to(dtype), w_i, input_precision=PRECISION).to(COMPUTE)
+        dh = dh + tl.dot(d_f.to(dtype), w_f, input_precision=PRECISION).to(COMPUTE)
+        dh = dh + tl.dot(d_g.to(dtype), w_g, input_precision=PRECISION).to(COMPUTE)
+        dh = dh + tl.dot(d_o.to(dtype), w_o, input_precision=PRECISION).to(COMPUTE)
+        dc = new_dc
+    tl.store(GH0 + at, dh.to(GH0.dtype.element_ty), mask=tile)
+    tl.store(GC0 + at, dc.to(GC0.dtype.element_ty), mask=tile)
+
+
+def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
+    steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
+    outputs = projected.new_empty(steps, batch, hidden)
+    saved = projected.new_zeros(steps, batch, SAVED * hidden)  # zeros: k and cycle of the LSTM and of skipped steps
+    hs = projected.new_empty(steps + 1, batch, hidden)
+    cs = projected.new_empty(steps + 1, batch, hidden)
+    times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
+    _forward[grid(batch)](
+        projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), period.contiguous(),
+        shift.contiguous(), ratio_on.contiguous(), keep if keep is not None else projected.new_empty(0, dtype=torch.bool),
+        outputs, hs, cs, saved, steps, batch, hidden, leak,
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+    )
+    return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
+
+
+def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, leak, saved, hs, cs):
+    steps, batch, hidden = grad_outputs.shape
+    grad_pre = grad_outputs.new_empty(steps, batch, 4 * hidden)
+    grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gate is not None else grad_outputs
+    grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gate is not None else grad_outputs
+    grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
+    period, ratio_on = gate if gate is not None else (grad_outputs, grad_outputs)
+    _backward[grid(batch)](
+        grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(), period.contiguous(),
+        ratio_on.contiguous(), keep if keep is not None else grad_outputs.new_empty(0, dtype=torch.bool), saved, hs, cs,
+        grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+    )
+    grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
+    return grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio
+
+
+def phased_forward(projected, h0, c0, weight_hh, times, period, shift, ratio_on, keep, leak):
+    return _run_forward(projected, h0, c0, weight_hh, (times, period, shift, ratio_on), keep, leak)
+
+
+def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, period, ratio_on, keep, leak, saved, hs, cs) -> list[Tensor]:
+    grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio = _run_backward(
+        grad_outputs, grad_h, grad_c, weight_hh, (period, ratio_on), keep, leak, saved, hs, cs
+    )
+    # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ).
+    steps, batch, hidden = grad_outputs.shape
+    cycles = saved.view(steps, batch, SAVED, hidden)[:, :, 7]
+    return [
+        grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.sum(-1),
+        -(grad_cycle * cycles).sum((0, 1)), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
+    ]
+
+
+def lstm_forward(projected, h0, c0, weight_hh, keep):
+    return _run_forward(projected, h0, c0, weight_hh, None, keep, 0.0)
+
+
+def lstm_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs):
+    return _run_backward(grad_outputs, grad_h, grad_c, weight_hh, None, keep, 0.0, saved, hs, cs)[:4]

@@ -1,0 +1,150 @@
+"""The RHN's time loop in Triton: ``rnnzoo::rhn_loop`` and its backward on CUDA (see csrc/rhn.cpp)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from cells.loops.gpu.common import block_b, block_h, compute_dtype, grid, input_precision, sigmoid, tanh
+
+
+@triton.jit
+def _layer_weight(W, layer, half, H, units, TRANSPOSED: tl.constexpr):
+    """Micro-layer ``layer``'s (H, H) block ``half`` (0: h, 1: t) of W (D, 2H, H)."""
+    ok = (units < H)[:, None] & (units < H)[None, :]
+    base = W + layer * 2 * H * H + half * H * H
+    if TRANSPOSED:
+        return tl.load(base + units[None, :] * H + units[:, None], mask=ok, other=0.0)
+    return tl.load(base + units[:, None] * H + units[None, :], mask=ok, other=0.0)
+
+
+@triton.jit
+def _forward(
+    P, S0, W, BIAS, MASK, KEEP, OUT, FINAL, LAYER_STATES, ACT, T, B, H, D,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    units = tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    unit_ok = units < H
+    tile = row_ok[:, None] & unit_ok[None, :]
+    at = rows[:, None] * H + units[None, :]
+    if HAS_MASK:
+        mask = tl.load(MASK + at, mask=tile, other=0.0).to(COMPUTE)
+    s = tl.load(S0 + at, mask=tile, other=0.0).to(COMPUTE)
+    for t in range(T):
+        s_start = s
+        for layer in range(D):
+            tl.store(LAYER_STATES + (layer * T + t) * B * H + at, s.to(LAYER_STATES.dtype.element_ty), mask=tile)
+            s_in = s * mask if HAS_MASK else s
+            s_in = s_in.to(W.dtype.element_ty)
+            # The input enters the first micro-layer only: a load masked off for the others.
+            first = tile & (layer == 0)
+            gate_at = (t * B + rows[:, None]) * (2 * H) + units[None, :]
+            bias_h = tl.load(BIAS + layer * 2 * H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
+            bias_t = tl.load(BIAS + layer * 2 * H + H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
+            pre_h = tl.dot(s_in, _layer_weight(W, layer, 0, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_h
+            pre_t = tl.dot(s_in, _layer_weight(W, layer, 1, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_t
+            pre_h += tl.load(P + gate_at, mask=first, other=0.0).to(COMPUTE)
+            pre_t += tl.load(P + gate_at + H, mask=first, other=0.0).to(COMPUTE)
+            h = tanh(pre_h)
+            transform = sigmoid(pre_t)
+            act_at = ((layer * T + t) * B + rows[:, None]) * (2 * H) + units[None, :]
+            tl.store(ACT + act_at, h.to(ACT.dtype.element_ty), mask=tile)
+            tl.store(ACT + act_at + H, transform.to(ACT.dtype.element_ty), mask=tile)
+            s = h * transform + s * (1.0 - transform)
+        out = s
+        if HAS_KEEP:  # past a sequence's end the state stays and the output is 0
+            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            s = tl.where(keep, s, s_start)
+            out = tl.where(keep, out, 0.0)
+        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
+    tl.store(FINAL + at, s.to(FINAL.dtype.element_ty), mask=tile)
+
+
+@triton.jit
+def _backward(
+    GOUT, GFINAL, W, MASK, KEEP, LAYER_STATES, ACT, GPRE, GS0, T, B, H, D,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    units = tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    tile = row_ok[:, None] & (units < H)[None, :]
+    at = rows[:, None] * H + units[None, :]
+    if HAS_MASK:
+        mask = tl.load(MASK + at, mask=tile, other=0.0).to(COMPUTE)
+    d_state = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
+    for step in range(T):
+        t = T - 1 - step
+        d = d_state + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        if HAS_KEEP:  # no step past the end: nothing flows into it
+            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            d = tl.where(keep, d, 0.0)
+        for down in range(D):
+            layer = D - 1 - down
+            act_at = ((layer * T + t) * B + rows[:, None]) * (2 * H) + units[None, :]
+            h = tl.load(ACT + act_at, mask=tile, other=0.0).to(COMPUTE)
+            transform = tl.load(ACT + act_at + H, mask=tile, other=0.0).to(COMPUTE)
+            s_layer = tl.load(LAYER_STATES + (layer * T + t) * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+            d_pre_h = d * transform * (1.0 - h * h)
+            d_pre_t = d * (h - s_layer) * transform * (1.0 - transform)
+            tl.store(GPRE + act_at, d_pre_h.to(GPRE.dtype.element_ty), mask=tile)
+            tl.store(GPRE + act_at + H, d_pre_t.to(GPRE.dtype.element_ty), mask=tile)
+            dtype = W.dtype.element_ty
+            through = tl.dot(d_pre_h.to(dtype), _layer_weight(W, layer, 0, H, units, False), input_precision=PRECISION).to(COMPUTE)
+            through += tl.dot(d_pre_t.to(dtype), _layer_weight(W, layer, 1, H, units, False), input_precision=PRECISION).to(COMPUTE)
+            if HAS_MASK:
+                through = through * mask
+            d = d * (1.0 - transform) + through
+        if HAS_KEEP:
+            d_state = tl.where(keep, d, d_state)
+        else:
+            d_state = d
+    tl.store(GS0 + at, d_state.to(GS0.dtype.element_ty), mask=tile)
+
+
+def _empty_if_none(tensor: Tensor | None, like: Tensor, dtype: torch.dtype) -> Tensor:
+    return tensor if tensor is not None else like.new_empty(0, dtype=dtype)
+
+
+def forward(
+    projected: Tensor, s0: Tensor, weight_hh: Tensor, bias: Tensor, state_mask: Tensor | None, keep: Tensor | None
+) -> tuple[Tensor, ...]:
+    steps, batch, hidden, depth = projected.shape[0], projected.shape[1], s0.shape[1], weight_hh.shape[0]
+    outputs = projected.new_empty(steps, batch, hidden)
+    final = s0.new_empty(batch, hidden)
+    layer_states = projected.new_empty(depth, steps, batch, hidden)
+    activations = projected.new_empty(depth, steps, batch, 2 * hidden)
+    _forward[grid(batch)](
+        projected.contiguous(), s0.contiguous(), weight_hh.contiguous(), bias.contiguous(),
+        _empty_if_none(state_mask, projected, projected.dtype), _empty_if_none(keep, projected, torch.bool),
+        outputs, final, layer_states, activations, steps, batch, hidden, depth,
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+    )
+    return outputs, final, layer_states, activations
+
+
+def backward(
+    grad_outputs: Tensor, grad_final: Tensor, weight_hh: Tensor, state_mask: Tensor | None, keep: Tensor | None,
+    layer_states: Tensor, activations: Tensor,
+) -> tuple[Tensor, ...]:
+    steps, batch, hidden = grad_outputs.shape
+    depth = weight_hh.shape[0]
+    grad_pre = grad_outputs.new_empty(depth, steps, batch, 2 * hidden)
+    grad_s0 = grad_final.new_empty(batch, hidden)
+    _backward[grid(batch)](
+        grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(),
+        _empty_if_none(state_mask, grad_outputs, grad_outputs.dtype), _empty_if_none(keep, grad_outputs, torch.bool),
+        layer_states, activations, grad_pre, grad_s0, steps, batch, hidden, depth,
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+    )
+    inputs = layer_states * state_mask if state_mask is not None else layer_states  # (D, T, B, H): what W_l saw
+    grad_weight_hh = torch.bmm(grad_pre.view(depth, steps * batch, 2 * hidden).transpose(1, 2), inputs.reshape(depth, steps * batch, hidden))
+    return grad_pre[0], grad_s0, grad_weight_hh.to(weight_hh.dtype), grad_pre.sum((1, 2)).to(weight_hh.dtype)

@@ -1,0 +1,111 @@
+"""The Triton time loops (``cells.loops.gpu``) against the C++ loops, op by op, forward and backward.
+
+Where no GPU is present ``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` and Triton's interpreter
+runs the very same kernels on CPU tensors; on a CUDA machine they run compiled, on the GPU, and
+the inputs are moved there. The C++ loops are held to the reference Python loop by
+``test_fused_loops``, so agreement here carries the kernels back to the cells' equations.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cells import loops
+
+gpu = pytest.importorskip("cells.loops.gpu", reason="triton is not installed")  # installed by the dev extra
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+T, B, H, DEPTH = 5, 19, 20, 3  # B and H not multiples of the tiles, so the padding lanes are exercised
+TOLERANCE = {torch.float64: {"atol": 1e-12, "rtol": 1e-10}, torch.float32: {"atol": 2e-5, "rtol": 2e-5}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cpp_loops():
+    assert loops.available(torch.device("cpu")), "the C++ loops are the reference here"
+
+
+def test_kernels_run_compiled_on_a_gpu_or_interpreted_without_one():
+    assert torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+    assert loops.available(torch.device("cpu")), "the C++ loops are the reference here"
+
+
+def _keep(with_keep: bool) -> torch.Tensor | None:
+    if not with_keep:
+        return None
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    return torch.arange(T).unsqueeze(1) < lengths  # (T, B)
+
+
+OPS = {
+    # name: (C++ op, Triton forward, Triton backward, number of state fields)
+    "janet": ("janet_loop", gpu.janet.forward, gpu.janet.backward, 1),
+    "indrnn": ("indrnn_loop", gpu.indrnn.forward, gpu.indrnn.backward, 1),
+    "phased_lstm": ("phased_lstm_loop", gpu.lstm.phased_forward, gpu.lstm.phased_backward, 2),
+    "lstm": ("lstm_loop", gpu.lstm.lstm_forward, gpu.lstm.lstm_backward, 2),
+    "rhn": ("rhn_loop", gpu.rhn.forward, gpu.rhn.backward, 1),
+}
+
+
+def _forward_args(name: str, dtype: torch.dtype, keep: torch.Tensor | None, option: bool) -> tuple:
+    def r(*shape, scale=1.0):
+        return torch.randn(*shape, dtype=dtype) * scale
+
+    if name == "janet":
+        return r(T, B, 2 * H), r(B, H), r(2 * H, H, scale=0.3), keep, 0.0 if option else 1.0
+    if name == "indrnn":
+        return r(T, B, H), r(B, H), torch.rand(H, dtype=dtype) * 1.5, keep, not option  # relu, or tanh
+    if name == "phased_lstm":
+        times = torch.rand(T, B, dtype=dtype).mul(3).cumsum(0)
+        period = torch.rand(H, dtype=dtype) * 4 + 1
+        ratio_on = torch.rand(H, dtype=dtype) * 0.8 + 0.1
+        return r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H, scale=0.3), times, period, torch.rand(H, dtype=dtype), ratio_on, keep, 0.01 if option else 0.0
+    if name == "lstm":
+        return r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H, scale=0.3), keep
+    mask = (torch.rand(B, H) > 0.3).to(dtype) / 0.7 if option else None  # variational state dropout
+    return r(T, B, 2 * H), r(B, H), r(DEPTH, 2 * H, H, scale=0.3), r(DEPTH, 2 * H), mask, keep
+
+
+def _backward_args(name: str, args: tuple, outputs: tuple, grads: tuple) -> tuple:
+    """The backward op's arguments, in its schema's order, from the forward's args and outputs."""
+    saved = outputs[1 + (2 if name in ("phased_lstm", "lstm") else 1) :]
+    if name == "janet":
+        return (*grads, args[2], args[3], *saved)
+    if name == "indrnn":
+        return (*grads, args[2], args[3], args[4], outputs[0], *saved)
+    if name == "phased_lstm":
+        return (*grads, args[3], args[5], args[7], args[8], args[9], *saved)
+    if name == "lstm":
+        return (*grads, args[3], args[4], *saved)
+    return (*grads, args[2], args[4], args[5], *saved)
+
+
+def _to(device: torch.device, values: tuple) -> tuple:
+    return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in values)
+
+
+@pytest.mark.parametrize("option", [False, True], ids=["default", "variant"])
+@pytest.mark.parametrize("with_keep", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPS))
+def test_triton_loop_matches_cpp_loop(name, dtype, with_keep, option):
+    op_name, triton_forward, triton_backward, state_fields = OPS[name]
+    cpp_forward = getattr(torch.ops.rnnzoo, op_name)
+    cpp_backward = getattr(torch.ops.rnnzoo, f"{op_name}_backward")
+    args = _forward_args(name, dtype, _keep(with_keep), option)
+    expected = cpp_forward(*args)
+    actual = [t.cpu() for t in triton_forward(*_to(DEVICE, args))]
+    assert expected[0].abs().max() > 1e-3, "outputs are all zero: the comparison would prove nothing"
+    for index in range(1 + state_fields):  # outputs and final state (saved buffers are the kernels' own business)
+        assert_close(actual[index], expected[index], **TOLERANCE[dtype])
+
+    grads = (torch.randn_like(expected[0]), *(torch.randn_like(expected[1 + i]) for i in range(state_fields)))
+    expected_grads = cpp_backward(*_backward_args(name, args, expected, grads))
+    actual_grads = triton_backward(*_to(DEVICE, _backward_args(name, args, tuple(actual), grads)))
+    assert len(actual_grads) == len(expected_grads)
+    for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
+        assert_close(a.cpu(), e, msg=lambda m, index=index: f"gradient {index}: {m}", **TOLERANCE[dtype])
