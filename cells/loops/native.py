@@ -27,7 +27,7 @@ SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
 HEADERS = sorted((Path(__file__).parent / "csrc").glob("*.h"))
 # -march=native: the build runs on the machine that runs the loops (the cache key names the CPU);
 # -fno-trapping-math lets gcc vectorise the float-to-int step of exp_vectorizable.
-CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-std=c++17"]
+CFLAGS = ["-O3", "-march=native", "-fno-trapping-math"]
 # Set to 0 to skip the build and run the reference loop (for comparisons and for tests).
 ENV_SWITCH = "RNNZOO_NATIVE"
 
@@ -65,7 +65,9 @@ def load() -> bool:
             name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=CFLAGS, is_python_module=False, verbose=False
         )
     except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # A failed build's message is the whole compiler log: show its first error, not the command line.
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        first_line = next((line.strip() for line in lines if "error" in line.lower() and not line.startswith("[")), lines[0])[:300]
         warnings.warn(
             f"rnnzoo: the fused CPU time loops could not be built ({first_line}); layers run the slower reference "
             f"Python loop. Install a C++ compiler (g++ or clang++) and ninja, or set {ENV_SWITCH}=0 to silence this.",

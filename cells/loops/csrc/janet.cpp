@@ -85,8 +85,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "janet_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      at::addmm_out(pre, projected[t], states[t], weight_t);
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        auto pre_rows = pre.narrow(0, b0, b1 - b0);
+        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), states[t].narrow(0, b0, b1 - b0), weight_t);
         forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
                                outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
                                keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H, static_cast<scalar_t>(shift));
@@ -111,8 +112,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
         backward_rows<scalar_t>(g_out_all[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
                                 states[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
                                 keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        // dc_{t-1} = (the direct part, written in place) + dpre W
+        grad_c.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });
-      grad_c.addmm_(grad_pre[t], weight_hh);  // dc_{t-1} = (the direct part, written in place) + dpre W
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 2 * H}).t().mm(states.narrow(0, 0, T).reshape({T * B, H}));

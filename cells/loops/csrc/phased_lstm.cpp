@@ -149,8 +149,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      at::addmm_out(pre, projected[t], hs[t], weight_t);
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
+        auto pre_rows = pre.narrow(0, b0, b1 - b0);
+        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), hs[t].narrow(0, b0, b1 - b0), weight_t);
         forward_rows<scalar_t, true>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
                                s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
                                hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
@@ -185,8 +186,9 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
                                 static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
                                 grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
                                 grad_ratio[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        // dh_{t-1} = (the direct part, written in place) + dpre W
+        g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });
-      g_h.addmm_(grad_pre[t], weight_hh);  // dh_{t-1} = (the direct part) + dpre W
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
@@ -221,8 +223,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      at::addmm_out(pre, projected[t], hs[t], weight_t);
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
+        auto pre_rows = pre.narrow(0, b0, b1 - b0);
+        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), hs[t].narrow(0, b0, b1 - b0), weight_t);
         forward_rows<scalar_t, false>(pre.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr, scalar_t(0),
                                       hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
                                       cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
@@ -250,8 +253,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
                                        saved[t].data_ptr<scalar_t>(), nullptr, nullptr, scalar_t(0), hs[t].data_ptr<scalar_t>(),
                                        cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
                                        keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        // dh_{t-1} = (the direct part, written in place) + dpre W
+        g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });
-      g_h.addmm_(grad_pre[t], weight_hh);
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));

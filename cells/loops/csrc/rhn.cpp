@@ -84,18 +84,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop(const at::Te
   const bool* keep_ptr = keep_pointer(keep);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "rhn_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      layer_states[0][t].copy_(state);
-      for (int64_t l = 0; l < D; ++l) {
-        const auto s_l = layer_states[l][t];
-        const auto s_in = state_mask.has_value() ? at::mul_out(masked, s_l, *state_mask) : s_l;
-        at::addmm_out(pre, bias[l], s_in, weight_hh[l].t());
-        auto s_out = l + 1 < D ? layer_states[l + 1][t] : next;
-        for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      // Each block of rows runs its micro-layers' GEMMs and pointwise passes on one thread.
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        const auto rows = [&](const at::Tensor& x) { return x.narrow(0, b0, b1 - b0); };
+        rows(layer_states[0][t]).copy_(rows(state));
+        for (int64_t l = 0; l < D; ++l) {
+          const auto s_l = layer_states[l][t];
+          auto masked_rows = rows(masked);
+          const auto s_in = state_mask.has_value() ? at::mul_out(masked_rows, rows(s_l), rows(*state_mask)) : rows(s_l);
+          auto pre_rows = rows(pre);
+          at::addmm_out(pre_rows, bias[l], s_in, weight_hh[l].t());
+          auto s_out = l + 1 < D ? layer_states[l + 1][t] : next;
           forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), l == 0 ? projected[t].data_ptr<scalar_t>() : nullptr,
                                  s_l.data_ptr<scalar_t>(), s_out.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(), b0, b1, H);
-        });
-      }
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        }
         select_rows<scalar_t>(next.data_ptr<scalar_t>(), layer_states[0][t].data_ptr<scalar_t>(), state.data_ptr<scalar_t>(),
                               outputs[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
       });
@@ -118,26 +120,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop_backward(
   const auto keep_mask = keep.has_value() ? keep->to(grad_outputs.scalar_type()).unsqueeze(-1) : at::Tensor();  // (T, B, 1)
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "rhn_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      at::add_out(ds, grad_state, g_out[t]);
-      if (keep_mask.defined()) ds.mul_(keep_mask[t]);  // no step past the end: nothing flows into it
-      for (int64_t l = D - 1; l >= 0; --l) {
-        auto g_pre = grad_pre[l][t];
-        for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+        const auto rows = [&](const at::Tensor& x) { return x.narrow(0, b0, b1 - b0); };
+        auto d = rows(ds);
+        at::add_out(d, rows(grad_state), rows(g_out[t]));
+        if (keep_mask.defined()) d.mul_(rows(keep_mask[t]));  // no step past the end: nothing flows into it
+        for (int64_t l = D - 1; l >= 0; --l) {
+          auto g_pre = grad_pre[l][t];
           backward_rows<scalar_t>(ds.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(),
                                   layer_states[l][t].data_ptr<scalar_t>(), g_pre.data_ptr<scalar_t>(), b0, b1, H);
-        });
-        if (state_mask.has_value()) {
-          at::mm_out(through_w, g_pre, weight_hh[l]);
-          ds.addcmul_(through_w, *state_mask);
-        } else {
-          ds.addmm_(g_pre, weight_hh[l]);
+          if (state_mask.has_value()) {
+            auto through = rows(through_w);
+            at::mm_out(through, rows(g_pre), weight_hh[l]);
+            d.addcmul_(through, rows(*state_mask));
+          } else {
+            d.addmm_(rows(g_pre), weight_hh[l]);
+          }
         }
-      }
-      if (keep_mask.defined()) {
-        grad_state.mul_(1 - keep_mask[t]).add_(ds);  // ds is zero on the rows that did not step
-      } else {
-        grad_state.copy_(ds);
-      }
+        auto g_state = rows(grad_state);
+        if (keep_mask.defined()) {
+          g_state.mul_(1 - rows(keep_mask[t])).add_(d);  // d is zero on the rows that did not step
+        } else {
+          g_state.copy_(d);
+        }
+      });
     }
   });
   std::vector<at::Tensor> weight_grads;
