@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks on a GPU machine (see README "On a GPU"). Sections, all by default, or those
 # named as arguments:
-#   tests        the test suite (CUDA parity of the cells and of onnxruntime's CUDA provider)
-#   cells        `rnnzoo bench cells`: the cell speed tables on CPU and CUDA
+#   tests        the test suite (CUDA parity of the cells, the Triton loops compiled, onnxruntime's CUDA provider)
+#   cells        `rnnzoo bench cells --shape flashrnn`: the cell speed tables on CPU and CUDA
 #   determinism  the same experiment trained twice on CUDA gives identical metrics
 #   onnxruntime  the default pipeline, then `rnnzoo bench`: onnxruntime CPU and CUDA providers
 #                against torch eager, summed up by `rnnzoo report`
@@ -30,7 +30,8 @@ for section in $SECTIONS; do
       # DVC is not installed on the GPU machine: its end-to-end tests run in CI.
       python3 -m pytest -q -p no:cacheprovider -k "not dvc_repro and not mlflow_run" tests 2>&1 | tee "$OUT/pytest.log" | tail -n 15 ;;
     cells)
-      (cd "$work" && rnnzoo bench cells --hidden-size 128 --batch-size 32 --steps 50 >/dev/null 2>&1)
+      # Every cell against cuDNN's LSTM at the GPU grid and FlashRNN's shape (the Triton loops).
+      (cd "$work" && rnnzoo bench cells --shape flashrnn >/dev/null 2>&1)
       cp "$work"/reports/bench_cells_*.md "$OUT/" && cat "$OUT"/bench_cells_*.md ;;
     determinism)
       for attempt in 1 2; do

@@ -32,7 +32,8 @@ CFLAGS = ["-O3", "-march=native", "-fno-trapping-math"]
 ENV_SWITCH = "RNNZOO_NATIVE"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux): part of the build's key, and of bench tables."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -47,7 +48,7 @@ def build_name() -> str:
     digest = hashlib.sha256()
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(" ".join([*CFLAGS, torch.__version__, _cpu_name(), platform.python_version()]).encode())
+    digest.update(" ".join([*CFLAGS, torch.__version__, cpu_name(), platform.python_version()]).encode())
     return f"rnnzoo_loops_{digest.hexdigest()[:16]}"
 
 

@@ -9,7 +9,6 @@ metrics), ``bench_latency.json`` and a latency-vs-batch PNG (DVC plots), and MLf
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from cells.loops.native import cpu_name
 
 from pipeline.model import from_record
 from pipeline import files, onnx_export, plots, runtime, tracking
@@ -40,17 +41,6 @@ def _timings(run: Callable[[], Any], synchronize: Callable[[], None], warmup: in
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def cpu_name() -> str:
-    """The processor's model name, for the tables (``/proc/cpuinfo`` on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _hardware(device: str, threads: int) -> str:

@@ -28,6 +28,37 @@ def tanh(x):
     return 2.0 * sigmoid(2.0 * x) - 1.0
 
 
+@triton.jit
+def row_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's batch rows and every hidden unit: rows, units, rows in range, the (rows, units)
+    mask, and their offsets in a (B, H) slab."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    units = tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    tile = row_ok[:, None] & (units < H)[None, :]
+    return rows, units, row_ok, tile, rows[:, None] * H + units[None, :]
+
+
+@triton.jit
+def kept(KEEP, t, B, rows, row_ok):
+    """Which rows' step t lies inside their sequence, as a (rows, 1) mask."""
+    return (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+
+
+@triton.jit
+def square_tile(base, H, units, TRANSPOSED: tl.constexpr):
+    """The (H, H) block at ``base`` (row-major, rows of H): as it is, or transposed (for x @ W^T)."""
+    ok = (units < H)[:, None] & (units < H)[None, :]
+    if TRANSPOSED:
+        return tl.load(base + units[None, :] * H + units[:, None], mask=ok, other=0.0)
+    return tl.load(base + units[:, None] * H + units[None, :], mask=ok, other=0.0)
+
+
+def keep_or_empty(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The kernels' KEEP argument: the (T, B) mask, or an empty placeholder when every step counts."""
+    return keep if keep is not None else like.new_empty(0, dtype=torch.bool)
+
+
 def block_h(hidden: int) -> int:
     return max(MIN_BLOCK, triton.next_power_of_2(hidden))
 

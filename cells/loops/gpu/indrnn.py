@@ -6,12 +6,11 @@ and each program streams its (rows, units) tile through time at memory speed.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import compute_dtype, tanh
+from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, tanh
 
 BLOCK_B, BLOCK_H = 16, 64
 
@@ -37,7 +36,7 @@ def _forward(
             h_new = tanh(z)
         out = h_new
         if HAS_KEEP:
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             h_new = tl.where(keep, h_new, h)
             out = tl.where(keep, out, 0.0)
         tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
@@ -67,7 +66,7 @@ def _backward(
             dz = d * (1.0 - y * y)
         new_dh = dz * u
         if HAS_KEEP:
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             dz = tl.where(keep, dz, 0.0)
             new_dh = tl.where(keep, new_dh, dh)
         tl.store(GPRE + t * B * H + at, dz.to(GPRE.dtype.element_ty), mask=tile)
@@ -85,7 +84,7 @@ def forward(projected: Tensor, h0: Tensor, recurrent_weight: Tensor, keep: Tenso
     states = projected.new_empty(steps + 1, batch, hidden)
     _forward[_grid(batch, hidden)](
         projected.contiguous(), h0.contiguous(), recurrent_weight.contiguous(),
-        keep if keep is not None else projected.new_empty(0, dtype=torch.bool), outputs, states, steps, batch, hidden,
+        keep_or_empty(keep, projected), outputs, states, steps, batch, hidden,
         BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, HAS_KEEP=keep is not None, RELU=relu, COMPUTE=compute_dtype(projected.dtype),
     )
     return outputs, states[steps].clone(), states
@@ -99,7 +98,7 @@ def backward(
     grad_h0 = grad_final.new_empty(batch, hidden)
     _backward[_grid(batch, hidden)](
         grad_outputs.contiguous(), grad_final.contiguous(), recurrent_weight.contiguous(),
-        keep if keep is not None else grad_outputs.new_empty(0, dtype=torch.bool), outputs, grad_pre, grad_h0, steps, batch, hidden,
+        keep_or_empty(keep, grad_outputs), outputs, grad_pre, grad_h0, steps, batch, hidden,
         BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, HAS_KEEP=keep is not None, RELU=relu, COMPUTE=compute_dtype(grad_outputs.dtype),
     )
     # du = Σ_t Σ_b dpre_t ⊙ h_{t-1} (zero where a step did not happen: dpre is zero there).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import block_b, block_h, compute_dtype, grid, input_precision, sigmoid, tanh
+from cells.loops.gpu.common import (
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+)
 
 
 @triton.jit
@@ -15,15 +16,10 @@ def _forward(
     P, C0, W, KEEP, OUT, STATES, ACT, T, B, H, shift,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    tile = row_ok[:, None] & (units < H)[None, :]
-    at = rows[:, None] * H + units[None, :]  # (row, unit) in a (B, H) slab
-    # W^T's two (H, H) blocks: w_f[k, j] = W[j, k] (forget), w_c[k, j] = W[H + j, k] (candidate).
-    w_tile = (units < H)[:, None] & (units < H)[None, :]
-    w_f = tl.load(W + units[None, :] * H + units[:, None], mask=w_tile, other=0.0)
-    w_c = tl.load(W + (H + units[None, :]) * H + units[:, None], mask=w_tile, other=0.0)
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
+    # W^T's two (H, H) blocks: forget (rows 0..H of W) and candidate (rows H..2H).
+    w_f = square_tile(W, H, units, True)
+    w_c = square_tile(W + H * H, H, units, True)
     c = tl.load(C0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(STATES + at, c.to(STATES.dtype.element_ty), mask=tile)
     for t in range(T):
@@ -37,9 +33,9 @@ def _forward(
         c_new = f * c + (1.0 - f_shifted) * g
         out = c_new
         if HAS_KEEP:  # past a sequence's end the state stays and the output is 0
-            keep = tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0
-            c_new = tl.where(keep[:, None], c_new, c)
-            out = tl.where(keep[:, None], out, 0.0)
+            keep = kept(KEEP, t, B, rows, row_ok)
+            c_new = tl.where(keep, c_new, c)
+            out = tl.where(keep, out, 0.0)
         act_at = (t * B + rows[:, None]) * (3 * H) + units[None, :]
         tl.store(ACT + act_at, f.to(ACT.dtype.element_ty), mask=tile)
         tl.store(ACT + act_at + H, f_shifted.to(ACT.dtype.element_ty), mask=tile)
@@ -54,15 +50,10 @@ def _backward(
     GOUT, GFINAL, W, KEEP, ACT, STATES, GPRE, GC0, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    tile = row_ok[:, None] & (units < H)[None, :]
-    at = rows[:, None] * H + units[None, :]
-    # dc_{t-1} gets dpre @ W: W's blocks as they are, w_f[j, k] = W[j, k], w_c[j, k] = W[H + j, k].
-    w_tile = (units < H)[:, None] & (units < H)[None, :]
-    w_f = tl.load(W + units[:, None] * H + units[None, :], mask=w_tile, other=0.0)
-    w_c = tl.load(W + (H + units[:, None]) * H + units[None, :], mask=w_tile, other=0.0)
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
+    # dc_{t-1} gets dpre @ W: W's two blocks as they are.
+    w_f = square_tile(W, H, units, False)
+    w_c = square_tile(W + H * H, H, units, False)
     dc = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
@@ -76,7 +67,7 @@ def _backward(
         d_cand = d * (1.0 - f_shifted) * (1.0 - g * g)
         direct = d * f
         if HAS_KEEP:  # a step that did not happen passes its state's gradient through
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             d_s = tl.where(keep, d_s, 0.0)
             d_cand = tl.where(keep, d_cand, 0.0)
             direct = tl.where(keep, direct, dc)
@@ -89,10 +80,6 @@ def _backward(
     tl.store(GC0 + at, dc.to(GC0.dtype.element_ty), mask=tile)
 
 
-def _keep_arg(keep: Tensor | None, like: Tensor) -> Tensor:
-    return keep if keep is not None else like.new_empty(0, dtype=torch.bool)
-
-
 def forward(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | None, shift: float) -> tuple[Tensor, ...]:
     steps, batch, hidden = projected.shape[0], projected.shape[1], c0.shape[1]
     projected, c0, weight_hh = projected.contiguous(), c0.contiguous(), weight_hh.contiguous()
@@ -100,7 +87,7 @@ def forward(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | Non
     activations = projected.new_empty(steps, batch, 3 * hidden)
     states = projected.new_empty(steps + 1, batch, hidden)
     _forward[grid(batch)](
-        projected, c0, weight_hh, _keep_arg(keep, projected), outputs, states, activations, steps, batch, hidden, shift,
+        projected, c0, weight_hh, keep_or_empty(keep, projected), outputs, states, activations, steps, batch, hidden, shift,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
     )
@@ -114,7 +101,7 @@ def backward(
     grad_pre = grad_outputs.new_empty(steps, batch, 2 * hidden)
     grad_c0 = grad_final.new_empty(batch, hidden)
     _backward[grid(batch)](
-        grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(), _keep_arg(keep, grad_outputs),
+        grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(), keep_or_empty(keep, grad_outputs),
         activations, states, grad_pre, grad_c0, steps, batch, hidden,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),

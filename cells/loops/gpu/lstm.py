@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import block_b, block_h, compute_dtype, grid, input_precision, sigmoid, tanh
+from cells.loops.gpu.common import (
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+)
 
 SAVED = 8  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
-
-
-@triton.jit
-def _weight_tile(W, gate, H, units, TRANSPOSED: tl.constexpr):
-    """Gate ``gate``'s (H, H) block of W (4H, H): as W^T (k, j) for h @ W^T, or as is for dpre @ W."""
-    ok = (units < H)[:, None] & (units < H)[None, :]
-    if TRANSPOSED:
-        return tl.load(W + (gate * H + units[None, :]) * H + units[:, None], mask=ok, other=0.0)
-    return tl.load(W + (gate * H + units[:, None]) * H + units[None, :], mask=ok, other=0.0)
 
 
 @triton.jit
@@ -28,16 +20,12 @@ def _forward(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
-    tile = row_ok[:, None] & unit_ok[None, :]
-    at = rows[:, None] * H + units[None, :]
-    w_i = _weight_tile(W, 0, H, units, True)
-    w_f = _weight_tile(W, 1, H, units, True)
-    w_g = _weight_tile(W, 2, H, units, True)
-    w_o = _weight_tile(W, 3, H, units, True)
+    w_i = square_tile(W + 0 * H * H, H, units, True)
+    w_f = square_tile(W + 1 * H * H, H, units, True)
+    w_g = square_tile(W + 2 * H * H, H, units, True)
+    w_o = square_tile(W + 3 * H * H, H, units, True)
     if GATED:  # padding lanes get a harmless gate (period 1, ratio 1), never a division by zero
         period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
         shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
@@ -71,7 +59,7 @@ def _forward(
             c_new = c_proposed
         out = h_new
         if HAS_KEEP:  # past a sequence's end the state stays and the output is 0
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             h_new = tl.where(keep, h_new, h)
             c_new = tl.where(keep, c_new, c)
             out = tl.where(keep, out, 0.0)
@@ -94,16 +82,12 @@ def _backward(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
-    tile = row_ok[:, None] & unit_ok[None, :]
-    at = rows[:, None] * H + units[None, :]
-    w_i = _weight_tile(W, 0, H, units, False)
-    w_f = _weight_tile(W, 1, H, units, False)
-    w_g = _weight_tile(W, 2, H, units, False)
-    w_o = _weight_tile(W, 3, H, units, False)
+    w_i = square_tile(W + 0 * H * H, H, units, False)
+    w_f = square_tile(W + 1 * H * H, H, units, False)
+    w_g = square_tile(W + 2 * H * H, H, units, False)
+    w_o = square_tile(W + 3 * H * H, H, units, False)
     if GATED:
         period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
         ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
@@ -143,7 +127,7 @@ def _backward(
         new_dc = dc * (1.0 - k) + d_proposed_c * f
         direct = d * (1.0 - k)
         if HAS_KEEP:  # a step that did not happen passes its state's gradients through
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             d_i = tl.where(keep, d_i, 0.0)
             d_f = tl.where(keep, d_f, 0.0)
             d_g = tl.where(keep, d_g, 0.0)
@@ -180,7 +164,7 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
     _forward[grid(batch)](
         projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), period.contiguous(),
-        shift.contiguous(), ratio_on.contiguous(), keep if keep is not None else projected.new_empty(0, dtype=torch.bool),
+        shift.contiguous(), ratio_on.contiguous(), keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
@@ -197,7 +181,7 @@ def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, leak, sav
     period, ratio_on = gate if gate is not None else (grad_outputs, grad_outputs)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(), period.contiguous(),
-        ratio_on.contiguous(), keep if keep is not None else grad_outputs.new_empty(0, dtype=torch.bool), saved, hs, cs,
+        ratio_on.contiguous(), keep_or_empty(keep, grad_outputs), saved, hs, cs,
         grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),

@@ -7,17 +7,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import block_b, block_h, compute_dtype, grid, input_precision, sigmoid, tanh
-
-
-@triton.jit
-def _layer_weight(W, layer, half, H, units, TRANSPOSED: tl.constexpr):
-    """Micro-layer ``layer``'s (H, H) block ``half`` (0: h, 1: t) of W (D, 2H, H)."""
-    ok = (units < H)[:, None] & (units < H)[None, :]
-    base = W + layer * 2 * H * H + half * H * H
-    if TRANSPOSED:
-        return tl.load(base + units[None, :] * H + units[:, None], mask=ok, other=0.0)
-    return tl.load(base + units[:, None] * H + units[None, :], mask=ok, other=0.0)
+from cells.loops.gpu.common import (
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+)
 
 
 @triton.jit
@@ -26,12 +18,8 @@ def _forward(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
-    tile = row_ok[:, None] & unit_ok[None, :]
-    at = rows[:, None] * H + units[None, :]
     if HAS_MASK:
         mask = tl.load(MASK + at, mask=tile, other=0.0).to(COMPUTE)
     s = tl.load(S0 + at, mask=tile, other=0.0).to(COMPUTE)
@@ -46,8 +34,8 @@ def _forward(
             gate_at = (t * B + rows[:, None]) * (2 * H) + units[None, :]
             bias_h = tl.load(BIAS + layer * 2 * H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
             bias_t = tl.load(BIAS + layer * 2 * H + H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
-            pre_h = tl.dot(s_in, _layer_weight(W, layer, 0, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_h
-            pre_t = tl.dot(s_in, _layer_weight(W, layer, 1, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_t
+            pre_h = tl.dot(s_in, square_tile(W + (2 * layer + 0) * H * H, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_h
+            pre_t = tl.dot(s_in, square_tile(W + (2 * layer + 1) * H * H, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_t
             pre_h += tl.load(P + gate_at, mask=first, other=0.0).to(COMPUTE)
             pre_t += tl.load(P + gate_at + H, mask=first, other=0.0).to(COMPUTE)
             h = tanh(pre_h)
@@ -58,7 +46,7 @@ def _forward(
             s = h * transform + s * (1.0 - transform)
         out = s
         if HAS_KEEP:  # past a sequence's end the state stays and the output is 0
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             s = tl.where(keep, s, s_start)
             out = tl.where(keep, out, 0.0)
         tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
@@ -71,11 +59,7 @@ def _backward(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    units = tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    tile = row_ok[:, None] & (units < H)[None, :]
-    at = rows[:, None] * H + units[None, :]
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     if HAS_MASK:
         mask = tl.load(MASK + at, mask=tile, other=0.0).to(COMPUTE)
     d_state = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
@@ -83,7 +67,7 @@ def _backward(
         t = T - 1 - step
         d = d_state + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
         if HAS_KEEP:  # no step past the end: nothing flows into it
-            keep = (tl.load(KEEP + t * B + rows, mask=row_ok, other=0) != 0)[:, None]
+            keep = kept(KEEP, t, B, rows, row_ok)
             d = tl.where(keep, d, 0.0)
         for down in range(D):
             layer = D - 1 - down
@@ -96,8 +80,8 @@ def _backward(
             tl.store(GPRE + act_at, d_pre_h.to(GPRE.dtype.element_ty), mask=tile)
             tl.store(GPRE + act_at + H, d_pre_t.to(GPRE.dtype.element_ty), mask=tile)
             dtype = W.dtype.element_ty
-            through = tl.dot(d_pre_h.to(dtype), _layer_weight(W, layer, 0, H, units, False), input_precision=PRECISION).to(COMPUTE)
-            through += tl.dot(d_pre_t.to(dtype), _layer_weight(W, layer, 1, H, units, False), input_precision=PRECISION).to(COMPUTE)
+            through = tl.dot(d_pre_h.to(dtype), square_tile(W + (2 * layer + 0) * H * H, H, units, False), input_precision=PRECISION).to(COMPUTE)
+            through += tl.dot(d_pre_t.to(dtype), square_tile(W + (2 * layer + 1) * H * H, H, units, False), input_precision=PRECISION).to(COMPUTE)
             if HAS_MASK:
                 through = through * mask
             d = d * (1.0 - transform) + through
@@ -106,10 +90,6 @@ def _backward(
         else:
             d_state = d
     tl.store(GS0 + at, d_state.to(GS0.dtype.element_ty), mask=tile)
-
-
-def _empty_if_none(tensor: Tensor | None, like: Tensor, dtype: torch.dtype) -> Tensor:
-    return tensor if tensor is not None else like.new_empty(0, dtype=dtype)
 
 
 def forward(
@@ -122,7 +102,7 @@ def forward(
     activations = projected.new_empty(depth, steps, batch, 2 * hidden)
     _forward[grid(batch)](
         projected.contiguous(), s0.contiguous(), weight_hh.contiguous(), bias.contiguous(),
-        _empty_if_none(state_mask, projected, projected.dtype), _empty_if_none(keep, projected, torch.bool),
+        state_mask if state_mask is not None else projected.new_empty(0), keep_or_empty(keep, projected),
         outputs, final, layer_states, activations, steps, batch, hidden, depth,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
@@ -140,7 +120,7 @@ def backward(
     grad_s0 = grad_final.new_empty(batch, hidden)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(),
-        _empty_if_none(state_mask, grad_outputs, grad_outputs.dtype), _empty_if_none(keep, grad_outputs, torch.bool),
+        state_mask if state_mask is not None else grad_outputs.new_empty(0), keep_or_empty(keep, grad_outputs),
         layer_states, activations, grad_pre, grad_s0, steps, batch, hidden, depth,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
