@@ -4,8 +4,10 @@
 layer when ``bidirectional``), applies dropout between layers, and handles variable lengths:
 outputs past a sequence's end are zero and the final state is the state at its last valid
 step. Each cell's input projection runs once over all steps before the time loop; the loop
-does only the recurrent part. Stacks of plain LSTM cells run on ``torch.nn.LSTM``'s kernel
-instead (``fused=True``, the default), which is held to the loop by the tests.
+does only the recurrent part. With ``fused=True`` (the default) each layer direction's whole
+loop, forward and backward, is one fused op (``cells.loops``: C++ on the CPU, Triton on CUDA),
+and stacks of plain LSTM cells run on ``torch.nn.LSTM``'s kernel (cuDNN on GPU); ``fused=False``
+runs the reference Python loop over ``recurrent_step``, which the tests hold the fused loops to.
 ``time_loop="scan"`` runs the loop under torch's ``scan`` operator instead, for ONNX export.
 
 States go in and come out as the cell's NamedTuple with every field stacked ``(L*D, B, H)``,
@@ -95,7 +97,25 @@ def _fused_direction(
 
 
 class RecurrentLayer(nn.Module):
-    """Runs ``cell_type`` over sequences: stacked, optionally bidirectional, with variable lengths."""
+    """Runs ``cell_type`` over sequences: stacked, optionally bidirectional, with variable lengths.
+
+    Args:
+        cell_type: a ``RecurrentCell`` subclass (``cells.make(name, ...)`` picks it by name).
+        input_size, hidden_size: features per step in, units per layer (each >= 1).
+        num_layers: stacked layers (>= 1); ``dropout`` in [0, 1) between them, in training only.
+        bidirectional: a second cell per layer reads each sequence backwards (within its length);
+            outputs then have ``2 * hidden_size`` features.
+        batch_first: inputs and outputs ``(B, T, ...)`` if True, else ``(T, B, ...)``.
+        fused: run each layer direction's time loop as one fused op (C++ on the CPU, Triton on
+            CUDA; ``torch.nn.LSTM``'s kernel for LSTM stacks) when one exists for the device;
+            False runs the reference Python loop. Both give the same results to float precision.
+        time_loop: ``"python"`` or ``"scan"`` (torch's scan operator, for ONNX export).
+        **cell_options: the cell's own options (``cells.options(name)``).
+
+    Raises ``ValueError`` naming the bad value and what is allowed, for unknown options and
+    out-of-range values here, and for wrongly shaped inputs, lengths, times or state in forward.
+    Dtypes: float32 and float64 (bfloat16 under autocast; the fused loops then run in float32).
+    """
 
     def __init__(
         self,

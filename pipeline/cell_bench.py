@@ -48,7 +48,7 @@ class Shape:
     dtype: str = "float32"
 
     def label(self) -> str:
-        return f"H={self.hidden_size} B={self.batch_size} T={self.steps} {self.dtype}"
+        return f"H={self.hidden_size} B={self.batch_size} T={self.steps} I={self.input_size} {self.dtype}"
 
 
 # The shapes of the issue: the development machine's CPU shape; the GPU grid.
@@ -225,7 +225,7 @@ def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[Flatness
     lines = [
         f"# Cell speed on {device_name(device)}",
         "",
-        f"Ratios to {REFERENCE} at equal width, input 32; each ratio is the median (min–max) of {rounds} paired rounds of "
+        f"Ratios to {REFERENCE} at the same shape (H width, B batch, T steps, I inputs); each ratio is the median (min–max) of {rounds} paired rounds of "
         f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
         "forward + backward. ms/step: the cell's median time per time step.",
         "",

@@ -64,10 +64,12 @@ def provider_list(provider: str) -> list[str | tuple[str, dict[str, str]]]:
     return [(CUDA, {"use_tf32": "0"}), CPU] if provider == CUDA else [CPU]
 
 
-def open_session(path: Path, provider: str = CPU, threads: int = 0) -> onnxruntime.InferenceSession:
+def open_session(path: Path, provider: str = CPU, threads: int = 0, spinning: bool = True) -> onnxruntime.InferenceSession:
     """A session on ``provider`` (see :func:`provider_list`); raises if onnxruntime fell back to another one.
 
-    ``threads`` sets the CPU intra-op pool (0: onnxruntime's default).
+    ``threads`` sets the CPU intra-op pool (0: onnxruntime's default). ``spinning=False`` stops its
+    threads from busy-waiting after each run, which would take the cores from whatever runs next
+    in the process (the bench's torch side, whose fused loops use torch's own thread pool).
     """
     providers = provider_list(provider)
     if provider == CUDA and not cuda_usable():
@@ -75,6 +77,8 @@ def open_session(path: Path, provider: str = CPU, threads: int = 0) -> onnxrunti
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     if session.get_providers()[0] != provider:
         raise RuntimeError(

@@ -76,7 +76,7 @@ def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, 
     }
     for provider in runtime.providers_here():
         device = "cuda" if provider == runtime.CUDA else "cpu"
-        session = runtime.open_session(path, provider, threads)
+        session = runtime.open_session(path, provider, threads, spinning=False)  # the sides alternate in one process
         names = [i.name for i in session.get_inputs()]
         on_device = wrapper.to(device)
         synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
