@@ -121,7 +121,8 @@ torch.library.register_autograd("rnnzoo::indrnn_loop", _indrnn_backward, setup_c
 
 
 # --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
-# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ (T, B, 8H) and h, c before every step.
+# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on (T, B, 10H) and
+# h, c before every step.
 _define(
     "phased_lstm_loop",
     "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
@@ -138,7 +139,7 @@ def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Te
         _empty(projected, steps, batch, hidden),
         _empty(h0, batch, hidden),
         _empty(c0, batch, hidden),
-        _empty(projected, steps, batch, 8 * hidden),
+        _empty(projected, steps, batch, 10 * hidden),
         _empty(projected, steps + 1, batch, hidden),
         _empty(projected, steps + 1, batch, hidden),
     )

@@ -13,7 +13,10 @@
 namespace rnnzoo {
 namespace {
 
-constexpr int64_t kSaved = 8;  // per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
+// Per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, cycle = (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on. The
+// last two are the gate's local derivatives, computed where the branch is known, so that the
+// backward pass does no division and no floor.
+constexpr int64_t kSaved = 10;
 
 // kGated = false is the plain LSTM (k ≡ 1): the same loop, for torch.compile (see cells/lstm.py).
 template <typename T, bool kGated>
@@ -41,6 +44,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     T* __restrict__ s = saved + kSaved * b * H;
     T* __restrict__ kb = s + 6 * H;
     T* __restrict__ cycles = s + 7 * H;
+    T* __restrict__ k_by_cycle = s + 8 * H;
+    T* __restrict__ k_by_ratio = s + 9 * H;
     // Activations first, in simple loops (gcc vectorises these; one fused loop it would not).
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
@@ -50,9 +55,13 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
       for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
         const T cycle = (time - shift[j]) / period[j];
         const T phase = cycle - std::floor(cycle);
-        const T opening = T(2) * phase / ratio_on[j];
+        const T r = ratio_on[j];
+        const T opening = T(2) * phase / r;
+        const bool rising = phase < T(0.5) * r, falling = phase < r;
         cycles[j] = cycle;
-        kb[j] = phase < T(0.5) * ratio_on[j] ? opening : (phase < ratio_on[j] ? T(2) - opening : leak * phase);
+        kb[j] = rising ? opening : (falling ? T(2) - opening : leak * phase);
+        k_by_cycle[j] = (rising ? T(2) / r : (falling ? T(-2) / r : leak)) / period[j];  // ∂φ/∂cycle = 1
+        k_by_ratio[j] = rising ? -opening / r : (falling ? opening / r : T(0));
       }
     }
     // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
@@ -79,8 +88,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
 // Also writes, per unit, dL/dcycle / τ (g_cycle: the timestamp's gradient before the sum over units)
 // and dL/dk · ∂k/∂r_on (g_ratio).
 template <typename T, bool kGated>
-void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ period,
-                   const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev, const T* __restrict__ c_prev,
+void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ h_prev,
+                   const T* __restrict__ c_prev,
                    T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t b_begin, int64_t b_end,
                    int64_t H) {
   for (int64_t b = b_begin; b < b_end; ++b) {
@@ -100,7 +109,8 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     const T* __restrict__ cp = c_prev + b * H;
     const T* __restrict__ s = saved + kSaved * b * H;
     const T* __restrict__ kb = s + 6 * H;
-    const T* __restrict__ cycles = s + 7 * H;
+    const T* __restrict__ k_by_cycle = s + 8 * H;
+    const T* __restrict__ k_by_ratio = s + 9 * H;
     T* gh = g_h + b * H;
     T* gc = g_c + b * H;
     for (int64_t j = 0; j < H; ++j) {
@@ -110,13 +120,8 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
       const T dh_proposed = dh * k;
       if constexpr (kGated) {
         const T gk = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
-        const T phase = cycles[j] - std::floor(cycles[j]);
-        const T r = ratio_on[j];
-        const bool opening = phase < T(0.5) * r, closing = phase < r;
-        const T slope = opening ? T(2) / r : (closing ? T(-2) / r : leak);  // ∂k/∂φ (∂φ/∂cycle = 1)
-        const T by_ratio = opening ? T(-2) * phase / (r * r) : (closing ? T(2) * phase / (r * r) : T(0));
-        gcy[j] = gk * slope / period[j];
-        gr[j] = gk * by_ratio;
+        gcy[j] = gk * k_by_cycle[j];
+        gr[j] = gk * k_by_ratio[j];
       }
       const T dc_proposed = dc * k + dh_proposed * og * (T(1) - tanh_c * tanh_c);
       gp[j] = dc_proposed * g * i * (T(1) - i);
@@ -163,6 +168,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
 }
 
+// Adds one step's gate gradients into the per-row sums over time (rows are each one thread's, so
+// no two threads touch a row) and writes the timestamps' gradient of the step:
+//   cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ  (g_cycle holds dL/dcycle / τ).
+template <typename T>
+void accumulate_gate_rows(const T* __restrict__ g_cycle, const T* __restrict__ g_ratio, const T* __restrict__ saved,
+                          T* __restrict__ sum_shift, T* __restrict__ sum_period, T* __restrict__ sum_ratio,
+                          T* __restrict__ g_times, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
+    if (keep && !keep[b]) {
+      g_times[b] = T(0);
+      continue;
+    }
+    const T* __restrict__ gcy = g_cycle + b * H;
+    const T* __restrict__ gr = g_ratio + b * H;
+    const T* __restrict__ cycles = saved + kSaved * b * H + 7 * H;
+    T* __restrict__ shift = sum_shift + b * H;
+    T* __restrict__ period = sum_period + b * H;
+    T* __restrict__ ratio = sum_ratio + b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      shift[j] -= gcy[j];
+      period[j] -= gcy[j] * cycles[j];
+      ratio[j] += gr[j];
+    }
+    T time = T(0);
+    for (int64_t j = 0; j < H; ++j) time += gcy[j];
+    g_times[b] = time;
+  }
+}
+
 std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h,
                                                   const at::Tensor& grad_c, const at::Tensor& weight_hh,
                                                   const at::Tensor& period, const at::Tensor& ratio_on,
@@ -171,38 +205,32 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
   PlainKernelGuard guard;
   const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
   auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
-  auto grad_cycle = at::empty({T, B, H}, grad_outputs.options());
-  auto grad_ratio = at::empty({T, B, H}, grad_outputs.options());
+  auto grad_cycle = at::empty({B, H}, grad_outputs.options());  // one step's, reused
+  auto grad_ratio = at::empty({B, H}, grad_outputs.options());
+  auto sums = at::zeros({3, B, H}, grad_outputs.options());  // per row, over time: -dL/ds, -dL/dτ, dL/dr_on
+  auto grad_times = at::empty({T, B}, grad_outputs.options());
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
-  const auto tau = period.contiguous(), r = ratio_on.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep);  // period, ratio_on, leak: in the saved derivatives already
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
         backward_rows<scalar_t, true>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                saved[t].data_ptr<scalar_t>(), tau.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
-                                static_cast<scalar_t>(leak), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
-                                grad_pre[t].data_ptr<scalar_t>(), grad_cycle[t].data_ptr<scalar_t>(),
-                                grad_ratio[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+                                saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
+                                grad_pre[t].data_ptr<scalar_t>(), grad_cycle.data_ptr<scalar_t>(),
+                                grad_ratio.data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        accumulate_gate_rows<scalar_t>(grad_cycle.data_ptr<scalar_t>(), grad_ratio.data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
+                                       sums[0].data_ptr<scalar_t>(), sums[1].data_ptr<scalar_t>(), sums[2].data_ptr<scalar_t>(),
+                                       grad_times[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
         // dh_{t-1} = (the direct part, written in place) + dpre W
         g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
-  // cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ  (grad_cycle already holds dL/dcycle / τ).
-  const auto cycles = saved.view({T, B, kSaved, H}).select(2, 7);
-  const std::vector<int64_t> time_and_batch{0, 1};  // (an IntArrayRef would point at a dead temporary)
-  return {grad_pre,
-          g_h,
-          g_c,
-          grad_weight_hh,
-          grad_cycle.sum(-1),
-          -(grad_cycle * cycles).sum(time_and_batch),
-          -grad_cycle.sum(time_and_batch),
-          grad_ratio.sum(time_and_batch)};
+  const auto by_unit = sums.sum(1);  // (3, H)
+  return {grad_pre, g_h, g_c, grad_weight_hh, grad_times, by_unit[1], by_unit[0], by_unit[2]};
 }
 
 // The plain LSTM's loop: the Phased LSTM's with the gate always open.
@@ -250,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
         backward_rows<scalar_t, false>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                       saved[t].data_ptr<scalar_t>(), nullptr, nullptr, scalar_t(0), hs[t].data_ptr<scalar_t>(),
+                                       saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(),
                                        cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
                                        keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
         // dh_{t-1} = (the direct part, written in place) + dpre W

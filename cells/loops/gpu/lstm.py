@@ -11,7 +11,9 @@ from cells.loops.gpu.common import (
     block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
 )
 
-SAVED = 8  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ
+SAVED = 10  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on
+
+SAVED_UNITS = tl.constexpr(SAVED)  # the same, as a constant the kernels can read
 
 
 @triton.jit
@@ -43,13 +45,20 @@ def _forward(
         o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_o, input_precision=PRECISION).to(COMPUTE))
         c_proposed = f * c + i * g
         tanh_c = tanh(c_proposed)
-        save_at = (t * B + rows[:, None]) * (8 * H) + units[None, :]
+        save_at = (t * B + rows[:, None]) * (SAVED_UNITS * H) + units[None, :]
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
             cycle = (time - shift) / period
             phase = cycle - tl.floor(cycle)
             opening = 2.0 * phase / ratio
-            k = tl.where(phase < 0.5 * ratio, opening, tl.where(phase < ratio, 2.0 - opening, leak * phase))
+            rising = phase < 0.5 * ratio
+            falling = phase < ratio
+            k = tl.where(rising, opening, tl.where(falling, 2.0 - opening, leak * phase))
+            # The gate's local derivatives, for backward: ∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on.
+            k_by_cycle = tl.where(rising, 2.0 / ratio, tl.where(falling, -2.0 / ratio, leak)) / period
+            k_by_ratio = tl.where(rising, -opening / ratio, tl.where(falling, opening / ratio, 0.0))
+            tl.store(SAVED_ + save_at + 8 * H, k_by_cycle.to(SAVED_.dtype.element_ty), mask=tile)
+            tl.store(SAVED_ + save_at + 9 * H, k_by_ratio.to(SAVED_.dtype.element_ty), mask=tile)
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
             tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
@@ -88,14 +97,11 @@ def _backward(
     w_f = square_tile(W + 1 * H * H, H, units, False)
     w_g = square_tile(W + 2 * H * H, H, units, False)
     w_o = square_tile(W + 3 * H * H, H, units, False)
-    if GATED:
-        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
-        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
     dh = tl.load(GH + at, mask=tile, other=0.0).to(COMPUTE)
     dc = tl.load(GC + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        save_at = (t * B + rows[:, None]) * (8 * H) + units[None, :]
+        save_at = (t * B + rows[:, None]) * (SAVED_UNITS * H) + units[None, :]
         i = tl.load(SAVED_ + save_at, mask=tile, other=0.0).to(COMPUTE)
         f = tl.load(SAVED_ + save_at + H, mask=tile, other=0.0).to(COMPUTE)
         g = tl.load(SAVED_ + save_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
@@ -107,15 +113,9 @@ def _backward(
         if GATED:
             c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
             k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
-            cycle = tl.load(SAVED_ + save_at + 7 * H, mask=tile, other=0.0).to(COMPUTE)
             gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
-            phase = cycle - tl.floor(cycle)
-            opening = phase < 0.5 * ratio
-            closing = phase < ratio
-            slope = tl.where(opening, 2.0 / ratio, tl.where(closing, -2.0 / ratio, leak))  # ∂k/∂φ
-            by_ratio = tl.where(opening, -2.0 * phase / (ratio * ratio), tl.where(closing, 2.0 * phase / (ratio * ratio), 0.0))
-            g_cycle = gk * slope / period
-            g_ratio = gk * by_ratio
+            g_cycle = gk * tl.load(SAVED_ + save_at + 8 * H, mask=tile, other=0.0).to(COMPUTE)
+            g_ratio = gk * tl.load(SAVED_ + save_at + 9 * H, mask=tile, other=0.0).to(COMPUTE)
         else:
             k = 1.0
         d_proposed_h = d * k
