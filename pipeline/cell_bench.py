@@ -107,9 +107,16 @@ def names_for(shape: Shape) -> list[str]:
     return [n for n in cells.names() if n != "unfolded_lstm" or shape.steps <= UNFOLDED_MAX_STEPS]
 
 
+# A row name with this suffix times the cell's reference Python loop (fused=False).
+REFERENCE_LOOP = " (fused=False)"
+
+
 def build(name: str, shape: Shape, device: torch.device) -> nn.Module:
     """The model timed for ``name`` at ``shape``, on ``device`` in the shape's dtype."""
-    if name == REFERENCE:
+    if name.endswith(REFERENCE_LOOP):
+        cell = name.removesuffix(REFERENCE_LOOP)
+        model = cells.make(cell, shape.input_size, shape.hidden_size, fused=False, **required_options(cell, shape.steps))
+    elif name == REFERENCE:
         model: nn.Module = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True)
     elif name == "unfolded_lstm":
         # One unfolded layer per time step, so "per step" compares like with like.
@@ -186,14 +193,20 @@ def measure(device: str, shape: Shape, names: Sequence[str] | None = None, round
 
 
 def flatness(device: str, shape: Shape, names: Sequence[str] | None = None, rounds: int = 6, block: int = 2) -> list[FlatnessRow]:
-    """Time per training step at FLATNESS_STEPS[1] over FLATNESS_STEPS[0], the same model, interleaved."""
+    """Time per training step at FLATNESS_STEPS[1] over FLATNESS_STEPS[0], the same model, interleaved.
+
+    Rows for the fused loops and, for the cells that have one, for the reference Python loop too
+    (``fused=False``, the path a device without fused kernels takes): its backward once grew with T².
+    """
     torch_device = torch.device(device)
     short, long = FLATNESS_STEPS
     dtype = getattr(torch, shape.dtype)
     x_short = torch.randn(shape.batch_size, short, shape.input_size, device=torch_device, dtype=dtype)
     x_long = torch.randn(shape.batch_size, long, shape.input_size, device=torch_device, dtype=dtype)
     rows = []
-    for name in [REFERENCE, *(n for n in (names if names is not None else cells.names()) if n != "unfolded_lstm")]:
+    sequence_cells = [n for n in (names if names is not None else cells.names()) if n != "unfolded_lstm"]
+    reference_loops = [n + REFERENCE_LOOP for n in sequence_cells if n in ("janet", "indrnn", "phased_lstm", "rhn")]
+    for name in [REFERENCE, *sequence_cells, *reference_loops]:
         model = build(name, Shape(shape.hidden_size, shape.batch_size, long, shape.input_size, shape.dtype), torch_device)
         short_s, long_s = paired(
             lambda: _call(name, model, x_short, True), lambda: _call(name, model, x_long, True), torch_device, rounds, block

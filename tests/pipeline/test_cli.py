@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import cells
 from pipeline import cell_bench
+from pipeline import cli
 from pipeline.cli import app
 
 runner = CliRunner()
@@ -22,9 +23,10 @@ def test_cells_lists_every_cell_with_its_parameter_count() -> None:
         assert re.search(rf"{name}\s*│\s*{count:,}\s", result.output), (name, count, result.output)
 
 
-def test_cells_bench_prints_paired_ratios_for_every_cell() -> None:
+def test_cells_bench_prints_paired_ratios_for_every_cell(monkeypatch) -> None:
+    monkeypatch.setattr(cli.console, "width", 400)  # one line a row: rich wraps a narrow table's cells
     args = ["cells", "--bench", "--hidden-size", "8", "--input-size", "2", "--batch-size", "2", "--steps", "4", "--repeats", "2", "--device", "cpu"]
-    result = runner.invoke(app, args, terminal_width=250)
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     # cell │ parameters │ forward ms │ forward ratio median (min–max) │ training ms │ training ratio median (min–max)
     ratios = dict(re.findall(r"│ (\S+)\s*│[^│]+│[^│]+│[^│]+│[^│]+│\s*([0-9.e+-]+) \([0-9.e+-]+–[0-9.e+-]+\) │", result.output))
