@@ -16,6 +16,7 @@ import time
 import torch
 
 from cells import loops
+from cells.loops.ops import op
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     projected, h0, u = torch.randn(steps, batch, hidden), torch.zeros(batch, hidden), torch.rand(hidden)
 
     def loop() -> None:
-        torch.ops.rnnzoo.indrnn_loop(projected, h0, u, None, True)
+        op("indrnn_loop")(projected, h0, u, None, True)
 
     def clones() -> None:
         projected.clone(), projected.clone()

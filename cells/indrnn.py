@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cells.loops import ops as loop_ops
 from cells.base import Masks, RecurrentCell, require_bool, require_choice, require_in_range, require_positive_int
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
@@ -106,7 +107,7 @@ class IndRNNCell(RecurrentCell):
         self, projected: Tensor, state: IndRNNState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
     ) -> tuple[Tensor, IndRNNState]:
         recurrent_weight = self.recurrent_weight.to(projected.dtype)
-        outputs, h, _ = torch.ops.rnnzoo.indrnn_loop(projected, state.h, recurrent_weight, keep, self.activation == "relu")
+        outputs, h, _ = loop_ops.op("indrnn_loop")(projected, state.h, recurrent_weight, keep, self.activation == "relu")
         return outputs, IndRNNState(h)
 
     def extra_repr(self) -> str:

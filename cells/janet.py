@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cells.loops import ops as loop_ops
 from cells.base import Masks, RecurrentCell, require_in_range
 from cells.chrono import chrono_initialize_
 
@@ -69,7 +70,7 @@ class JANETCell(RecurrentCell):
         self, projected: Tensor, state: JANETState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
     ) -> tuple[Tensor, JANETState]:
         weight_hh = self.weight_hh.to(projected.dtype)
-        outputs, c, _, _ = torch.ops.rnnzoo.janet_loop(projected, state.c, weight_hh, keep, self.shift)
+        outputs, c, _, _ = loop_ops.op("janet_loop")(projected, state.c, weight_hh, keep, self.shift)
         return outputs, JANETState(c)
 
     def extra_repr(self) -> str:

@@ -83,8 +83,10 @@ def _fused_direction(
         projected = cell.project_input(x, masks).transpose(0, 1).contiguous()
     else:  # the projection is a linear map of the last axis: made time-major, nothing is copied
         projected = cell.project_input(x.transpose(0, 1), masks)  # (T, B, G)
-    # The loops run in float32 or float64; under autocast the projection may come in bfloat16.
-    dtype = projected.dtype if projected.dtype in (torch.float32, torch.float64) else torch.float32
+    # The loops run in float32 or float64; a half or bfloat16 model (or autocast's bfloat16
+    # projection) runs them in float32 and gets its own dtype back, as its reference loop gives.
+    given = projected.dtype
+    dtype = given if given in (torch.float32, torch.float64) else torch.float32
     state = type(state)(*(field.to(dtype).contiguous() for field in state))
     outputs, final = cell.fused_loop(
         projected.to(dtype).contiguous(),
@@ -93,7 +95,7 @@ def _fused_direction(
         None if times is None else times.to(dtype).t().contiguous(),  # (T, B)
         masks,
     )
-    return outputs.transpose(0, 1), final
+    return outputs.transpose(0, 1).to(given), type(final)(*(field.to(given) for field in final))
 
 
 class RecurrentLayer(nn.Module):
@@ -247,7 +249,7 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, State]:
         batch, steps = x.shape[:2]
         masks = cell.draw_masks(batch, x.device, x.dtype)
-        if self.fused and self.time_loop == "python" and cell.has_fused_loop and loops.available(x.device):
+        if self.fused and self.time_loop == "python" and cell.has_fused_loop and loops.available(x.device, cell.hidden_size):
             return _fused_direction(cell, x, state, times, valid, masks)
         projected = cell.project_input(x, masks)  # (B, T, G), one matmul for all steps
         if self.time_loop == "scan":

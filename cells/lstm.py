@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cells.loops import ops as loop_ops
 from cells.base import Masks, RecurrentCell
 
 
@@ -76,5 +77,5 @@ class LSTMCell(RecurrentCell):
     def fused_loop(
         self, projected: Tensor, state: LSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
     ) -> tuple[Tensor, LSTMState]:
-        outputs, h, c, *_ = torch.ops.rnnzoo.lstm_loop(projected, state.h, state.c, self.weight_hh.to(projected.dtype), keep)
+        outputs, h, c, *_ = loop_ops.op("lstm_loop")(projected, state.h, state.c, self.weight_hh.to(projected.dtype), keep)
         return outputs, LSTMState(h, c)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from torch.nn import functional as F
 
+from cells.loops import ops as loop_ops
 from cells.base import Masks, require_in_range
 from cells.lstm import LSTMCell, LSTMState, lstm_pointwise
 
@@ -96,7 +97,7 @@ class PhasedLSTMCell(LSTMCell):
         dtype = projected.dtype
         period, shift, ratio_on = (p.to(dtype) for p in (self.period, self.shift, self.ratio_on))
         leak = self.leak if self.training else 0.0  # as time_gate: a closed gate holds the state in eval
-        outputs, h, c, *_ = torch.ops.rnnzoo.phased_lstm_loop(
+        outputs, h, c, *_ = loop_ops.op("phased_lstm_loop")(
             projected, state.h, state.c, self.weight_hh.to(dtype), times, period, shift, ratio_on, keep, leak
         )
         return outputs, LSTMState(h, c)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cells.loops import ops as loop_ops
 from cells.base import Masks, RecurrentCell, require_in_range, require_positive_int, require_rate
 
 
@@ -101,7 +102,7 @@ class RHNCell(RecurrentCell):
         dtype = projected.dtype
         state_mask = masks[1].to(dtype).contiguous() if masks else None
         weight_hh, bias = self.weight_hh.to(dtype), self.bias.to(dtype)
-        outputs, s, _, _ = torch.ops.rnnzoo.rhn_loop(projected, state.s, weight_hh, bias, state_mask, keep)
+        outputs, s, _, _ = loop_ops.op("rhn_loop")(projected, state.s, weight_hh, bias, state_mask, keep)
         return outputs, RHNState(s)
 
     def extra_repr(self) -> str:

@@ -18,14 +18,19 @@ from cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on 
 
 # Traced as a constant by torch.compile: the answer (a build on disk) does not change within a process.
 @torch.compiler.assume_constant_result
-def available(device: torch.device) -> bool:
-    """Whether fused loop kernels exist for ``device``: CPU, the C++ build (made on first call);
-    CUDA, the Triton kernels (``cells.loops.gpu``, where triton is installed)."""
+def available(device: torch.device, hidden_size: int = 1) -> bool:
+    """Whether fused loop kernels exist for ``device`` and ``hidden_size``: CPU, the C++ build (made
+    on first call); CUDA, the Triton kernels (``cells.loops.gpu``, where triton is installed), which
+    hold a layer's units in one block and so stop at ``MAX_TRITON_HIDDEN``."""
     if device.type == "cpu":
         return native.load()
     if device.type == "cuda":
-        return _triton_registered()
+        return hidden_size <= MAX_TRITON_HIDDEN and _triton_registered()
     return False
+
+
+# Triton caps a block at 2**20 elements, and the kernels hold (H, H) weight tiles: H <= 1024.
+MAX_TRITON_HIDDEN = 1024
 
 
 @functools.cache

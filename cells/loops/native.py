@@ -48,8 +48,14 @@ def build_name() -> str:
     digest = hashlib.sha256()
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(" ".join([*CFLAGS, torch.__version__, cpu_name(), platform.python_version()]).encode())
+    digest.update(" ".join([*_flags(), torch.__version__, cpu_name(), platform.python_version()]).encode())
     return f"rnnzoo_loops_{digest.hexdigest()[:16]}"
+
+
+def _flags() -> list[str]:
+    from cells.loops.ops import VERSION  # the ops' names carry it; the kernels register under them
+
+    return [*CFLAGS, f"-DRNNZOO_OPS_VERSION={VERSION}"]
 
 
 @functools.cache
@@ -63,7 +69,7 @@ def load() -> bool:
         from torch.utils import cpp_extension
 
         cpp_extension.load(
-            name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=CFLAGS, is_python_module=False, verbose=False
+            name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=_flags(), is_python_module=False, verbose=False
         )
     except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
         # A failed build's message is the whole compiler log: show its first error, not the command line.

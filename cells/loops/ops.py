@@ -20,11 +20,40 @@ import torch
 from torch import Tensor
 
 LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
+# The ops' version, part of every name (``rnnzoo::janet_loop_v2``; the C++ build gets it as
+# RNNZOO_OPS_VERSION). Bump it whenever an op's outputs change (a saved buffer's layout, an
+# argument's meaning): torch.compile's on-disk graph cache keys on op names, and would otherwise
+# replay code compiled for the old layout.
+VERSION = 2
+
+
+def versioned(name: str) -> str:
+    """``janet_loop`` -> ``janet_loop_v2``: the registered name."""
+    return f"{name}_v{VERSION}"
+
+
+def op(name: str) -> Any:
+    """The op ``rnnzoo::<name>`` of this version, e.g. ``op("janet_loop")(projected, c0, ...)``."""
+    return getattr(torch.ops.rnnzoo, versioned(name))
+
+
+def _qualified(name: str) -> str:
+    return f"rnnzoo::{versioned(name)}"
 
 
 def _define(name: str, forward: str, backward: str) -> None:
-    torch.library.define(f"rnnzoo::{name}", forward, lib=LIBRARY)
-    torch.library.define(f"rnnzoo::{name}_backward", backward, lib=LIBRARY)
+    torch.library.define(_qualified(name), forward, lib=LIBRARY)
+    torch.library.define(_qualified(f"{name}_backward"), backward, lib=LIBRARY)
+
+
+def _no_double_backward() -> None:
+    # A backward that autograd cannot see through would hand create_graph=True callers (gradient
+    # penalties, meta-learning) silently wrong second derivatives: refuse instead.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "the fused time loops have no double backward (create_graph=True); build the layer with "
+            "fused=False for higher-order gradients"
+        )
 
 
 def _grad(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -45,7 +74,7 @@ _define(
 )
 
 
-@torch.library.register_fake("rnnzoo::janet_loop", lib=LIBRARY)
+@torch.library.register_fake(_qualified("janet_loop"), lib=LIBRARY)
 def _janet_fake(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | None, shift: float) -> tuple[Tensor, ...]:
     steps, batch, hidden = projected.shape[0], projected.shape[1], c0.shape[1]
     return (
@@ -56,7 +85,7 @@ def _janet_fake(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor |
     )
 
 
-@torch.library.register_fake("rnnzoo::janet_loop_backward", lib=LIBRARY)
+@torch.library.register_fake(_qualified("janet_loop_backward"), lib=LIBRARY)
 def _janet_backward_fake(grad_outputs: Tensor, grad_final: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = grad_outputs.shape
     return _empty(grad_outputs, steps, batch, 2 * hidden), torch.empty_like(grad_final), torch.empty_like(weight_hh)
@@ -71,14 +100,15 @@ def _janet_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) 
 
 
 def _janet_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
     weight_hh, keep, activations, states, outputs, final = ctx.saved_tensors
-    grad_projected, grad_c0, grad_weight_hh = torch.ops.rnnzoo.janet_loop_backward(
+    grad_projected, grad_c0, grad_weight_hh = op("janet_loop_backward")(
         _grad(grad_outputs, outputs), _grad(grad_final, final), weight_hh, keep, activations, states
     )
     return grad_projected, grad_c0, grad_weight_hh, None, None
 
 
-torch.library.register_autograd("rnnzoo::janet_loop", _janet_backward, setup_context=_janet_setup, lib=LIBRARY)
+torch.library.register_autograd(_qualified("janet_loop"), _janet_backward, setup_context=_janet_setup, lib=LIBRARY)
 
 
 # --- IndRNN: state h; saved h before every step (T+1, B, H); the outputs give the activations.
@@ -90,13 +120,13 @@ _define(
 )
 
 
-@torch.library.register_fake("rnnzoo::indrnn_loop", lib=LIBRARY)
+@torch.library.register_fake(_qualified("indrnn_loop"), lib=LIBRARY)
 def _indrnn_fake(projected: Tensor, h0: Tensor, recurrent_weight: Tensor, keep: Tensor | None, relu: bool) -> tuple[Tensor, ...]:
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     return _empty(projected, steps, batch, hidden), _empty(h0, batch, hidden), _empty(projected, steps + 1, batch, hidden)
 
 
-@torch.library.register_fake("rnnzoo::indrnn_loop_backward", lib=LIBRARY)
+@torch.library.register_fake(_qualified("indrnn_loop_backward"), lib=LIBRARY)
 def _indrnn_backward_fake(grad_outputs: Tensor, grad_final: Tensor, recurrent_weight: Tensor, *_: Any) -> tuple[Tensor, ...]:
     return torch.empty_like(grad_outputs), torch.empty_like(grad_final), torch.empty_like(recurrent_weight)
 
@@ -110,14 +140,15 @@ def _indrnn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...])
 
 
 def _indrnn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
     recurrent_weight, keep, outputs, states, final = ctx.saved_tensors
-    grad_projected, grad_h0, grad_weight = torch.ops.rnnzoo.indrnn_loop_backward(
+    grad_projected, grad_h0, grad_weight = op("indrnn_loop_backward")(
         _grad(grad_outputs, outputs), _grad(grad_final, final), recurrent_weight, keep, ctx.relu, outputs, states
     )
     return grad_projected, grad_h0, grad_weight, None, None
 
 
-torch.library.register_autograd("rnnzoo::indrnn_loop", _indrnn_backward, setup_context=_indrnn_setup, lib=LIBRARY)
+torch.library.register_autograd(_qualified("indrnn_loop"), _indrnn_backward, setup_context=_indrnn_setup, lib=LIBRARY)
 
 
 # --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
@@ -132,7 +163,7 @@ _define(
 )
 
 
-@torch.library.register_fake("rnnzoo::phased_lstm_loop", lib=LIBRARY)
+@torch.library.register_fake(_qualified("phased_lstm_loop"), lib=LIBRARY)
 def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     return (
@@ -145,7 +176,7 @@ def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Te
     )
 
 
-@torch.library.register_fake("rnnzoo::phased_lstm_loop_backward", lib=LIBRARY)
+@torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
 def _phased_backward_fake(
     grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, period: Tensor, ratio_on: Tensor, *_: Any
 ) -> list[Tensor]:
@@ -173,15 +204,16 @@ def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...])
 def _phased_backward(
     ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
 ) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
     weight_hh, period, ratio_on, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
-    grads = torch.ops.rnnzoo.phased_lstm_loop_backward(
+    grads = op("phased_lstm_loop_backward")(
         _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, period, ratio_on, keep, ctx.leak, saved, hs, cs
     )
     grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio = grads
     return grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio, None, None
 
 
-torch.library.register_autograd("rnnzoo::phased_lstm_loop", _phased_backward, setup_context=_phased_setup, lib=LIBRARY)
+torch.library.register_autograd(_qualified("phased_lstm_loop"), _phased_backward, setup_context=_phased_setup, lib=LIBRARY)
 
 
 # --- RHN: state s; saved, layer-major, each micro-layer's input state (D, T, B, H) and its
@@ -195,7 +227,7 @@ _define(
 )
 
 
-@torch.library.register_fake("rnnzoo::rhn_loop", lib=LIBRARY)
+@torch.library.register_fake(_qualified("rhn_loop"), lib=LIBRARY)
 def _rhn_fake(
     projected: Tensor, s0: Tensor, weight_hh: Tensor, bias: Tensor, state_mask: Tensor | None, keep: Tensor | None
 ) -> tuple[Tensor, ...]:
@@ -208,7 +240,7 @@ def _rhn_fake(
     )
 
 
-@torch.library.register_fake("rnnzoo::rhn_loop_backward", lib=LIBRARY)
+@torch.library.register_fake(_qualified("rhn_loop_backward"), lib=LIBRARY)
 def _rhn_backward_fake(grad_outputs: Tensor, grad_final: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = grad_outputs.shape
     depth = weight_hh.shape[0]
@@ -229,14 +261,15 @@ def _rhn_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) ->
 
 
 def _rhn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
     weight_hh, state_mask, keep, layer_states, activations, outputs, final = ctx.saved_tensors
-    grad_projected, grad_s0, grad_weight, grad_bias = torch.ops.rnnzoo.rhn_loop_backward(
+    grad_projected, grad_s0, grad_weight, grad_bias = op("rhn_loop_backward")(
         _grad(grad_outputs, outputs), _grad(grad_final, final), weight_hh, state_mask, keep, layer_states, activations
     )
     return grad_projected, grad_s0, grad_weight, grad_bias, None, None
 
 
-torch.library.register_autograd("rnnzoo::rhn_loop", _rhn_backward, setup_context=_rhn_setup, lib=LIBRARY)
+torch.library.register_autograd(_qualified("rhn_loop"), _rhn_backward, setup_context=_rhn_setup, lib=LIBRARY)
 
 
 # --- LSTM: the Phased LSTM's loop with the gate always open (csrc/phased_lstm.cpp); eager runs use
@@ -247,10 +280,10 @@ _define(
     "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
     " -> (Tensor, Tensor, Tensor, Tensor)",
 )
-torch.library.register_fake("rnnzoo::lstm_loop", _phased_fake, lib=LIBRARY)
+torch.library.register_fake(_qualified("lstm_loop"), _phased_fake, lib=LIBRARY)
 
 
-@torch.library.register_fake("rnnzoo::lstm_loop_backward", lib=LIBRARY)
+@torch.library.register_fake(_qualified("lstm_loop_backward"), lib=LIBRARY)
 def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = grad_outputs.shape
     return _empty(grad_outputs, steps, batch, 4 * hidden), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(weight_hh)
@@ -265,11 +298,12 @@ def _lstm_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -
 
 
 def _lstm_backward(ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
     weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
-    grad_projected, grad_h0, grad_c0, grad_weight = torch.ops.rnnzoo.lstm_loop_backward(
+    grad_projected, grad_h0, grad_c0, grad_weight = op("lstm_loop_backward")(
         _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
     )
     return grad_projected, grad_h0, grad_c0, grad_weight, None
 
 
-torch.library.register_autograd("rnnzoo::lstm_loop", _lstm_backward, setup_context=_lstm_setup, lib=LIBRARY)
+torch.library.register_autograd(_qualified("lstm_loop"), _lstm_backward, setup_context=_lstm_setup, lib=LIBRARY)

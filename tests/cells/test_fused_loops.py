@@ -22,6 +22,7 @@ from torch.testing import assert_close
 import cells
 import cells.layer
 from cells import loops
+from cells.loops.ops import op
 
 FUSED = ("janet", "indrnn", "phased_lstm", "rhn", "lstm")
 # Options that make each cell show its behaviour at tiny sizes: a Phased LSTM gate open often
@@ -139,13 +140,14 @@ def test_fused_loop_without_lengths_or_state(monkeypatch, name):
 
 @pytest.mark.parametrize("name", FUSED)
 def test_fused_loop_runs_under_bfloat16_autocast(monkeypatch, name):
-    _counting_fused(monkeypatch, name)
+    calls = _counting_fused(monkeypatch, name)
     reference, fused = _pair(name, CASES[name][0], {}, torch.float32, True)
     x = torch.randn(B, T, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out_fused, _, loss_fused = _run(fused, x, None, None, None)
         out_ref, _, _ = _run(reference, x, None, None, None)
     loss_fused.backward()
+    assert calls[0] == 1, "the fused loop did not run"
     assert torch.isfinite(out_fused).all()
     assert_close(out_fused.float(), out_ref.float(), atol=5e-2, rtol=5e-2)  # bfloat16 inputs: 3 significant digits
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)
@@ -160,25 +162,25 @@ def _op_arguments(name: str):
         return (torch.randn(*shape, dtype=torch.float64) * 0.7).requires_grad_()
 
     if name == "janet":
-        return torch.ops.rnnzoo.janet_loop, (rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(2 * hidden, hidden), keep, 1.0)
+        return op("janet_loop"), (rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(2 * hidden, hidden), keep, 1.0)
     if name == "indrnn":
         # Pre-activations kept away from ReLU's kink so finite differences do not straddle it.
         projected = (torch.rand(steps, batch, hidden, dtype=torch.float64) + 0.2).requires_grad_()
-        return torch.ops.rnnzoo.indrnn_loop, (projected, rand(batch, hidden).abs().detach().requires_grad_(), rand(hidden), keep, True)
+        return op("indrnn_loop"), (projected, rand(batch, hidden).abs().detach().requires_grad_(), rand(hidden), keep, True)
     if name == "phased_lstm":
         # Timestamps and gate parameters away from the gate's corners (finite differences must not cross one).
         times = torch.tensor([[0.3, 1.1, 2.2], [0.9, 1.6, 2.9], [1.5, 2.6, 3.3], [2.2, 3.1, 4.4]], dtype=torch.float64)
         period = torch.tensor([2.0, 3.0], dtype=torch.float64).requires_grad_()
         shift = torch.tensor([0.05, 0.4], dtype=torch.float64).requires_grad_()
         ratio_on = torch.tensor([0.9, 0.7], dtype=torch.float64).requires_grad_()
-        return torch.ops.rnnzoo.phased_lstm_loop, (
+        return op("phased_lstm_loop"), (
             rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden),
             times.requires_grad_(), period, shift, ratio_on, keep, 0.01,
         )
     if name == "lstm":
-        return torch.ops.rnnzoo.lstm_loop, (rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden), keep)
+        return op("lstm_loop"), (rand(steps, batch, 4 * hidden), rand(batch, hidden), rand(batch, hidden), rand(4 * hidden, hidden), keep)
     mask = torch.tensor([[2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
-    return torch.ops.rnnzoo.rhn_loop, (
+    return op("rhn_loop"), (
         rand(steps, batch, 2 * hidden), rand(batch, hidden), rand(3, 2 * hidden, hidden), rand(3, 2 * hidden), mask, keep,
     )
 
@@ -222,3 +224,74 @@ print("fell back:", messages[0][:60])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fell back" in result.stdout
     assert not any(Path(tmp_path).rglob("*.so")), "no extension should have been built"
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_op_passes_opcheck(name):
+    # The schema, the fake implementation's shapes against the kernel's, the autograd registration,
+    # and AOT dispatch: what torch.compile and export rely on.
+    loops.available(torch.device("cpu"))
+    op_, arguments = _op_arguments(name)
+    torch.library.opcheck(op_, arguments)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_double_backward_is_refused_not_silently_wrong(monkeypatch, name):
+    _counting_fused(monkeypatch, name)
+    layer = cells.make(name, I, H, **CASES[name][0]).double()
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    outputs, _ = layer(x)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(outputs.square().sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", FUSED)
+def test_half_precision_model_gets_its_dtype_back(monkeypatch, name, dtype):
+    reference, fused = _pair(name, CASES[name][0], LAYOUTS["stacked_bidirectional"], torch.float32, False)
+    reference, fused = reference.to(dtype), fused.to(dtype)
+    calls = _counting_fused(monkeypatch, name)
+    x = torch.randn(B, T, I, dtype=dtype)
+    out_fused, final_fused, _ = _run(fused, x, None, None, None)
+    out_ref, _, _ = _run(reference, x, None, None, None)
+    assert calls[0] == len(fused.cells)
+    assert out_fused.dtype == dtype and all(field.dtype == dtype for field in final_fused)
+    assert_close(out_fused.float(), out_ref.float(), atol=2e-2, rtol=2e-2)  # half inputs: 3 significant digits
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_loop_splits_rows_over_threads_exactly(monkeypatch, name):
+    # Enough rows that each step's rows are split over threads (for_rows' grain is 2048 / H rows).
+    batch, hidden = 70, 64
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        reference = cells.make(name, I, hidden, fused=False, **CASES[name][0]).double().train()
+        fused = copy.deepcopy(reference)
+        fused.fused = True
+        _counting_fused(monkeypatch, name)
+        x = torch.randn(batch, T, I, dtype=torch.float64)
+        lengths = torch.randint(1, T + 1, (batch,))
+        times = torch.rand(batch, T, dtype=torch.float64).mul(3).cumsum(1) if name == "phased_lstm" else None
+        out_fused, final_fused, loss_fused = _run(fused, x, None, lengths, times)
+        out_ref, final_ref, loss_ref = _run(reference, x, None, lengths, times)
+        assert_close(out_fused, out_ref, **TOLERANCE[torch.float64])
+        grads_fused = torch.autograd.grad(loss_fused, list(fused.parameters()))
+        grads_ref = torch.autograd.grad(loss_ref, list(reference.parameters()))
+        for a, e in zip(grads_fused, grads_ref):
+            assert_close(a, e, **TOLERANCE[torch.float64])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ops_refuse_arguments_that_would_read_out_of_bounds():
+    loops.available(torch.device("cpu"))
+    projected, h0, u = torch.randn(4, 3, 8), torch.randn(3, 8), torch.rand(8)
+    with pytest.raises(RuntimeError, match="keep must be a contiguous bool tensor of shape"):
+        op("indrnn_loop")(projected, h0, u, torch.ones(1, 1, dtype=torch.bool), True)
+    with pytest.raises(RuntimeError, match="recurrent_weight must have shape"):
+        op("indrnn_loop")(projected, h0, u[:1], None, True)
+
+
+def test_triton_loops_are_not_chosen_past_their_block_limit():
+    assert not loops.available(torch.device("cuda"), loops.MAX_TRITON_HIDDEN + 1)

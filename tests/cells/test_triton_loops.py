@@ -15,6 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from cells import loops
+from cells.loops.ops import op
 
 gpu = pytest.importorskip("cells.loops.gpu", reason="triton is not installed")  # installed by the dev extra
 
@@ -94,8 +95,8 @@ def _to(device: torch.device, values: tuple) -> tuple:
 @pytest.mark.parametrize("name", list(OPS))
 def test_triton_loop_matches_cpp_loop(name, dtype, with_keep, option):
     op_name, triton_forward, triton_backward, state_fields = OPS[name]
-    cpp_forward = getattr(torch.ops.rnnzoo, op_name)
-    cpp_backward = getattr(torch.ops.rnnzoo, f"{op_name}_backward")
+    cpp_forward = op(op_name)
+    cpp_backward = op(f"{op_name}_backward")
     args = _forward_args(name, dtype, _keep(with_keep), option)
     expected = cpp_forward(*args)
     actual = [t.cpu() for t in triton_forward(*_to(DEVICE, args))]

@@ -10,6 +10,12 @@
 #include <cstdint>
 #include <cstring>
 
+// The ops' registered names carry their version (cells/loops/ops.py's VERSION, passed to the build
+// as RNNZOO_OPS_VERSION): RNNZOO_OP("janet_loop") is "janet_loop_v2".
+#define RNNZOO_STRINGIFY_(x) #x
+#define RNNZOO_STRINGIFY(x) RNNZOO_STRINGIFY_(x)
+#define RNNZOO_OP(name) name "_v" RNNZOO_STRINGIFY(RNNZOO_OPS_VERSION)
+
 namespace rnnzoo {
 
 // exp for float written so that gcc vectorises the loops calling it (std::exp is a libm call it
@@ -73,8 +79,17 @@ inline void for_rows(int64_t B, int64_t H, const F& f) {
 }
 
 // keep (T, B) as bytes, or nullptr when every step of every sequence is valid.
-inline const bool* keep_pointer(const c10::optional<at::Tensor>& keep) {
-  return keep.has_value() ? keep->data_ptr<bool>() : nullptr;
+inline const bool* keep_pointer(const c10::optional<at::Tensor>& keep, int64_t T, int64_t B, const char* op) {
+  if (!keep.has_value()) return nullptr;
+  TORCH_CHECK(keep->scalar_type() == at::kBool && keep->is_contiguous() && keep->sizes() == at::IntArrayRef({T, B}), op,
+              ": keep must be a contiguous bool tensor of shape (", T, ", ", B, "), got ", keep->scalar_type(), " ",
+              keep->sizes());
+  return keep->data_ptr<bool>();
+}
+
+// The kernels read these with raw pointers: a wrong shape would read out of bounds.
+inline void check_shape(const at::Tensor& x, at::IntArrayRef shape, const char* name, const char* op) {
+  TORCH_CHECK(x.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ", x.sizes());
 }
 
 inline void check_time_major(const at::Tensor& projected, int64_t gates, int64_t hidden, const char* op) {

@@ -72,11 +72,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop(const at::Tensor& pro
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
   check_time_major(projected, 1, H, "indrnn_loop");
+  check_shape(h0, {B, H}, "h0", "indrnn_loop");
+  check_shape(recurrent_weight, {H}, "recurrent_weight", "indrnn_loop");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto states = at::empty({T + 1, B, H}, projected.options());  // h before each step, and the last
   states[0].copy_(h0);
   const auto u = recurrent_weight.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "indrnn_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "indrnn_loop", [&] {
     const scalar_t* p = projected.data_ptr<scalar_t>();
     scalar_t* s = states.data_ptr<scalar_t>();
@@ -100,8 +102,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop_backward(const at::Te
   auto grad_pre = at::empty({T, B, H}, grad_outputs.options());
   auto grad_h = grad_final.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
+  check_shape(recurrent_weight, {H}, "recurrent_weight", "indrnn_loop_backward");
   const auto u = recurrent_weight.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "indrnn_loop_backward");
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "indrnn_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t at_t = t * B * H;
@@ -120,8 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop_backward(const at::Te
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnzoo, CPU, m) {
-  m.impl("indrnn_loop", &indrnn_loop);
-  m.impl("indrnn_loop_backward", &indrnn_loop_backward);
+  m.impl(RNNZOO_OP("indrnn_loop"), &indrnn_loop);
+  m.impl(RNNZOO_OP("indrnn_loop_backward"), &indrnn_loop_backward);
 }
 
 }  // namespace rnnzoo

@@ -23,6 +23,7 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ c_prev, T* __
         cn[j] = cp[j];
         o[j] = T(0);
       }
+      for (int64_t j = 0; j < 3 * H; ++j) act[3 * b * H + j] = T(0);  // unread, but every output is defined
       continue;
     }
     T* __restrict__ a = act + 3 * b * H;
@@ -76,13 +77,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = c0.size(1);
   check_time_major(projected, 2, H, "janet_loop");
+  check_shape(c0, {B, H}, "c0", "janet_loop");
+  check_shape(weight_hh, {2 * H, H}, "weight_hh", "janet_loop");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto activations = at::empty({T, B, 3 * H}, projected.options());  // σ(s), σ(s - β), tanh(ĉ)
   auto states = at::empty({T + 1, B, H}, projected.options());       // c before each step, and the last
   states[0].copy_(c0);
   auto pre = at::empty({B, 2 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight_t = weight_hh.t();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "janet_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "janet_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
@@ -105,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
   auto grad_pre = at::empty({T, B, 2 * H}, grad_outputs.options());
   auto grad_c = grad_final.contiguous().clone();  // dL/dc_t carried back through time
   const auto g_out_all = grad_outputs.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "janet_loop_backward");
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "janet_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
@@ -124,8 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnzoo, CPU, m) {
-  m.impl("janet_loop", &janet_loop);
-  m.impl("janet_loop_backward", &janet_loop_backward);
+  m.impl(RNNZOO_OP("janet_loop"), &janet_loop);
+  m.impl(RNNZOO_OP("janet_loop_backward"), &janet_loop_backward);
 }
 
 }  // namespace rnnzoo

@@ -31,13 +31,12 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     T* __restrict__ cn = c_next + b * H;
     T* __restrict__ o = out + b * H;
     if (keep && !keep[b]) {  // past this sequence's end: the state stays, the output is 0
-      T* __restrict__ cycles = saved + kSaved * b * H + 7 * H;  // read by backward's reductions (times 0)
       for (int64_t j = 0; j < H; ++j) {
         hn[j] = hp[j];
         cn[j] = cp[j];
         o[j] = T(0);
-        cycles[j] = T(0);
       }
+      for (int64_t j = 0; j < kSaved * H; ++j) saved[kSaved * b * H + j] = T(0);  // every output defined
       continue;
     }
     const T* __restrict__ p = pre + 4 * b * H;
@@ -50,7 +49,9 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
     for (int64_t j = 3 * H; j < 4 * H; ++j) s[j] = sigmoid(p[j]);
-    if constexpr (kGated) {
+    if constexpr (!kGated) {  // no gate: its slots hold zeros, so every output is defined
+      for (int64_t j = 6 * H; j < kSaved * H; ++j) s[j] = T(0);
+    } else {
       const T time = times[b];
       for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
         const T cycle = (time - shift[j]) / period[j];
@@ -141,6 +142,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
   check_time_major(projected, 4, H, "phased_lstm_loop");
+  check_shape(c0, {B, H}, "c0", "phased_lstm_loop");
+  check_shape(weight_hh, {4 * H, H}, "weight_hh", "phased_lstm_loop");
+  for (const auto& [tensor, name] : {std::pair{&period, "period"}, {&shift, "shift"}, {&ratio_on, "ratio_on"}}) {
+    check_shape(*tensor, {H}, name, "phased_lstm_loop");
+  }
   TORCH_CHECK(times.is_contiguous() && times.sizes() == at::IntArrayRef({T, B}), "phased_lstm_loop: times must be contiguous (T, B)");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto saved = at::empty({T, B, kSaved * H}, projected.options());
@@ -151,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight_t = weight_hh.t();
   const auto tau = period.contiguous(), s = shift.contiguous(), r = ratio_on.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "phased_lstm_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
@@ -212,7 +218,8 @@ std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);  // period, ratio_on, leak: in the saved derivatives already
+  // period, ratio_on, leak: in the saved derivatives already.
+  const bool* keep_ptr = keep_pointer(keep, T, B, "phased_lstm_loop_backward");
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
@@ -240,6 +247,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
   check_time_major(projected, 4, H, "lstm_loop");
+  check_shape(c0, {B, H}, "c0", "lstm_loop");
+  check_shape(weight_hh, {4 * H, H}, "weight_hh", "lstm_loop");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto saved = at::empty({T, B, kSaved * H}, projected.options());
   auto hs = at::empty({T + 1, B, H}, projected.options());
@@ -248,7 +257,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   cs[0].copy_(c0);
   auto pre = at::empty({B, 4 * H}, projected.options());
   const auto weight_t = weight_hh.t();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "lstm_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
@@ -273,7 +282,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "lstm_loop_backward");
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
@@ -293,10 +302,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnzoo, CPU, m) {
-  m.impl("phased_lstm_loop", &phased_lstm_loop);
-  m.impl("phased_lstm_loop_backward", &phased_lstm_loop_backward);
-  m.impl("lstm_loop", &lstm_loop);
-  m.impl("lstm_loop_backward", &lstm_loop_backward);
+  m.impl(RNNZOO_OP("phased_lstm_loop"), &phased_lstm_loop);
+  m.impl(RNNZOO_OP("phased_lstm_loop_backward"), &phased_lstm_loop_backward);
+  m.impl(RNNZOO_OP("lstm_loop"), &lstm_loop);
+  m.impl(RNNZOO_OP("lstm_loop_backward"), &lstm_loop_backward);
 }
 
 }  // namespace rnnzoo

@@ -74,6 +74,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop(const at::Te
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = s0.size(1), D = weight_hh.size(0);
   check_time_major(projected, 2, H, "rhn_loop");
+  check_shape(weight_hh, {D, 2 * H, H}, "weight_hh", "rhn_loop");
+  check_shape(bias, {D, 2 * H}, "bias", "rhn_loop");
+  if (state_mask.has_value()) check_shape(*state_mask, {B, H}, "state_mask", "rhn_loop");
   auto outputs = at::empty({T, B, H}, projected.options());
   auto layer_states = at::empty({D, T, B, H}, projected.options());       // s_l, the input of micro-layer l
   auto activations = at::empty({D, T, B, 2 * H}, projected.options());  // tanh(pre_h), σ(pre_t)
@@ -81,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop(const at::Te
   auto next = at::empty({B, H}, projected.options());
   auto masked = at::empty({B, H}, projected.options());
   auto pre = at::empty({B, 2 * H}, projected.options());
-  const bool* keep_ptr = keep_pointer(keep);
+  const bool* keep_ptr = keep_pointer(keep, T, B, "rhn_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "rhn_loop", [&] {
     for (int64_t t = 0; t < T; ++t) {
       // Each block of rows runs its micro-layers' GEMMs and pointwise passes on one thread.
@@ -117,6 +120,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop_backward(
   auto ds = at::empty({B, H}, grad_outputs.options());
   auto through_w = at::empty({B, H}, grad_outputs.options());
   const auto g_out = grad_outputs.contiguous();
+  keep_pointer(keep, T, B, "rhn_loop_backward");  // checks its shape
+  if (state_mask.has_value()) check_shape(*state_mask, {B, H}, "state_mask", "rhn_loop_backward");
   const auto keep_mask = keep.has_value() ? keep->to(grad_outputs.scalar_type()).unsqueeze(-1) : at::Tensor();  // (T, B, 1)
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "rhn_loop_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -157,8 +162,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop_backward(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnzoo, CPU, m) {
-  m.impl("rhn_loop", &rhn_loop);
-  m.impl("rhn_loop_backward", &rhn_loop_backward);
+  m.impl(RNNZOO_OP("rhn_loop"), &rhn_loop);
+  m.impl(RNNZOO_OP("rhn_loop_backward"), &rhn_loop_backward);
 }
 
 }  // namespace rnnzoo

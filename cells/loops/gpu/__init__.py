@@ -9,7 +9,7 @@ which is how the parity tests run them where no GPU is present.
 from __future__ import annotations
 
 from cells.loops.gpu import indrnn, janet, lstm, rhn
-from cells.loops.ops import LIBRARY
+from cells.loops.ops import LIBRARY, versioned
 
 KERNELS = {
     "janet_loop": janet.forward,
@@ -24,4 +24,4 @@ KERNELS = {
     "rhn_loop_backward": rhn.backward,
 }
 for _name, _kernel in KERNELS.items():
-    LIBRARY.impl(_name, _kernel, "CUDA")
+    LIBRARY.impl(versioned(_name), _kernel, "CUDA")

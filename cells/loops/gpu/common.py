@@ -32,11 +32,18 @@ def tanh(x):
 def row_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """This program's batch rows and every hidden unit: rows, units, rows in range, the (rows, units)
     mask, and their offsets in a (B, H) slab."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    # int64 rows: offsets such as (t * B + row) * 10H pass 2**31 on a large GPU's memory.
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     units = tl.arange(0, BLOCK_H)
     row_ok = rows < B
     tile = row_ok[:, None] & (units < H)[None, :]
     return rows, units, row_ok, tile, rows[:, None] * H + units[None, :]
+
+
+@triton.jit
+def slab_at(step, B, width, rows, units):
+    """Offsets of (rows, units) in slab ``step`` of a (steps, B, width) tensor (int64, as rows are)."""
+    return (step * B + rows[:, None]) * width + units[None, :]
 
 
 @triton.jit

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, tanh
+from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, slab_at, tanh
 
 BLOCK_B, BLOCK_H = 16, 64
 
@@ -20,7 +20,7 @@ def _forward(
     P, H0, U, KEEP, OUT, STATES, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, RELU: tl.constexpr, COMPUTE: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)  # see common.row_tile
     units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < B
     tile = row_ok[:, None] & (units < H)[None, :]
@@ -29,7 +29,7 @@ def _forward(
     h = tl.load(H0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(STATES + at, h.to(STATES.dtype.element_ty), mask=tile)
     for t in range(T):
-        z = tl.load(P + t * B * H + at, mask=tile, other=0.0).to(COMPUTE) + u * h
+        z = tl.load(P + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE) + u * h
         if RELU:
             h_new = tl.maximum(z, 0.0)
         else:
@@ -39,8 +39,8 @@ def _forward(
             keep = kept(KEEP, t, B, rows, row_ok)
             h_new = tl.where(keep, h_new, h)
             out = tl.where(keep, out, 0.0)
-        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
-        tl.store(STATES + (t + 1) * B * H + at, h_new.to(STATES.dtype.element_ty), mask=tile)
+        tl.store(OUT + slab_at(t, B, H, rows, units), out.to(OUT.dtype.element_ty), mask=tile)
+        tl.store(STATES + slab_at(t + 1, B, H, rows, units), h_new.to(STATES.dtype.element_ty), mask=tile)
         h = h_new
 
 
@@ -49,7 +49,7 @@ def _backward(
     GOUT, GFINAL, U, KEEP, OUT, GPRE, GH0, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, RELU: tl.constexpr, COMPUTE: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)  # see common.row_tile
     units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < B
     tile = row_ok[:, None] & (units < H)[None, :]
@@ -58,8 +58,8 @@ def _backward(
     dh = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        y = tl.load(OUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
-        d = dh + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        y = tl.load(OUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
+        d = dh + tl.load(GOUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
         if RELU:
             dz = tl.where(y > 0.0, d, 0.0)  # ReLU's gradient at 0 is 0, as torch's
         else:
@@ -69,7 +69,7 @@ def _backward(
             keep = kept(KEEP, t, B, rows, row_ok)
             dz = tl.where(keep, dz, 0.0)
             new_dh = tl.where(keep, new_dh, dh)
-        tl.store(GPRE + t * B * H + at, dz.to(GPRE.dtype.element_ty), mask=tile)
+        tl.store(GPRE + slab_at(t, B, H, rows, units), dz.to(GPRE.dtype.element_ty), mask=tile)
         dh = new_dh
     tl.store(GH0 + at, dh.to(GH0.dtype.element_ty), mask=tile)
 

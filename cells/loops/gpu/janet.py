@@ -7,7 +7,7 @@ import triton.language as tl
 from torch import Tensor
 
 from cells.loops.gpu.common import (
-    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, slab_at, sigmoid, square_tile, tanh,
 )
 
 
@@ -23,7 +23,7 @@ def _forward(
     c = tl.load(C0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(STATES + at, c.to(STATES.dtype.element_ty), mask=tile)
     for t in range(T):
-        gate_at = (t * B + rows[:, None]) * (2 * H) + units[None, :]
+        gate_at = slab_at(t, B, 2 * H, rows, units)
         c_in = c.to(W.dtype.element_ty)
         s = tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + tl.dot(c_in, w_f, input_precision=PRECISION).to(COMPUTE)
         cand = tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(c_in, w_c, input_precision=PRECISION).to(COMPUTE)
@@ -36,12 +36,12 @@ def _forward(
             keep = kept(KEEP, t, B, rows, row_ok)
             c_new = tl.where(keep, c_new, c)
             out = tl.where(keep, out, 0.0)
-        act_at = (t * B + rows[:, None]) * (3 * H) + units[None, :]
+        act_at = slab_at(t, B, 3 * H, rows, units)
         tl.store(ACT + act_at, f.to(ACT.dtype.element_ty), mask=tile)
         tl.store(ACT + act_at + H, f_shifted.to(ACT.dtype.element_ty), mask=tile)
         tl.store(ACT + act_at + 2 * H, g.to(ACT.dtype.element_ty), mask=tile)
-        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
-        tl.store(STATES + (t + 1) * B * H + at, c_new.to(STATES.dtype.element_ty), mask=tile)
+        tl.store(OUT + slab_at(t, B, H, rows, units), out.to(OUT.dtype.element_ty), mask=tile)
+        tl.store(STATES + slab_at(t + 1, B, H, rows, units), c_new.to(STATES.dtype.element_ty), mask=tile)
         c = c_new
 
 
@@ -57,12 +57,12 @@ def _backward(
     dc = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        act_at = (t * B + rows[:, None]) * (3 * H) + units[None, :]
+        act_at = slab_at(t, B, 3 * H, rows, units)
         f = tl.load(ACT + act_at, mask=tile, other=0.0).to(COMPUTE)
         f_shifted = tl.load(ACT + act_at + H, mask=tile, other=0.0).to(COMPUTE)
         g = tl.load(ACT + act_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
-        c_prev = tl.load(STATES + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
-        d = dc + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        c_prev = tl.load(STATES + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
+        d = dc + tl.load(GOUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
         d_s = d * (c_prev * f * (1.0 - f) - g * f_shifted * (1.0 - f_shifted))
         d_cand = d * (1.0 - f_shifted) * (1.0 - g * g)
         direct = d * f
@@ -71,7 +71,7 @@ def _backward(
             d_s = tl.where(keep, d_s, 0.0)
             d_cand = tl.where(keep, d_cand, 0.0)
             direct = tl.where(keep, direct, dc)
-        gate_at = (t * B + rows[:, None]) * (2 * H) + units[None, :]
+        gate_at = slab_at(t, B, 2 * H, rows, units)
         tl.store(GPRE + gate_at, d_s.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + H, d_cand.to(GPRE.dtype.element_ty), mask=tile)
         dtype = W.dtype.element_ty

@@ -8,7 +8,7 @@ import triton.language as tl
 from torch import Tensor
 
 from cells.loops.gpu.common import (
-    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, slab_at, sigmoid, square_tile, tanh,
 )
 
 SAVED = 10  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on
@@ -37,7 +37,7 @@ def _forward(
     tl.store(HS + at, h.to(HS.dtype.element_ty), mask=tile)
     tl.store(CS + at, c.to(CS.dtype.element_ty), mask=tile)
     for t in range(T):
-        gate_at = (t * B + rows[:, None]) * (4 * H) + units[None, :]
+        gate_at = slab_at(t, B, 4 * H, rows, units)
         h_in = h.to(W.dtype.element_ty)
         i = sigmoid(tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_i, input_precision=PRECISION).to(COMPUTE))
         f = sigmoid(tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_f, input_precision=PRECISION).to(COMPUTE))
@@ -45,7 +45,7 @@ def _forward(
         o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_o, input_precision=PRECISION).to(COMPUTE))
         c_proposed = f * c + i * g
         tanh_c = tanh(c_proposed)
-        save_at = (t * B + rows[:, None]) * (SAVED_UNITS * H) + units[None, :]
+        save_at = slab_at(t, B, SAVED_UNITS * H, rows, units)
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
             cycle = (time - shift) / period
@@ -78,9 +78,9 @@ def _forward(
         tl.store(SAVED_ + save_at + 3 * H, o.to(SAVED_.dtype.element_ty), mask=tile)
         tl.store(SAVED_ + save_at + 4 * H, tanh_c.to(SAVED_.dtype.element_ty), mask=tile)
         tl.store(SAVED_ + save_at + 5 * H, c_proposed.to(SAVED_.dtype.element_ty), mask=tile)
-        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
-        tl.store(HS + (t + 1) * B * H + at, h_new.to(HS.dtype.element_ty), mask=tile)
-        tl.store(CS + (t + 1) * B * H + at, c_new.to(CS.dtype.element_ty), mask=tile)
+        tl.store(OUT + slab_at(t, B, H, rows, units), out.to(OUT.dtype.element_ty), mask=tile)
+        tl.store(HS + slab_at(t + 1, B, H, rows, units), h_new.to(HS.dtype.element_ty), mask=tile)
+        tl.store(CS + slab_at(t + 1, B, H, rows, units), c_new.to(CS.dtype.element_ty), mask=tile)
         h = h_new
         c = c_new
 
@@ -101,15 +101,15 @@ def _backward(
     dc = tl.load(GC + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        save_at = (t * B + rows[:, None]) * (SAVED_UNITS * H) + units[None, :]
+        save_at = slab_at(t, B, SAVED_UNITS * H, rows, units)
         i = tl.load(SAVED_ + save_at, mask=tile, other=0.0).to(COMPUTE)
         f = tl.load(SAVED_ + save_at + H, mask=tile, other=0.0).to(COMPUTE)
         g = tl.load(SAVED_ + save_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
         o = tl.load(SAVED_ + save_at + 3 * H, mask=tile, other=0.0).to(COMPUTE)
         tanh_c = tl.load(SAVED_ + save_at + 4 * H, mask=tile, other=0.0).to(COMPUTE)
-        h_prev = tl.load(HS + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
-        c_prev = tl.load(CS + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
-        d = dh + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        h_prev = tl.load(HS + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
+        c_prev = tl.load(CS + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
+        d = dh + tl.load(GOUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
         if GATED:
             c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
             k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
@@ -138,9 +138,9 @@ def _backward(
                 g_cycle = tl.where(keep, g_cycle, 0.0)
                 g_ratio = tl.where(keep, g_ratio, 0.0)
         if GATED:
-            tl.store(GCYCLE + t * B * H + at, g_cycle.to(GCYCLE.dtype.element_ty), mask=tile)
-            tl.store(GRATIO + t * B * H + at, g_ratio.to(GRATIO.dtype.element_ty), mask=tile)
-        gate_at = (t * B + rows[:, None]) * (4 * H) + units[None, :]
+            tl.store(GCYCLE + slab_at(t, B, H, rows, units), g_cycle.to(GCYCLE.dtype.element_ty), mask=tile)
+            tl.store(GRATIO + slab_at(t, B, H, rows, units), g_ratio.to(GRATIO.dtype.element_ty), mask=tile)
+        gate_at = slab_at(t, B, 4 * H, rows, units)
         tl.store(GPRE + gate_at, d_i.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + H, d_f.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + 2 * H, d_g.to(GPRE.dtype.element_ty), mask=tile)

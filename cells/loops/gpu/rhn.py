@@ -8,7 +8,7 @@ import triton.language as tl
 from torch import Tensor
 
 from cells.loops.gpu.common import (
-    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, sigmoid, square_tile, tanh,
+    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, slab_at, sigmoid, square_tile, tanh,
 )
 
 
@@ -26,12 +26,12 @@ def _forward(
     for t in range(T):
         s_start = s
         for layer in range(D):
-            tl.store(LAYER_STATES + (layer * T + t) * B * H + at, s.to(LAYER_STATES.dtype.element_ty), mask=tile)
+            tl.store(LAYER_STATES + slab_at(layer * T + t, B, H, rows, units), s.to(LAYER_STATES.dtype.element_ty), mask=tile)
             s_in = s * mask if HAS_MASK else s
             s_in = s_in.to(W.dtype.element_ty)
             # The input enters the first micro-layer only: a load masked off for the others.
             first = tile & (layer == 0)
-            gate_at = (t * B + rows[:, None]) * (2 * H) + units[None, :]
+            gate_at = slab_at(t, B, 2 * H, rows, units)
             bias_h = tl.load(BIAS + layer * 2 * H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
             bias_t = tl.load(BIAS + layer * 2 * H + H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
             pre_h = tl.dot(s_in, square_tile(W + (2 * layer + 0) * H * H, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_h
@@ -40,7 +40,7 @@ def _forward(
             pre_t += tl.load(P + gate_at + H, mask=first, other=0.0).to(COMPUTE)
             h = tanh(pre_h)
             transform = sigmoid(pre_t)
-            act_at = ((layer * T + t) * B + rows[:, None]) * (2 * H) + units[None, :]
+            act_at = slab_at(layer * T + t, B, 2 * H, rows, units)
             tl.store(ACT + act_at, h.to(ACT.dtype.element_ty), mask=tile)
             tl.store(ACT + act_at + H, transform.to(ACT.dtype.element_ty), mask=tile)
             s = h * transform + s * (1.0 - transform)
@@ -49,7 +49,7 @@ def _forward(
             keep = kept(KEEP, t, B, rows, row_ok)
             s = tl.where(keep, s, s_start)
             out = tl.where(keep, out, 0.0)
-        tl.store(OUT + t * B * H + at, out.to(OUT.dtype.element_ty), mask=tile)
+        tl.store(OUT + slab_at(t, B, H, rows, units), out.to(OUT.dtype.element_ty), mask=tile)
     tl.store(FINAL + at, s.to(FINAL.dtype.element_ty), mask=tile)
 
 
@@ -65,16 +65,16 @@ def _backward(
     d_state = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        d = d_state + tl.load(GOUT + t * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+        d = d_state + tl.load(GOUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
         if HAS_KEEP:  # no step past the end: nothing flows into it
             keep = kept(KEEP, t, B, rows, row_ok)
             d = tl.where(keep, d, 0.0)
         for down in range(D):
             layer = D - 1 - down
-            act_at = ((layer * T + t) * B + rows[:, None]) * (2 * H) + units[None, :]
+            act_at = slab_at(layer * T + t, B, 2 * H, rows, units)
             h = tl.load(ACT + act_at, mask=tile, other=0.0).to(COMPUTE)
             transform = tl.load(ACT + act_at + H, mask=tile, other=0.0).to(COMPUTE)
-            s_layer = tl.load(LAYER_STATES + (layer * T + t) * B * H + at, mask=tile, other=0.0).to(COMPUTE)
+            s_layer = tl.load(LAYER_STATES + slab_at(layer * T + t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
             d_pre_h = d * transform * (1.0 - h * h)
             d_pre_t = d * (h - s_layer) * transform * (1.0 - transform)
             tl.store(GPRE + act_at, d_pre_h.to(GPRE.dtype.element_ty), mask=tile)
