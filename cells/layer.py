@@ -116,7 +116,8 @@ class RecurrentLayer(nn.Module):
 
     Raises ``ValueError`` naming the bad value and what is allowed, for unknown options and
     out-of-range values here, and for wrongly shaped inputs, lengths, times or state in forward.
-    Dtypes: float32 and float64 (bfloat16 under autocast; the fused loops then run in float32).
+    Dtypes: float32 and float64; float16 and bfloat16 (a half model, or autocast) too, the fused
+    loops then computing in float32 and handing back the input's dtype.
     """
 
     def __init__(
