@@ -103,17 +103,29 @@ def required_options(name: str, steps: int) -> dict[str, float]:
 
 
 def names_for(shape: Shape) -> list[str]:
-    """The cells benchmarked at ``shape`` (unfolded_lstm only up to UNFOLDED_MAX_STEPS)."""
-    return [n for n in cells.names() if n != "unfolded_lstm" or shape.steps <= UNFOLDED_MAX_STEPS]
+    """The rows benchmarked at ``shape``: every cell (unfolded_lstm only up to UNFOLDED_MAX_STEPS)
+    and the LSTM on its own fused loop."""
+    names = [n for n in cells.names() if n != "unfolded_lstm" or shape.steps <= UNFOLDED_MAX_STEPS]
+    return [*names, OWN_LSTM_LOOP]
 
 
 # A row name with this suffix times the cell's reference Python loop (fused=False).
 REFERENCE_LOOP = " (fused=False)"
+# The LSTM on rnnzoo's own fused loop (what torch.compile runs) rather than torch.nn.LSTM's kernel:
+# the baseline of the Phased LSTM, whose loop is this one with the time gate added.
+OWN_LSTM_LOOP = "lstm (own fused loop)"
+
+
+class _OwnLoopLayer(cells.RecurrentLayer):
+    runs_on_torch_lstm = False  # type: ignore[assignment]  # a class attribute shadows the property
 
 
 def build(name: str, shape: Shape, device: torch.device) -> nn.Module:
     """The model timed for ``name`` at ``shape``, on ``device`` in the shape's dtype."""
-    if name.endswith(REFERENCE_LOOP):
+    if name == OWN_LSTM_LOOP:
+        model = cells.make("lstm", shape.input_size, shape.hidden_size)
+        model.__class__ = _OwnLoopLayer
+    elif name.endswith(REFERENCE_LOOP):
         cell = name.removesuffix(REFERENCE_LOOP)
         model = cells.make(cell, shape.input_size, shape.hidden_size, fused=False, **required_options(cell, shape.steps))
     elif name == REFERENCE:
