@@ -15,6 +15,7 @@ ratio of time per step says whether the backward pass grows faster than T.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -122,6 +123,7 @@ class _OwnLoopLayer(cells.RecurrentLayer):
 
 def build(name: str, shape: Shape, device: torch.device) -> nn.Module:
     """The model timed for ``name`` at ``shape``, on ``device`` in the shape's dtype."""
+    model: nn.Module
     if name == OWN_LSTM_LOOP:
         model = cells.make("lstm", shape.input_size, shape.hidden_size)
         model.__class__ = _OwnLoopLayer
@@ -129,7 +131,7 @@ def build(name: str, shape: Shape, device: torch.device) -> nn.Module:
         cell = name.removesuffix(REFERENCE_LOOP)
         model = cells.make(cell, shape.input_size, shape.hidden_size, fused=False, **required_options(cell, shape.steps))
     elif name == REFERENCE:
-        model: nn.Module = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True)
+        model = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True)
     elif name == "unfolded_lstm":
         # One unfolded layer per time step, so "per step" compares like with like.
         model = cells.make(name, shape.input_size, shape.hidden_size, depth=shape.steps)
@@ -182,7 +184,7 @@ def measure(device: str, shape: Shape, names: Sequence[str] | None = None, round
     reference = build(REFERENCE, shape, torch_device)
     rows = []
     for name in [REFERENCE, *(names if names is not None else names_for(shape))]:
-        model = build(REFERENCE, shape, torch_device) if name == REFERENCE else build(name, shape, torch_device)
+        model = build(name, shape, torch_device)  # for the reference: a second copy, its noise floor
         per_mode = {}
         for training in (False, True):
             cell_s, reference_s = paired(
@@ -216,10 +218,13 @@ def flatness(device: str, shape: Shape, names: Sequence[str] | None = None, roun
     x_short = torch.randn(shape.batch_size, short, shape.input_size, device=torch_device, dtype=dtype)
     x_long = torch.randn(shape.batch_size, long, shape.input_size, device=torch_device, dtype=dtype)
     rows = []
-    sequence_cells = [n for n in (names if names is not None else cells.names()) if n != "unfolded_lstm"]
-    reference_loops = [n + REFERENCE_LOOP for n in sequence_cells if n in ("janet", "indrnn", "phased_lstm", "rhn")]
+    sequence_cells = [n for n in (names if names is not None else cells.names()) if cells.is_sequence_model(n)]
+    # The cells whose fused path is rnnzoo's own loop (the LSTMs' is torch.nn.LSTM's kernel).
+    reference_loops = [
+        n + REFERENCE_LOOP for n in sequence_cells if not getattr(cells.SEQUENCE_CELLS[n], "runs_on_torch_lstm", False)
+    ]
     for name in [REFERENCE, *sequence_cells, *reference_loops]:
-        model = build(name, Shape(shape.hidden_size, shape.batch_size, long, shape.input_size, shape.dtype), torch_device)
+        model = build(name, dataclasses.replace(shape, steps=long), torch_device)
         short_s, long_s = paired(
             lambda: _call(name, model, x_short, True), lambda: _call(name, model, x_long, True), torch_device, rounds, block
         )

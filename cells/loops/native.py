@@ -74,7 +74,7 @@ def load() -> bool:
     except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
         # A failed build's message is the whole compiler log: show its first error, not the command line.
         lines = str(error).strip().splitlines() or [type(error).__name__]
-        first_line = next((line.strip() for line in lines if "error" in line.lower() and not line.startswith("[")), lines[0])[:300]
+        first_line = next((line.strip() for line in lines if "error:" in line), lines[0])[:300]
         warnings.warn(
             f"rnnzoo: the fused CPU time loops could not be built ({first_line}); layers run the slower reference "
             f"Python loop. Install a C++ compiler (g++ or clang++) and ninja, or set {ENV_SWITCH}=0 to silence this.",

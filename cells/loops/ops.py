@@ -24,7 +24,7 @@ LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
 # RNNZOO_OPS_VERSION). Bump it whenever an op's outputs change (a saved buffer's layout, an
 # argument's meaning): torch.compile's on-disk graph cache keys on op names, and would otherwise
 # replay code compiled for the old layout.
-VERSION = 2
+VERSION = 3
 
 
 def versioned(name: str) -> str:
@@ -151,20 +151,19 @@ def _indrnn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor |
 torch.library.register_autograd(_qualified("indrnn_loop"), _indrnn_backward, setup_context=_indrnn_setup, lib=LIBRARY)
 
 
-# --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
-# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on (T, B, 10H) and
-# h, c before every step.
+# --- LSTM: the Phased LSTM's loop with the gate always open (csrc/phased_lstm.cpp); eager runs use
+# torch.nn.LSTM's kernel instead, which torch.compile cannot trace (cells.layer).
 _define(
-    "phased_lstm_loop",
-    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
-    " Tensor ratio_on, Tensor? keep, float leak) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor period, Tensor ratio_on, Tensor? keep,"
-    " float leak, Tensor saved, Tensor hs, Tensor cs) -> Tensor[]",
+    "lstm_loop",
+    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? keep) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
+    " -> (Tensor, Tensor, Tensor, Tensor)",
 )
 
 
-@torch.library.register_fake(_qualified("phased_lstm_loop"), lib=LIBRARY)
-def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
+def _lstm_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    """Both LSTM loops' outputs: outputs, h, c, saved (T, B, 10H; the gate's slots zero for the
+    plain LSTM, see below), hs, cs."""
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     return (
         _empty(projected, steps, batch, hidden),
@@ -176,41 +175,73 @@ def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Te
     )
 
 
-@torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
-def _phased_backward_fake(
-    grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, period: Tensor, ratio_on: Tensor, *_: Any
-) -> list[Tensor]:
+torch.library.register_fake(_qualified("lstm_loop"), _lstm_fake, lib=LIBRARY)
+
+
+@torch.library.register_fake(_qualified("lstm_loop_backward"), lib=LIBRARY)
+def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
     steps, batch, hidden = grad_outputs.shape
-    return [
-        _empty(grad_outputs, steps, batch, 4 * hidden),
-        torch.empty_like(grad_h),
-        torch.empty_like(grad_c),
-        torch.empty_like(weight_hh),
-        _empty(grad_outputs, steps, batch),
-        torch.empty_like(period),
-        torch.empty_like(period),
-        torch.empty_like(ratio_on),
-    ]
+    return _empty(grad_outputs, steps, batch, 4 * hidden), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(weight_hh)
 
 
-def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _, _, _, weight_hh, _, period, _, ratio_on, keep, ctx.leak = inputs
+def _save_lstm(ctx: Any, weight_hh: Tensor, keep: Tensor | None, output: tuple[Tensor, ...]) -> None:
+    """What both LSTM loops' backward ops read (the Phased LSTM's gate is in ``saved``)."""
     outputs, h, c, saved, hs, cs = output
-    ctx.save_for_backward(weight_hh, period, ratio_on, keep, saved, hs, cs, outputs, h, c)
+    ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(saved, hs, cs)
+
+
+def _lstm_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _save_lstm(ctx, weight_hh=inputs[3], keep=inputs[4], output=output)
+
+
+def _lstm_backward(ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+    _no_double_backward()
+    weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    grad_projected, grad_h0, grad_c0, grad_weight = op("lstm_loop_backward")(
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
+    )
+    return grad_projected, grad_h0, grad_c0, grad_weight, None
+
+
+torch.library.register_autograd(_qualified("lstm_loop"), _lstm_backward, setup_context=_lstm_setup, lib=LIBRARY)
+
+
+# --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
+# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on (T, B, 10H) and
+# h, c before every step.
+_define(
+    "phased_lstm_loop",
+    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
+    " Tensor ratio_on, Tensor? keep, float leak) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
+    " -> Tensor[]",
+)
+torch.library.register_fake(_qualified("phased_lstm_loop"), _lstm_fake, lib=LIBRARY)
+
+
+@torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
+def _phased_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> list[Tensor]:
+    steps, batch, hidden = grad_outputs.shape
+    gate = [_empty(grad_outputs, hidden) for _ in range(3)]  # period, shift, ratio_on
+    return [*_lstm_backward_fake(grad_outputs, grad_h, grad_c, weight_hh), _empty(grad_outputs, steps, batch), *gate]
 
 
 def _phased_backward(
     ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
 ) -> tuple[Tensor | None, ...]:
     _no_double_backward()
-    weight_hh, period, ratio_on, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
     grads = op("phased_lstm_loop_backward")(
-        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, period, ratio_on, keep, ctx.leak, saved, hs, cs
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
     )
-    grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio = grads
-    return grad_projected, grad_h0, grad_c0, grad_weight, grad_times, grad_period, grad_shift, grad_ratio, None, None
+    # projected, h0, c0, weight_hh, times, period, shift, ratio_on; none for keep and leak.
+    return (*grads, None, None)
+
+
+def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    _save_lstm(ctx, weight_hh=inputs[3], keep=inputs[8], output=output)
 
 
 torch.library.register_autograd(_qualified("phased_lstm_loop"), _phased_backward, setup_context=_phased_setup, lib=LIBRARY)
@@ -270,40 +301,3 @@ def _rhn_backward(ctx: Any, grad_outputs: Tensor | None, grad_final: Tensor | No
 
 
 torch.library.register_autograd(_qualified("rhn_loop"), _rhn_backward, setup_context=_rhn_setup, lib=LIBRARY)
-
-
-# --- LSTM: the Phased LSTM's loop with the gate always open (csrc/phased_lstm.cpp); eager runs use
-# torch.nn.LSTM's kernel instead, which torch.compile cannot trace (cells.layer).
-_define(
-    "lstm_loop",
-    "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? keep) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
-    " -> (Tensor, Tensor, Tensor, Tensor)",
-)
-torch.library.register_fake(_qualified("lstm_loop"), _phased_fake, lib=LIBRARY)
-
-
-@torch.library.register_fake(_qualified("lstm_loop_backward"), lib=LIBRARY)
-def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> tuple[Tensor, ...]:
-    steps, batch, hidden = grad_outputs.shape
-    return _empty(grad_outputs, steps, batch, 4 * hidden), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(weight_hh)
-
-
-def _lstm_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _, _, _, weight_hh, keep = inputs
-    outputs, h, c, saved, hs, cs = output
-    ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c)
-    ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
-    ctx.mark_non_differentiable(saved, hs, cs)
-
-
-def _lstm_backward(ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
-    _no_double_backward()
-    weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
-    grad_projected, grad_h0, grad_c0, grad_weight = op("lstm_loop_backward")(
-        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
-    )
-    return grad_projected, grad_h0, grad_c0, grad_weight, None
-
-
-torch.library.register_autograd(_qualified("lstm_loop"), _lstm_backward, setup_context=_lstm_setup, lib=LIBRARY)

@@ -87,6 +87,9 @@ inline const bool* keep_pointer(const c10::optional<at::Tensor>& keep, int64_t T
   return keep->data_ptr<bool>();
 }
 
+// Step t's row of keep, or nullptr when every step counts.
+inline const bool* step_keep(const bool* keep, int64_t t, int64_t B) { return keep ? keep + t * B : nullptr; }
+
 // The kernels read these with raw pointers: a wrong shape would read out of bounds.
 inline void check_shape(const at::Tensor& x, at::IntArrayRef shape, const char* name, const char* op) {
   TORCH_CHECK(x.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ", x.sizes());

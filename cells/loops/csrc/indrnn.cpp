@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop(const at::Tensor& pro
     for (int64_t t = 0; t < T; ++t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
         forward_rows<scalar_t>(p + t * B * H, u.data_ptr<scalar_t>(), s + t * B * H, s + (t + 1) * B * H, o + t * B * H,
-                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H, relu);
+                               step_keep(keep_ptr, t, B), b0, b1, H, relu);
       });
     }
   });
@@ -110,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> indrnn_loop_backward(const at::Te
       const int64_t at_t = t * B * H;
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
         backward_rows<scalar_t>(g_out.data_ptr<scalar_t>() + at_t, grad_h.data_ptr<scalar_t>(), outputs.data_ptr<scalar_t>() + at_t,
-                                u.data_ptr<scalar_t>(), grad_pre.data_ptr<scalar_t>() + at_t, keep_ptr ? keep_ptr + t * B : nullptr,
+                                u.data_ptr<scalar_t>(), grad_pre.data_ptr<scalar_t>() + at_t, step_keep(keep_ptr, t, B),
                                 b0, b1, H, relu);
       });
     }

@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
         at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), states[t].narrow(0, b0, b1 - b0), weight_t);
         forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
                                outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
-                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H, static_cast<scalar_t>(shift));
+                               step_keep(keep_ptr, t, B), b0, b1, H, static_cast<scalar_t>(shift));
       });
     }
   });
@@ -114,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
         backward_rows<scalar_t>(g_out_all[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
                                 states[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
-                                keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+                                step_keep(keep_ptr, t, B), b0, b1, H);
         // dc_{t-1} = (the direct part, written in place) + dpre W
         grad_c.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });

@@ -98,11 +98,7 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     T* __restrict__ gcy = g_cycle + b * H;
     T* __restrict__ gr = g_ratio + b * H;
     if (keep && !keep[b]) {  // the step did not happen: the state's gradients pass through
-      for (int64_t j = 0; j < 4 * H; ++j) gp[j] = T(0);
-      if constexpr (kGated) {
-        for (int64_t j = 0; j < H; ++j) gcy[j] = T(0);
-        for (int64_t j = 0; j < H; ++j) gr[j] = T(0);
-      }
+      for (int64_t j = 0; j < 4 * H; ++j) gp[j] = T(0);  // (accumulate_gate_rows skips the row's gate)
       continue;
     }
     const T* __restrict__ go = g_out + b * H;
@@ -135,45 +131,6 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> phased_lstm_loop(
-    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
-    const at::Tensor& times, const at::Tensor& period, const at::Tensor& shift, const at::Tensor& ratio_on,
-    const c10::optional<at::Tensor>& keep, double leak) {
-  PlainKernelGuard guard;
-  const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
-  check_time_major(projected, 4, H, "phased_lstm_loop");
-  check_shape(c0, {B, H}, "c0", "phased_lstm_loop");
-  check_shape(weight_hh, {4 * H, H}, "weight_hh", "phased_lstm_loop");
-  for (const auto& [tensor, name] : {std::pair{&period, "period"}, {&shift, "shift"}, {&ratio_on, "ratio_on"}}) {
-    check_shape(*tensor, {H}, name, "phased_lstm_loop");
-  }
-  TORCH_CHECK(times.is_contiguous() && times.sizes() == at::IntArrayRef({T, B}), "phased_lstm_loop: times must be contiguous (T, B)");
-  auto outputs = at::empty({T, B, H}, projected.options());
-  auto saved = at::empty({T, B, kSaved * H}, projected.options());
-  auto hs = at::empty({T + 1, B, H}, projected.options());  // h, c before each step, and the last
-  auto cs = at::empty({T + 1, B, H}, projected.options());
-  hs[0].copy_(h0);
-  cs[0].copy_(c0);
-  auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
-  const auto weight_t = weight_hh.t();
-  const auto tau = period.contiguous(), s = shift.contiguous(), r = ratio_on.contiguous();
-  const bool* keep_ptr = keep_pointer(keep, T, B, "phased_lstm_loop");
-  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "phased_lstm_loop", [&] {
-    for (int64_t t = 0; t < T; ++t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
-        auto pre_rows = pre.narrow(0, b0, b1 - b0);
-        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), hs[t].narrow(0, b0, b1 - b0), weight_t);
-        forward_rows<scalar_t, true>(pre.data_ptr<scalar_t>(), times.data_ptr<scalar_t>() + t * B, tau.data_ptr<scalar_t>(),
-                               s.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), static_cast<scalar_t>(leak),
-                               hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
-                               cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
-                               keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
-      });
-    }
-  });
-  return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
-}
-
 // Adds one step's gate gradients into the per-row sums over time (rows are each one thread's, so
 // no two threads touch a row) and writes the timestamps' gradient of the step:
 //   cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ  (g_cycle holds dL/dcycle / τ).
@@ -203,100 +160,130 @@ void accumulate_gate_rows(const T* __restrict__ g_cycle, const T* __restrict__ g
   }
 }
 
-std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h,
-                                                  const at::Tensor& grad_c, const at::Tensor& weight_hh,
-                                                  const at::Tensor& period, const at::Tensor& ratio_on,
-                                                  const c10::optional<at::Tensor>& keep, double leak, const at::Tensor& saved,
-                                                  const at::Tensor& hs, const at::Tensor& cs) {
-  PlainKernelGuard guard;
-  const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
-  auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
-  auto grad_cycle = at::empty({B, H}, grad_outputs.options());  // one step's, reused
-  auto grad_ratio = at::empty({B, H}, grad_outputs.options());
-  auto sums = at::zeros({3, B, H}, grad_outputs.options());  // per row, over time: -dL/ds, -dL/dτ, dL/dr_on
-  auto grad_times = at::empty({T, B}, grad_outputs.options());
-  auto g_h = grad_h.contiguous().clone();
-  auto g_c = grad_c.contiguous().clone();
-  const auto g_out = grad_outputs.contiguous();
-  // period, ratio_on, leak: in the saved derivatives already.
-  const bool* keep_ptr = keep_pointer(keep, T, B, "phased_lstm_loop_backward");
-  AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "phased_lstm_loop_backward", [&] {
-    for (int64_t t = T - 1; t >= 0; --t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
-        backward_rows<scalar_t, true>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
-                                grad_pre[t].data_ptr<scalar_t>(), grad_cycle.data_ptr<scalar_t>(),
-                                grad_ratio.data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
-        accumulate_gate_rows<scalar_t>(grad_cycle.data_ptr<scalar_t>(), grad_ratio.data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
-                                       sums[0].data_ptr<scalar_t>(), sums[1].data_ptr<scalar_t>(), sums[2].data_ptr<scalar_t>(),
-                                       grad_times[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
-        // dh_{t-1} = (the direct part, written in place) + dpre W
-        g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
-      });
-    }
-  });
-  const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
-  const auto by_unit = sums.sum(1);  // (3, H)
-  return {grad_pre, g_h, g_c, grad_weight_hh, grad_times, by_unit[1], by_unit[0], by_unit[2]};
-}
+// The time gate of the Phased LSTM's forward pass: timestamps (T, B) and per-unit τ, s, r_on, α.
+struct Gate {
+  at::Tensor times, period, shift, ratio_on;
+  double leak;
+};
 
-// The plain LSTM's loop: the Phased LSTM's with the gate always open.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop(
+// Both loops' forward pass; `gate` is the Phased LSTM's, absent for the plain LSTM.
+template <bool kGated>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
     const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
-    const c10::optional<at::Tensor>& keep) {
+    const c10::optional<at::Tensor>& keep, const Gate& gate, const char* op) {
   PlainKernelGuard guard;
   const int64_t T = projected.size(0), B = projected.size(1), H = h0.size(1);
-  check_time_major(projected, 4, H, "lstm_loop");
-  check_shape(c0, {B, H}, "c0", "lstm_loop");
-  check_shape(weight_hh, {4 * H, H}, "weight_hh", "lstm_loop");
+  check_time_major(projected, 4, H, op);
+  check_shape(c0, {B, H}, "c0", op);
+  check_shape(weight_hh, {4 * H, H}, "weight_hh", op);
+  if constexpr (kGated) {
+    for (const auto& [tensor, name] : {std::pair{&gate.period, "period"}, {&gate.shift, "shift"}, {&gate.ratio_on, "ratio_on"}}) {
+      check_shape(*tensor, {H}, name, op);
+    }
+    TORCH_CHECK(gate.times.is_contiguous() && gate.times.sizes() == at::IntArrayRef({T, B}), op, ": times must be contiguous (T, B)");
+  }
   auto outputs = at::empty({T, B, H}, projected.options());
   auto saved = at::empty({T, B, kSaved * H}, projected.options());
-  auto hs = at::empty({T + 1, B, H}, projected.options());
+  auto hs = at::empty({T + 1, B, H}, projected.options());  // h, c before each step, and the last
   auto cs = at::empty({T + 1, B, H}, projected.options());
   hs[0].copy_(h0);
   cs[0].copy_(c0);
-  auto pre = at::empty({B, 4 * H}, projected.options());
+  auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight_t = weight_hh.t();
-  const bool* keep_ptr = keep_pointer(keep, T, B, "lstm_loop");
-  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loop", [&] {
+  const auto contiguous = [](const at::Tensor& x) { return x.defined() ? x.contiguous() : x; };  // undefined: no gate
+  const auto tau = contiguous(gate.period), s = contiguous(gate.shift), r = contiguous(gate.ratio_on);
+  const bool* keep_ptr = keep_pointer(keep, T, B, op);
+  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loops_forward", [&] {
+    const auto pointer = [](const at::Tensor& x) { return x.defined() ? x.data_ptr<scalar_t>() : nullptr; };
     for (int64_t t = 0; t < T; ++t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
         auto pre_rows = pre.narrow(0, b0, b1 - b0);
         at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), hs[t].narrow(0, b0, b1 - b0), weight_t);
-        forward_rows<scalar_t, false>(pre.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr, scalar_t(0),
-                                      hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(),
-                                      cs[t + 1].data_ptr<scalar_t>(), outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(),
-                                      keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        forward_rows<scalar_t, kGated>(pre.data_ptr<scalar_t>(), kGated ? pointer(gate.times) + t * B : nullptr, pointer(tau),
+                                       pointer(s), pointer(r), static_cast<scalar_t>(gate.leak), hs[t].data_ptr<scalar_t>(),
+                                       cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(), cs[t + 1].data_ptr<scalar_t>(),
+                                       outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(), step_keep(keep_ptr, t, B),
+                                       b0, b1, H);
       });
     }
   });
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
-    const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& weight_hh,
-    const c10::optional<at::Tensor>& keep, const at::Tensor& saved, const at::Tensor& hs, const at::Tensor& cs) {
+// Both loops' backward pass: the gradients of projected, h0, c0 and W, and for the Phased LSTM
+// those of the timestamps and of τ, s, r_on (whose local derivatives are in `saved`).
+template <bool kGated>
+std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c,
+                                     const at::Tensor& weight_hh, const c10::optional<at::Tensor>& keep, const at::Tensor& saved,
+                                     const at::Tensor& hs, const at::Tensor& cs, const char* op) {
   PlainKernelGuard guard;
   const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
   auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
+  at::Tensor grad_cycle, grad_ratio, sums, grad_times;
+  if constexpr (kGated) {
+    grad_cycle = at::empty({B, H}, grad_outputs.options());  // one step's, reused
+    grad_ratio = at::empty({B, H}, grad_outputs.options());
+    sums = at::zeros({3, B, H}, grad_outputs.options());  // per row, over time: -dL/ds, -dL/dτ, dL/dr_on
+    grad_times = at::empty({T, B}, grad_outputs.options());
+  }
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
-  const bool* keep_ptr = keep_pointer(keep, T, B, "lstm_loop_backward");
-  AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loop_backward", [&] {
+  const bool* keep_ptr = keep_pointer(keep, T, B, op);
+  AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loops_backward", [&] {
+    const auto pointer = [](const at::Tensor& x) { return x.defined() ? x.data_ptr<scalar_t>() : nullptr; };
     for (int64_t t = T - 1; t >= 0; --t) {
       for_rows(B, H, [&](int64_t b0, int64_t b1) {
-        backward_rows<scalar_t, false>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                       saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(),
-                                       cs[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), nullptr, nullptr,
-                                       keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+        backward_rows<scalar_t, kGated>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
+                                        saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
+                                        grad_pre[t].data_ptr<scalar_t>(), pointer(grad_cycle), pointer(grad_ratio),
+                                        step_keep(keep_ptr, t, B), b0, b1, H);
+        if constexpr (kGated) {
+          accumulate_gate_rows<scalar_t>(grad_cycle.data_ptr<scalar_t>(), grad_ratio.data_ptr<scalar_t>(),
+                                         saved[t].data_ptr<scalar_t>(), sums[0].data_ptr<scalar_t>(), sums[1].data_ptr<scalar_t>(),
+                                         sums[2].data_ptr<scalar_t>(), grad_times[t].data_ptr<scalar_t>(),
+                                         step_keep(keep_ptr, t, B), b0, b1, H);
+        }
         // dh_{t-1} = (the direct part, written in place) + dpre W
         g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
       });
     }
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
-  return {grad_pre, g_h, g_c, grad_weight_hh};
+  if constexpr (!kGated) {
+    return {grad_pre, g_h, g_c, grad_weight_hh};
+  } else {
+    const auto by_unit = sums.sum(1);  // (3, H)
+    return {grad_pre, g_h, g_c, grad_weight_hh, grad_times, by_unit[1], by_unit[0], by_unit[2]};
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> phased_lstm_loop(
+    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
+    const at::Tensor& times, const at::Tensor& period, const at::Tensor& shift, const at::Tensor& ratio_on,
+    const c10::optional<at::Tensor>& keep, double leak) {
+  return run_forward<true>(projected, h0, c0, weight_hh, keep, Gate{times, period, shift, ratio_on, leak}, "phased_lstm_loop");
+}
+
+std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h,
+                                                  const at::Tensor& grad_c, const at::Tensor& weight_hh,
+                                                  const c10::optional<at::Tensor>& keep, const at::Tensor& saved,
+                                                  const at::Tensor& hs, const at::Tensor& cs) {
+  return run_backward<true>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, "phased_lstm_loop_backward");
+}
+
+// The plain LSTM's loop: the Phased LSTM's with the gate always open.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop(
+    const at::Tensor& projected, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
+    const c10::optional<at::Tensor>& keep) {
+  return run_forward<false>(projected, h0, c0, weight_hh, keep, Gate{}, "lstm_loop");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
+    const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& weight_hh,
+    const c10::optional<at::Tensor>& keep, const at::Tensor& saved, const at::Tensor& hs, const at::Tensor& cs) {
+  const auto grads = run_backward<false>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, "lstm_loop_backward");
+  return {grads[0], grads[1], grads[2], grads[3]};
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_loop(const at::Te
                                  s_l.data_ptr<scalar_t>(), s_out.data_ptr<scalar_t>(), activations[l][t].data_ptr<scalar_t>(), b0, b1, H);
         }
         select_rows<scalar_t>(next.data_ptr<scalar_t>(), layer_states[0][t].data_ptr<scalar_t>(), state.data_ptr<scalar_t>(),
-                              outputs[t].data_ptr<scalar_t>(), keep_ptr ? keep_ptr + t * B : nullptr, b0, b1, H);
+                              outputs[t].data_ptr<scalar_t>(), step_keep(keep_ptr, t, B), b0, b1, H);
       });
     }
   });

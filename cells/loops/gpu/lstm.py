@@ -87,12 +87,11 @@ def _forward(
 
 @triton.jit
 def _backward(
-    GOUT, GH, GC, W, PERIOD, RATIO, KEEP, SAVED_, HS, CS, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
+    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
-    unit_ok = units < H
     w_i = square_tile(W + 0 * H * H, H, units, False)
     w_f = square_tile(W + 1 * H * H, H, units, False)
     w_g = square_tile(W + 2 * H * H, H, units, False)
@@ -172,18 +171,17 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
 
 
-def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, leak, saved, hs, cs):
+def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gated, keep, saved, hs, cs):
     steps, batch, hidden = grad_outputs.shape
     grad_pre = grad_outputs.new_empty(steps, batch, 4 * hidden)
-    grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gate is not None else grad_outputs
-    grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gate is not None else grad_outputs
+    grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs  # unwritten when not
+    grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs
     grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
-    period, ratio_on = gate if gate is not None else (grad_outputs, grad_outputs)
     _backward[grid(batch)](
-        grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(), period.contiguous(),
-        ratio_on.contiguous(), keep_or_empty(keep, grad_outputs), saved, hs, cs,
-        grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
+        grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
+        keep_or_empty(keep, grad_outputs), saved, hs, cs,
+        grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden,
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gated, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
     )
     grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
@@ -194,9 +192,9 @@ def phased_forward(projected, h0, c0, weight_hh, times, period, shift, ratio_on,
     return _run_forward(projected, h0, c0, weight_hh, (times, period, shift, ratio_on), keep, leak)
 
 
-def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, period, ratio_on, keep, leak, saved, hs, cs) -> list[Tensor]:
+def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs) -> list[Tensor]:
     grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio = _run_backward(
-        grad_outputs, grad_h, grad_c, weight_hh, (period, ratio_on), keep, leak, saved, hs, cs
+        grad_outputs, grad_h, grad_c, weight_hh, True, keep, saved, hs, cs
     )
     # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ).
     steps, batch, hidden = grad_outputs.shape
@@ -212,4 +210,4 @@ def lstm_forward(projected, h0, c0, weight_hh, keep):
 
 
 def lstm_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs):
-    return _run_backward(grad_outputs, grad_h, grad_c, weight_hh, None, keep, 0.0, saved, hs, cs)[:4]
+    return _run_backward(grad_outputs, grad_h, grad_c, weight_hh, False, keep, saved, hs, cs)[:4]
