@@ -124,7 +124,8 @@ def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimi
 
 
 def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any) -> TrainState:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a crafted checkpoint must not run code; the checkpoint holds tensors and plain data.
+    checkpoint = files.load_torch(path, "checkpoint", f"rnnzoo train {exp.name}")
     if checkpoint["params_hash"] != exp.params_hash():
         raise ValueError(f"checkpoint {path} was made with other params; train without --resume, or delete it")
     model.load_state_dict(checkpoint["model"])

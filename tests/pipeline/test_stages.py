@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -90,6 +91,28 @@ def test_resume_after_stop_gives_the_uninterrupted_result(workdir: Path) -> None
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
         assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted checkpoint would smuggle in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    marker = workdir / "code-ran"
+    path = files.checkpoint_path("add-janet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_hash": "x", "payload": _RunsCode(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        train(params, "add-janet", resume=True, progress=False)
+    assert not marker.exists(), "loading the checkpoint ran code"
 
 
 def test_resume_after_a_real_kill_gives_the_uninterrupted_metrics(workdir: Path) -> None:
