@@ -125,6 +125,12 @@ def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = No
     mlflow.log_metrics(dict(metrics), step=step)
 
 
+def logged_steps(mlflow: Any, key: str) -> set[int]:
+    """The steps at which the active run already holds metric ``key`` (a resumed stage skips them)."""
+    run_id = mlflow.active_run().info.run_id
+    return {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, key)}
+
+
 def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str, sequence: bool) -> None:
     """Log the torch model with a signature and input example, registered as ``registered_name``.
 

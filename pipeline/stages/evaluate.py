@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import files, objectives, plots, tracking
+from pipeline import files, objectives, outputs, plots, tracking
 from pipeline.config import Config
 from pipeline.model import VectorModel, detach_state, from_record
 from pipeline.tasks import TaskSpec, make_task
@@ -41,12 +41,13 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
     metrics.update({"baseline_loss": spec.baseline_loss, "valid.loss_over_baseline": valid["loss"] / spec.baseline_loss})
     metrics["train.final_loss"] = history[-1]["loss"]
     report = files.reports_dir(experiment)
-    files.write_json(metrics, report / "metrics.json")
-    made = _plots(experiment, model, spec, history, predicted, targets, report / "plots")
+    with outputs.together() as staged:  # metrics and plots appear together or not at all
+        files.write_json(metrics, staged.file(report / "metrics.json"))
+        made = _plots(experiment, model, spec, history, predicted, targets, staged.folder(report / "plots"))
     with tracking.stage_run("evaluate", exp) as mlflow:
         tracking.log_metrics(mlflow, metrics)
         for path in made:
-            mlflow.log_artifact(str(path), artifact_path="plots")
+            mlflow.log_artifact(str(report / "plots" / path.name), artifact_path="plots")
         if config.path is not None:
             mlflow.log_artifact(str(config.path), artifact_path="params")
     return metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import files, tracking
+from pipeline import files, outputs, tracking
 from pipeline.config import Config
 from pipeline.tasks import make_task
 
@@ -17,7 +17,9 @@ def prepare(config: Config, experiment: str) -> Path:
     with tracking.stage_run("prepare", exp) as mlflow:
         splits = task.prepare(data_dir, config.prepare.seed)
         spec = task.spec(splits)
-        path = files.save_torch(splits, files.dataset_path(experiment))
+        path = files.dataset_path(experiment)
+        with outputs.together() as staged:  # a failed write names its reason and keeps the previous data
+            files.save_torch(splits, staged.file(path))
         sizes = {f"data.{name}.examples": float(split["x"].shape[0]) for name, split in splits.items()}
         tracking.log_metrics(mlflow, {**sizes, "data.baseline_loss": spec.baseline_loss})
         mlflow.set_tag("rnnzoo.baseline", spec.baseline)

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cells import RecurrentCell
-from pipeline import files, objectives, tracking
+from pipeline import files, objectives, outputs, tracking
 from pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
 from pipeline.model import PredictionModule, VectorModel, build_model, detach_state
 from pipeline.tasks import Batch, Task, TaskSpec, make_task
@@ -63,13 +63,22 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def batch_stream(task: Task, split: dict, spec: TaskSpec, config: TrainConfig, start_step: int) -> Iterator[tuple[Batch, bool]]:
-    """Endless ``(batch, starts_epoch)`` from step ``start_step`` on, the same on every run."""
+def batch_stream(
+    task: Task, split: dict, spec: TaskSpec, config: TrainConfig, start_step: int, min_examples: int = 1
+) -> Iterator[tuple[Batch, bool]]:
+    """Endless ``(batch, starts_epoch)`` from step ``start_step`` on, the same on every run.
+
+    A batch of fewer than ``min_examples`` examples (an epoch's last, when the split does not
+    divide by the batch size) is skipped: batch norm cannot train on one example. Its examples
+    land in other batches of later epochs, which are shuffled anew.
+    """
     step, epoch = 0, 0
     while True:
         # Language models read their stream in order (state carries across batches).
         generator = None if spec.carries_state else torch.Generator().manual_seed(config.seed * _EPOCH_STRIDE + epoch)
         for index, batch in enumerate(task.batches(split, config.batch_size, generator)):
+            if batch.x.shape[0] < min_examples:
+                continue
             if step >= start_step:
                 yield batch, index == 0
             step += 1
@@ -80,6 +89,11 @@ def batch_stream(task: Task, split: dict, spec: TaskSpec, config: TrainConfig, s
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in batch))
+
+
+def min_batch_examples(model: nn.Module) -> int:
+    """The fewest examples a training batch needs: 2 where batch norm takes statistics over the batch."""
+    return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
 
 
 def layer_gradient_norms(model: nn.Module) -> list[float]:
@@ -100,6 +114,10 @@ class TrainState:
     step: int = 0
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     carried: Any = None  # language models: the recurrent state between batches
+    # The logging window in progress: the sum of its losses and the step it started after, so a
+    # resumed run averages the same steps as an uninterrupted one.
+    window_loss: float = 0.0
+    window_first_step: int = 0
 
 
 def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dict[str, Any]:
@@ -112,11 +130,17 @@ def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dic
 
 
 def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
+    with outputs.together() as staged:  # a failed write keeps the previous checkpoint and names the reason
+        _write_checkpoint(staged.file(path), exp, model, optimizer, schedule, state)
+
+
+def _write_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
     files.save_torch(
         {
             "params_hash": exp.params_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
             "carried": None if state.carried is None else list(state.carried),
+            "window_loss": state.window_loss, "window_first_step": state.window_first_step,
             "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
         path,
@@ -139,7 +163,7 @@ def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimi
     if carried is not None:
         state_type = getattr(getattr(model, "layer", None), "state_type", tuple)
         carried = state_type(*(t.to(device) for t in carried))
-    return TrainState(checkpoint["step"], checkpoint["history"], carried)
+    return TrainState(checkpoint["step"], checkpoint["history"], carried, checkpoint["window_loss"], checkpoint["window_first_step"])
 
 
 def train(config: Config, experiment: str, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
@@ -160,15 +184,24 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule) if resume else TrainState()
     # bfloat16 needs no loss scaling, and autocast supports it on CPU and CUDA alike.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
-    stream = batch_stream(task, splits["train"], spec, cfg, state.step)
+    min_examples = min_batch_examples(model)
+    if cfg.batch_size < min_examples:
+        raise ConfigError(
+            f"params: train.batch_size = {cfg.batch_size} for {experiment}, but its model has batch norm, "
+            f"which needs batches of at least {min_examples} examples"
+        )
+    stream = batch_stream(task, splits["train"], spec, cfg, state.step, min_examples)
     last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     with tracking.stage_run("train", exp) as mlflow:
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
         model.train()
         bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)
-        # The logging window starts where this run starts: after --resume, mid-window.
-        window_loss, window_start, window_first_step = 0.0, time.perf_counter(), state.step
+        # A killed run may have logged records past its last checkpoint: the resumed run recomputes
+        # them (equal, timings aside) and does not log them twice.
+        logged = tracking.logged_steps(mlflow, "train.loss") if resume else set()
+        # Timing only: after --resume, the first window's rate counts this run's steps.
+        clock, clock_step = time.perf_counter(), state.step
         for step in bar:
             batch, starts_epoch = next(stream)
             batch = to_device(batch, device)
@@ -191,26 +224,30 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                     cell.constrain_parameters_()
             state.carried = detach_state(new_state) if spec.carries_state else None
             state.step = step + 1
-            window_loss += loss.item()
+            state.window_loss += loss.item()
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                steps_in_window = state.step - window_first_step
-                seconds = time.perf_counter() - window_start
+                seconds = time.perf_counter() - clock
                 record = {
-                    "step": state.step, "loss": window_loss / steps_in_window, "lr": schedule.get_last_lr()[0],
-                    "grad_norm": float(grad_norm), "steps_per_second": steps_in_window / max(seconds, 1e-9),
+                    "step": state.step, "loss": state.window_loss / (state.step - state.window_first_step),
+                    "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "steps_per_second": (state.step - clock_step) / max(seconds, 1e-9),
                 }
-                tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
+                if state.step not in logged:
+                    tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
                 record["layer_grad_norms"] = layer_gradient_norms(model)
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.3g}")
-                window_loss, window_start, window_first_step = 0.0, time.perf_counter(), state.step
+                state.window_loss, state.window_first_step = 0.0, state.step
+                clock, clock_step = time.perf_counter(), state.step
             if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
         if state.step < cfg.steps:  # stopped early on purpose: keep a checkpoint to resume from
             _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
             return checkpoint
-        files.write_json(state.history, files.reports_dir(experiment) / "train_history.json")
-        path = files.save_torch(model_record(exp, spec, model.cpu()), files.model_path(experiment))
+        path = files.model_path(experiment)
+        with outputs.together() as staged:  # the model and its history appear together or not at all
+            files.write_json(state.history, staged.file(files.reports_dir(experiment) / "train_history.json"))
+            files.save_torch(model_record(exp, spec, model.cpu()), staged.file(path))
         checkpoint.unlink(missing_ok=True)
         example = next(task.batches(splits["valid"], 2))
         module = PredictionModule(model).eval()

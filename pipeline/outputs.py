@@ -1,0 +1,114 @@
+"""A stage's outputs appear together or not at all.
+
+A stage writes each output to a temporary path beside its final place (``staged.file(path)``,
+``staged.folder(path)``); only when the block ends without an error are they all renamed into
+place, one rename each. If writing fails (disk full, a read-only folder), nothing is renamed and
+the temporaries are removed: the previous outputs stay as they were. If a rename fails part-way,
+the outputs already renamed are put back, so a reader never sees a new ``model.pt`` beside an old
+``train_history.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.files import _umask
+
+# What a failed write of an output looks like: no space, no quota, a read-only or forbidden folder.
+_WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class StageOutputError(OSError):
+    """A stage's outputs could not be written; the previous ones are unchanged."""
+
+
+class Staged:
+    """Temporary paths for one stage's outputs, renamed into place together by :func:`together`."""
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def file(self, path: Path) -> Path:
+        """A temporary file name beside ``path`` to write ``path``'s content to."""
+        return self._stage(path, folder=False)
+
+    def folder(self, path: Path) -> Path:
+        """An empty temporary folder beside ``path`` to fill with ``path``'s content."""
+        return self._stage(path, folder=True)
+
+    def _stage(self, path: Path, folder: bool) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in path.parent.glob(f".{path.name}.*.staged"):  # from a run that was killed
+            _remove(leftover)
+        prefix, suffix = f".{path.name}.", ".staged"
+        if folder:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+        else:
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+            os.close(handle)
+            tmp = Path(name)
+        self._moves.append((tmp, path))
+        return tmp
+
+    def _commit(self) -> None:
+        backups: list[tuple[Path, Path | None]] = []  # (final, its previous content moved aside, or None)
+        try:
+            for tmp, final in self._moves:
+                os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())  # mkstemp/mkdtemp make 0600/0700
+                previous = None
+                if final.exists():
+                    previous = final.with_name(f".{final.name}.previous.staged")
+                    _remove(previous)
+                    os.replace(final, previous)
+                backups.append((final, previous))
+                os.replace(tmp, final)
+        except OSError as error:
+            failed = final
+            for done, previous in reversed(backups):  # the failed one's final may be absent: no matter
+                _remove(done)
+                if previous is not None:
+                    os.replace(previous, done)
+            raise StageOutputError(f"could not write {failed}: {error.strerror or error}; the previous outputs are unchanged") from None
+        for _, previous in backups:
+            if previous is not None:
+                _remove(previous)
+
+    def _discard(self) -> None:
+        for tmp, _ in self._moves:
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def together() -> Iterator[Staged]:
+    """Yield a :class:`Staged`; when the block succeeds, every staged output is renamed into place.
+
+    Raises :class:`StageOutputError` (naming the path and the reason) when an output cannot be
+    written or moved into place; the block's own errors propagate unchanged. Either way nothing
+    half-written is left behind.
+    """
+    staged = Staged()
+    try:
+        try:
+            yield staged
+        except OSError as error:
+            if error.errno not in _WRITE_FAILURES:  # e.g. a missing input: not an output that failed
+                raise
+            where = f" {error.filename}" if error.filename else ""
+            raise StageOutputError(f"could not write{where}: {error.strerror or error}; the previous outputs are unchanged") from None
+        staged._commit()
+    finally:
+        staged._discard()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+

@@ -1,0 +1,126 @@
+"""A stage's outputs appear together or not at all: a write that fails (disk full, read-only
+folder) leaves the previous outputs as they were, no temporary files, and a named error."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipeline import config, files, outputs
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.prepare import prepare
+from pipeline.stages.train import train
+
+
+def _disk_full(*args: Any, **kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_staged_outputs_appear_together(tmp_path: Path) -> None:
+    with outputs.together() as staged:
+        staged.file(tmp_path / "a.json").write_text("a")
+        folder = staged.folder(tmp_path / "plots")
+        (folder / "p.png").write_text("p")
+        assert not (tmp_path / "a.json").exists() and not (tmp_path / "plots").exists(), "nothing before the block ends"
+    assert (tmp_path / "a.json").read_text() == "a" and (tmp_path / "plots" / "p.png").read_text() == "p"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "plots"]
+
+
+def test_a_failed_write_keeps_the_previous_outputs(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("old a")
+    (tmp_path / "b.json").write_text("old b")
+    with pytest.raises(outputs.StageOutputError, match="No space left on device"):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "a.json").write_text("new a")
+            _disk_full(staged.file(tmp_path / "b.json"))
+    assert (tmp_path / "a.json").read_text() == "old a" and (tmp_path / "b.json").read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"], "no temporary file left"
+
+
+def test_a_rename_failing_part_way_puts_back_what_was_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.json").write_text("old a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("old x")
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst) == tmp_path / "b" and ".staged" in str(src) and "previous" not in str(src):
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(outputs.StageOutputError, match=r"could not write .*b: Read-only file system"):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "a.json").write_text("new a")
+            (staged.folder(tmp_path / "b") / "x").write_text("new x")
+    assert (tmp_path / "a.json").read_text() == "old a"
+    assert (tmp_path / "b" / "x").read_text() == "old x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b"]
+
+
+def test_an_error_that_is_not_a_failed_write_passes_through_unchanged(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "a.json").write_text("a")
+            (tmp_path / "missing" / "input").read_text()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fail_to_save(what: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save fails (disk full) for the model record or the checkpoint, and works for the rest."""
+    real_save = torch.save
+    key = {"model": "state_dict", "checkpoint": "optimizer"}[what]
+
+    def save(obj: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, dict) and key in obj:
+            _disk_full()
+        real_save(obj, *args, **kwargs)
+
+    monkeypatch.setattr("pipeline.files.torch.save", save)
+
+
+def _prepare(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.files.torch.save", _disk_full)
+    prepare(params, "add-janet")
+
+
+def _train(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fail_to_save("model", monkeypatch)
+    train(params, "add-janet", progress=False)
+
+
+def _checkpoint(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fail_to_save("checkpoint", monkeypatch)
+    train(params, "add-janet", progress=False)
+
+
+def _evaluate(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(params, "add-janet", progress=False)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", _disk_full)  # a plot's write fails
+    evaluate(params, "add-janet")
+
+
+# Each stage with more than one output, and the outputs that must appear together.
+STAGES = {
+    "prepare": (_prepare, ["data/add-janet/dataset.pt"]),
+    "train": (_train, ["models/add-janet/model.pt", "reports/add-janet/train_history.json"]),
+    "train, checkpoint": (_checkpoint, ["models/add-janet/checkpoint/last.pt", "models/add-janet/model.pt"]),
+    "evaluate": (_evaluate, ["reports/add-janet/metrics.json", "reports/add-janet/plots"]),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_whose_write_fails_leaves_none_of_its_outputs(stage: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, made = STAGES[stage]
+    params = config.load(workdir / "params.yaml")
+    if stage != "prepare":
+        prepare(params, "add-janet")
+    with pytest.raises(outputs.StageOutputError, match="No space left on device; the previous outputs are unchanged"):
+        run(params, monkeypatch)
+    assert [path for path in made if (workdir / path).exists()] == []
+    assert not list(workdir.rglob("*.staged")) and not list(workdir.rglob(".*.tmp")), "no temporary file left"
