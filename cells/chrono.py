@@ -2,11 +2,19 @@
 
 For gated cells whose forget gate sets a characteristic forgetting time, initialise::
 
-    b_f ~ log(U(1, T_max - 1))        b_i = -b_f
+    b_f ~ log(U(1, T_max - 1))        b_i = -b_f        b_g = b_o = 0
 
 so that the cell's time constants spread over [1, T_max], the range of dependencies the task
-needs. Works on ``torch.nn.LSTM``, ``torch.nn.LSTMCell`` and this library's gated cells (any
-module declaring ``gate_order``); JANET, which has no input gate, gets ``b_f`` only.
+needs. The paper names only ``b_f`` and ``b_i``; every other gate's bias (the LSTM's candidate
+``g`` and output ``o``, JANET's candidate ``c``) starts at 0, as in the original code: the Keras
+Chrono-LSTM (its bias initialiser concatenates ``-b_f``, ``b_f`` and zeros, Keras' default
+bias) and the JANET authors' ``chrono_init`` (van der Westhuizen & Lasenby 2018,
+github.com/JosvanderWesthuizen/janet, ``aux_code/rnn_cells.py``: ``i = -f`` and ``j = o = 0``
+for the LSTM, candidate ``j = 0`` for JANET). These are the *effective* biases: a cell with two
+bias vectors (``torch.nn.LSTM``'s ``bias_ih`` + ``bias_hh``) gets them in the first and 0 in
+the second. Works on ``torch.nn.LSTM``, ``torch.nn.LSTMCell`` and this library's gated cells
+(any module declaring ``gate_order``); JANET, which has no input gate, gets ``b_f`` and
+``b_c = 0``.
 """
 
 from __future__ import annotations
@@ -47,8 +55,9 @@ def _gated_biases(module: nn.Module) -> list[tuple[Tensor, Tensor | None, str]]:
 def chrono_initialize_(module: nn.Module, max_timescale: float, generator: torch.Generator | None = None) -> nn.Module:
     """Apply chrono init in place to every gated cell inside ``module``; returns ``module``.
 
-    A second bias vector (``torch.nn.LSTM``'s ``bias_hh``) is zeroed on the forget and input
-    gates so that the effective bias is exactly the chrono value.
+    Sets each cell's effective biases: forget ``log(U(1, T_max - 1))``, input its negative, every
+    other gate 0. A second bias vector (``torch.nn.LSTM``'s ``bias_hh``) is zeroed whole, so the
+    effective bias is exactly these values. Weights are left alone.
     """
     targets = [target for sub in module.modules() for target in _gated_biases(sub)]
     if not targets:
@@ -60,12 +69,12 @@ def chrono_initialize_(module: nn.Module, max_timescale: float, generator: torch
         hidden_size = main.numel() // len(gate_order)
         forget = slice(gate_order.index("f") * hidden_size, (gate_order.index("f") + 1) * hidden_size)
         forget_bias = chrono_forget_bias(hidden_size, max_timescale, generator).to(main)
-        main[forget] = forget_bias
+        # Candidate and output gates (and any other) at 0, as in both original implementations.
+        main.zero_()
         if second is not None:
-            second[forget] = 0.0
+            second.zero_()
+        main[forget] = forget_bias
         if "i" in gate_order:
             input_gate = slice(gate_order.index("i") * hidden_size, (gate_order.index("i") + 1) * hidden_size)
             main[input_gate] = -forget_bias
-            if second is not None:
-                second[input_gate] = 0.0
     return module

@@ -2,11 +2,13 @@
 
 An LSTM (see ``cells.lstm``) whose gate biases start at the chrono initialisation::
 
-    b_f ~ log(U(1, T_max - 1))        b_i = -b_f
+    b_f ~ log(U(1, T_max - 1))        b_i = -b_f        b_g = b_o = 0
 
-``max_timescale`` (the paper's ``T_max``, the longest dependency the task needs) is required.
-The other parameters keep the LSTM's default init; the cell runs on ``torch.nn.LSTM``'s kernel
-like the plain LSTM.
+(effective biases, ``bias_ih + bias_hh``). The paper is silent on ``b_g`` and ``b_o``; they
+start at 0 as in the original code, the Keras Chrono-LSTM and the JANET authors' chrono init
+(github.com/JosvanderWesthuizen/janet; see ``cells.chrono``). ``max_timescale`` (the paper's
+``T_max``, the longest dependency the task needs) is required. The weights keep the LSTM's
+default init; the cell runs on ``torch.nn.LSTM``'s kernel like the plain LSTM.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cells.lstm import LSTMCell
 
 
 class ChronoLSTMCell(LSTMCell):
-    """LSTM step with chrono-initialised forget and input biases."""
+    """LSTM step with chrono-initialised gate biases."""
 
     def __init__(self, input_size: int, hidden_size: int, max_timescale: float) -> None:
         self.max_timescale = max_timescale

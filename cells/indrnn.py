@@ -7,8 +7,15 @@ and Deeper RNN", CVPR 2018 (arXiv:1803.04831)::
 
 Each unit has one scalar recurrent weight ``u_j``, so its gradient through time is
 ``u_j^T``-bounded: with ReLU, ``|u_j| <= 2**(1/T)`` keeps it from exploding over ``T`` steps.
-That bound (``recurrent_max_abs``, default ``2**(1/T)`` when ``sequence_length`` T is given,
-no bound otherwise) is enforced on the parameter throughout training, not only at init.
+tanh's derivative (below 1) shrinks that gradient further, so its bound is looser. The bound
+(``recurrent_max_abs``) defaults, when ``sequence_length`` T is given, to the authors' value
+for the activation (``U_bound``, ``MAG = 2``, in ``adding/adding.py`` of
+github.com/Sunnydreamrain/IndRNN_Theano_Lasagne; the tanh factor ``0.9**(T/10)`` is the code's)::
+
+    relu:  2**(1/T)                     tanh:  (2 / 0.9**(T/10))**(1/T)
+
+and to no bound without ``sequence_length``; an explicit ``recurrent_max_abs`` overrides it.
+It is enforced on the parameter throughout training, not only at init.
 ``u`` starts at ``U(0, recurrent_max_abs)`` (``U(0, 1)`` with no bound); the paper's init for
 the last layer, ``U((1/2)**(1/T), recurrent_max_abs)``, keeps that layer's memory long and is
 chosen with ``last_layer_init=True`` (a stacked layer applies it to its last layer).
@@ -27,6 +34,13 @@ from cells.loops import ops as loop_ops
 from cells.base import Masks, RecurrentCell, require_bool, require_choice, require_in_range, require_positive_int
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+def default_recurrent_max_abs(activation: str, sequence_length: int) -> float:
+    """The authors' bound on ``|u|`` for ``sequence_length`` steps (``MAG = 2``), per activation."""
+    if activation == "tanh":
+        return (2.0 / 0.9 ** (sequence_length / 10.0)) ** (1.0 / sequence_length)
+    return 2.0 ** (1.0 / sequence_length)
 
 
 class IndRNNState(NamedTuple):
@@ -52,7 +66,7 @@ class IndRNNCell(RecurrentCell):
         if sequence_length is not None:
             require_positive_int("sequence_length", sequence_length)
         if recurrent_max_abs is None and sequence_length is not None:
-            recurrent_max_abs = 2.0 ** (1.0 / sequence_length)
+            recurrent_max_abs = default_recurrent_max_abs(self.activation, sequence_length)
         if recurrent_max_abs is not None:
             require_in_range("recurrent_max_abs", recurrent_max_abs, 0.0, math.inf, low_open=True)
         if last_layer_init and sequence_length is None:

@@ -11,6 +11,7 @@ from torch.testing import assert_close
 
 import cells
 from cells.chrono_lstm import ChronoLSTMCell
+from cells.janet import JANETCell
 from cells.lstm import LSTMState
 from tests.cells.references import gradcheck_cell, lstm_cell_step, randomize_
 
@@ -53,13 +54,65 @@ def test_chrono_lstm_forget_biases_spread_over_the_range() -> None:
     assert not torch.equal(other.bias_ih, cell.bias_ih)
 
 
-def test_chrono_lstm_keeps_lstm_init_on_other_gates() -> None:
+def test_chrono_lstm_keeps_lstm_init_on_weights() -> None:
     cell = ChronoLSTMCell(I, 256, max_timescale=50.0)
     bound = 1.0 / math.sqrt(256)
-    _, _, b_g, b_o = (b for b in cell.bias_ih.chunk(4))
-    for other in (b_g, b_o, cell.bias_hh[512:], cell.weight_ih, cell.weight_hh):
-        assert bool((other.abs() <= bound).all())
-        assert float(other.detach().std()) > 0.2 * bound  # still random, not zeroed
+    for weight in (cell.weight_ih, cell.weight_hh):
+        assert bool((weight.abs() <= bound).all())
+        assert float(weight.detach().std()) > 0.2 * bound  # still random, not zeroed
+
+
+# Every place chrono init applies, as (name, build(max_timescale) -> module). The expected
+# effective biases are the original code's: the Keras Chrono-LSTM's bias initialiser and the
+# JANET authors' chrono_init (github.com/JosvanderWesthuizen/janet, aux_code/rnn_cells.py)
+# both give b_f ~ log(U(1, T_max - 1)), b_i = -b_f and 0 on every other gate (the LSTM's
+# candidate g and output o, JANET's candidate c).
+CHRONO_SITES = {
+    "chrono_lstm-layer": lambda t_max: cells.make("chrono_lstm", I, 64, num_layers=2, bidirectional=True, max_timescale=t_max),
+    "chrono_lstm-cell": lambda t_max: ChronoLSTMCell(I, 64, max_timescale=t_max),
+    "janet-cell": lambda t_max: JANETCell(I, 64, max_timescale=t_max),
+    "janet-layer": lambda t_max: cells.make("janet", I, 64, num_layers=2, bidirectional=True, max_timescale=t_max),
+    "torch-LSTM": lambda t_max: cells.chrono_initialize_(nn.LSTM(I, 64, num_layers=2, bidirectional=True), t_max),
+    "torch-LSTMCell": lambda t_max: cells.chrono_initialize_(nn.LSTMCell(I, 64), t_max),
+    "lstm-layer": lambda t_max: cells.chrono_initialize_(cells.make("lstm", I, 64, num_layers=2), t_max),
+    "phased_lstm-layer": lambda t_max: cells.chrono_initialize_(cells.make("phased_lstm", I, 64), t_max),
+}
+
+
+def _effective_gate_biases(module: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """Each gated cell's effective bias per gate (two vectors summed), found from the known layouts."""
+    found = []
+    for sub in module.modules():
+        if isinstance(sub, nn.LSTM):
+            names = [name.removeprefix("bias_ih_") for name, _ in sub.named_parameters() if name.startswith("bias_ih_")]
+            pairs = [(getattr(sub, f"bias_ih_{name}"), getattr(sub, f"bias_hh_{name}"), "ifgo") for name in names]
+        elif isinstance(sub, (nn.LSTMCell, cells.LSTMCell)):  # ChronoLSTMCell, PhasedLSTMCell are LSTMCells
+            pairs = [(sub.bias_ih, sub.bias_hh, "ifgo")]
+        elif isinstance(sub, JANETCell):
+            pairs = [(sub.bias, None, "fc")]
+        else:
+            continue
+        for main, second, gates in pairs:
+            total = (main if second is None else main + second).detach()
+            found.append(dict(zip(gates, total.chunk(len(gates)))))
+    return found
+
+
+@pytest.mark.parametrize("max_timescale", [10.0, 784.0])
+@pytest.mark.parametrize("site", list(CHRONO_SITES))
+def test_chrono_init_sets_every_gate_bias_as_the_original_code(site: str, max_timescale: float) -> None:
+    module = CHRONO_SITES[site](max_timescale)
+    biases = _effective_gate_biases(module)
+    assert biases, f"{site}: no gated cell found"
+    for gate_biases in biases:
+        b_f = gate_biases["f"]
+        assert bool((b_f >= math.log(1.0) - 1e-6).all()), b_f
+        assert bool((b_f <= math.log(max_timescale - 1.0) + 1e-6).all()), b_f
+        assert b_f.unique().numel() > 32  # one draw a unit
+        if "i" in gate_biases:
+            assert_close(gate_biases["i"], -b_f)
+        for gate in set(gate_biases) - {"i", "f"}:  # LSTM: g and o; JANET: c
+            assert torch.equal(gate_biases[gate], torch.zeros_like(b_f)), f"{site}: gate {gate} bias {gate_biases[gate]}"
 
 
 def test_chrono_lstm_requires_max_timescale() -> None:
@@ -137,12 +190,10 @@ def test_chrono_initialize_works_on_torch_lstm(num_layers: int, bidirectional: b
             b_i, b_f, b_g, b_o = _effective_biases(bias_ih, bias_hh, 32)
             _assert_chrono(b_i, b_f, 30.0)
             assert float(b_f.std()) > 0.1
-            # The cell and output gates and the weights are left alone.
-            for gate in (2, 3):
-                rows = slice(gate * 32, (gate + 1) * 32)
-                assert torch.equal(bias_ih[rows], before[f"bias_ih_{name}"][rows])
-                assert torch.equal(bias_hh[rows], before[f"bias_hh_{name}"][rows])
+            # The cell and output gates start at 0, as in the original code; the weights are left alone.
+            assert torch.equal(b_g, torch.zeros(32)) and torch.equal(b_o, torch.zeros(32))
             assert torch.equal(getattr(module, f"weight_ih_{name}"), before[f"weight_ih_{name}"])
+            assert torch.equal(getattr(module, f"weight_hh_{name}"), before[f"weight_hh_{name}"])
     # The initialised module still runs.
     out, _ = module(torch.randn(T, B, I))
     assert bool(torch.isfinite(out).all())

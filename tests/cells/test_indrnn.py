@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -11,6 +13,13 @@ from cells.indrnn import IndRNNCell, IndRNNState
 from tests.cells.references import gradcheck_cell, indrnn_step, randomize_
 
 B, T, I, H = 2, 5, 3, 4
+
+# The authors' default bound on |u| for T steps (MAG = 2), per activation: adding/adding.py of
+# github.com/Sunnydreamrain/IndRNN_Theano_Lasagne, U_bound.
+AUTHORS_BOUND = {
+    "relu": lambda steps: 2.0 ** (1.0 / steps),
+    "tanh": lambda steps: (2.0 / 0.9 ** (steps / 10.0)) ** (1.0 / steps),
+}
 
 
 def _reference_sequence(x: torch.Tensor, h: torch.Tensor, cell: IndRNNCell, u: torch.Tensor) -> torch.Tensor:
@@ -42,6 +51,20 @@ def test_indrnn_default_bound_from_sequence_length() -> None:
     assert IndRNNCell(I, H, sequence_length=10, recurrent_max_abs=0.5).recurrent_max_abs == 0.5
     layer = cells.make("indrnn", I, H, num_layers=2, sequence_length=20)
     assert all(cell.recurrent_max_abs == pytest.approx(2.0 ** (1.0 / 20)) for cell in layer.cells)
+
+
+@pytest.mark.parametrize("sequence_length", [1, 10, 100, 784, 5000])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_indrnn_default_bound_follows_the_activation(activation: str, sequence_length: int) -> None:
+    expected = AUTHORS_BOUND[activation](sequence_length)
+    cell = IndRNNCell(I, H, activation=activation, sequence_length=sequence_length)
+    assert cell.recurrent_max_abs == pytest.approx(expected, rel=1e-12)
+    layer = cells.make("indrnn", I, H, num_layers=2, activation=activation, sequence_length=sequence_length)
+    assert all(c.recurrent_max_abs == pytest.approx(expected, rel=1e-12) for c in layer.cells)
+    # An explicit bound overrides the default, whatever the activation.
+    explicit = IndRNNCell(I, H, activation=activation, sequence_length=sequence_length, recurrent_max_abs=0.5)
+    assert explicit.recurrent_max_abs == 0.5
+    assert IndRNNCell(I, H, activation=activation).recurrent_max_abs is None
 
 
 @pytest.mark.parametrize("sequence_length", [None, 5, 100])
@@ -79,10 +102,11 @@ def test_indrnn_last_layer_init_single_cell_and_needs_sequence_length() -> None:
         IndRNNCell(I, H, last_layer_init=True)
 
 
-def test_indrnn_training_forward_clips_recurrent_weight_after_optimizer_step() -> None:
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_indrnn_training_forward_clips_recurrent_weight_after_optimizer_step(activation: str) -> None:
     steps = 8
-    bound = 2.0 ** (1.0 / steps)
-    layer = cells.make("indrnn", I, H, sequence_length=steps)
+    bound = AUTHORS_BOUND[activation](steps)
+    layer = cells.make("indrnn", I, H, activation=activation, sequence_length=steps)
     randomize_(layer, scale=1.0)
     cell = layer.cells[0]
     with torch.no_grad():
@@ -97,7 +121,7 @@ def test_indrnn_training_forward_clips_recurrent_weight_after_optimizer_step() -
     layer.train()
     outputs, _ = layer(x)
     clipped = torch.tensor([bound, -bound, -0.3, 1.0])
-    # The bound as the parameter's dtype holds it (float32 rounds 2**(1/8) up by one ulp).
+    # The bound as the parameter's dtype holds it (float32 may round it up by one ulp).
     assert bool((cell.recurrent_weight.detach().abs() <= torch.tensor(bound, dtype=torch.float32)).all())
     assert_close(cell.recurrent_weight.detach(), clipped)
     with torch.no_grad():
@@ -116,6 +140,27 @@ def test_indrnn_cell_training_step_clips_too() -> None:
     assert_close(cell.recurrent_weight.detach(), torch.tensor([0.5, -0.5, 0.1, 0.4]))
     with torch.no_grad():
         assert_close(out, indrnn_step(x, h, cell.weight_ih, torch.tensor([0.5, -0.5, 0.1, 0.4]), cell.bias))
+
+
+def test_indrnn_compiled_training_forward_enforces_the_bound() -> None:
+    """torch.compile(fullgraph=True) of a training forward with a bound set: no graph break (the
+    clamp is unconditional under compile, not a data-dependent branch), and the bound holds."""
+    torch._dynamo.reset()
+    steps = 6
+    bound = AUTHORS_BOUND["tanh"](steps)
+    eager = cells.make("indrnn", I, H, activation="tanh", sequence_length=steps).train()
+    with torch.no_grad():
+        eager.cells[0].recurrent_weight.copy_(torch.tensor([3.0, -3.0, 0.2, 0.7]))  # as after a big step
+    compiled_module = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_module, fullgraph=True)
+    x = torch.randn(B, steps, I)
+    expected, _ = eager(x)
+    actual, _ = compiled(x)
+    clipped = torch.tensor([bound, -bound, 0.2, 0.7])
+    assert_close(compiled_module.cells[0].recurrent_weight.detach(), clipped)
+    assert_close(eager.cells[0].recurrent_weight.detach(), clipped)
+    assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    torch._dynamo.reset()
 
 
 def test_indrnn_eval_forward_does_not_clip() -> None:
