@@ -105,6 +105,11 @@ class RecurrentCell(nn.Module):
         zeros = [torch.zeros(batch, self.hidden_size, device=device, dtype=dtype) for _ in self.state_type._fields]
         return self.state_type(*zeros)
 
+    @staticmethod
+    def next_time(state: State) -> Tensor:
+        """Cells that take timestamps: the one, ``(B,)``, the step after ``state`` gets by default."""
+        raise NotImplementedError("only cells that take timestamps number their steps")
+
     def draw_masks(self, batch: int, device: torch.device, dtype: torch.dtype) -> Masks:
         """Random masks drawn once per sequence and passed to every step (none by default)."""
         return ()
@@ -135,15 +140,15 @@ class RecurrentCell(nn.Module):
     has_fused_loop: ClassVar[bool] = False
 
     def forward(self, x: Tensor, state: State | None = None, time: Tensor | None = None) -> tuple[Tensor, State]:
-        """One step: ``x`` is ``(B, I)``, ``time`` (Phased LSTM only) is ``(B,)``."""
+        """One step: ``x`` is ``(B, I)``, ``time`` (Phased LSTM only) is ``(B,)``, by default ``next_time(state)``."""
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"a step's input must have shape (batch, {self.input_size}), got {tuple(x.shape)}")
         batch = x.shape[0]
         if state is None:
             state = self.init_state(batch, device=x.device, dtype=x.dtype)
         if self.takes_time:
-            if time is None:
-                raise ValueError(f"{type(self).__name__} needs the step's timestamp: pass time of shape ({batch},)")
+            if time is None:  # the step after the state's (its state carries the next timestamp)
+                time = self.next_time(state)
             if tuple(time.shape) != (batch,):
                 raise ValueError(f"time must have shape ({batch},), got {tuple(time.shape)}")
         if self.training:

@@ -192,13 +192,13 @@ class RecurrentLayer(nn.Module):
 
         ``lengths`` ``(B,)`` gives each sequence's valid steps; ``times`` (cells that take
         timestamps) has ``x``'s layout without the feature axis, and defaults to the step
-        indices. Returns outputs ``(B, T, D*H)`` (or ``(T, B, D*H)``) and the final state.
+        indices after the state's (0, 1, ... from a fresh state: see the cell's state). Returns outputs ``(B, T, D*H)`` (or ``(T, B, D*H)``) and the final state.
         """
         x = self._check_input(x)
         batch, steps = x.shape[:2]
         lengths = self._check_lengths(lengths, batch, steps, x.device)
-        times = self._check_times(times, batch, steps, x)
         state = self._check_state(state, batch, x)
+        times = self._check_times(times, batch, steps, x, state)
         valid = None
         if lengths is not None:
             # Padding must not matter, even NaN: zero it so no gradient sees it (0 * NaN is NaN).
@@ -288,13 +288,14 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got {lengths.tolist()}")
         return lengths.to(device=device, dtype=torch.long)
 
-    def _check_times(self, times: Tensor | None, batch: int, steps: int, x: Tensor) -> Tensor | None:
+    def _check_times(self, times: Tensor | None, batch: int, steps: int, x: Tensor, state: State) -> Tensor | None:
         if not self.takes_time:
             if times is not None:
                 raise ValueError(f"{self.cell_type.__name__} takes no timestamps, but times were given")
             return None
-        if times is None:
-            return torch.arange(steps, device=x.device, dtype=x.dtype).expand(batch, steps)
+        if times is None:  # the steps after the state's: 0, 1, ... from a fresh state
+            start = self.cell_type.next_time(self.state_type(*(field[0] for field in state)))  # (B,)
+            return start.unsqueeze(1) + torch.arange(steps, device=x.device, dtype=x.dtype)
         expected = (batch, steps) if self.batch_first else (steps, batch)
         if tuple(times.shape) != expected:
             raise ValueError(f"times must have shape {expected} like the input without its feature axis, got {tuple(times.shape)}")

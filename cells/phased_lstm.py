@@ -13,6 +13,11 @@ phase shift ``s_j`` and an open ratio ``r_on,j``; at timestamp ``t``::
     c_t = k_t ⊙ c̃_t + (1 - k_t) ⊙ c_{t-1}
     h_t = k_t ⊙ h̃_t + (1 - k_t) ⊙ h_{t-1}
 
+Without timestamps, step ``n`` of a sequence gets timestamp ``n``. The state carries, beside
+``h`` and ``c``, the timestamp its next step gets by default (``time``: the last step's + 1, 0
+at the start), so a sequence fed in pieces with its state carried (truncated BPTT, streaming) is
+numbered as one call over the whole would number it.
+
 The leak ``α`` (``leak``, 1e-3) is used in training only: in eval mode a closed gate holds the
 state exactly. ``τ`` starts at ``exp(U(log_period_low, log_period_high))`` (``exp(U(1, 6))``),
 ``s`` at ``U(0, τ)``, ``r_on`` at ``ratio_on`` (0.05); all three are learned. The paper's LSTM
@@ -23,7 +28,7 @@ exactly the plain LSTM.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +37,23 @@ from torch.nn import functional as F
 
 from cells.loops import ops as loop_ops
 from cells.base import Masks, require_in_range
-from cells.lstm import LSTMCell, LSTMState, lstm_pointwise
+from cells.lstm import LSTMCell, lstm_pointwise
+
+
+class PhasedLSTMState(NamedTuple):
+    h: Tensor  # (B, H)
+    c: Tensor  # (B, H)
+    # The timestamp the next step gets when none is given, one copy a unit (the state's fields
+    # share one shape, as ONNX state inputs and the layer's stacking expect): (B, H).
+    time: Tensor
 
 
 class PhasedLSTMCell(LSTMCell):
-    """One Phased LSTM step; ``time`` is each sequence's timestamp for this step, ``(B,)``."""
+    """One Phased LSTM step; ``time`` is each sequence's timestamp for this step, ``(B,)``
+    (default: the state's ``time``, i.e. the step after the last one)."""
 
     takes_time = True
+    state_type = PhasedLSTMState
     runs_on_torch_lstm: ClassVar[bool] = False
 
     def __init__(
@@ -77,7 +92,14 @@ class PhasedLSTMCell(LSTMCell):
         closed = leak * phase
         return torch.where(phase < 0.5 * self.ratio_on, opening, torch.where(phase < self.ratio_on, closing, closed))
 
-    def recurrent_step(self, projected: Tensor, state: LSTMState, time: Tensor | None = None, masks: Masks = ()) -> tuple[Tensor, LSTMState]:
+    @staticmethod
+    def next_time(state: PhasedLSTMState) -> Tensor:
+        """The timestamp, ``(B,)``, that the step after ``state`` gets when none is given."""
+        return state.time[:, 0]
+
+    def recurrent_step(
+        self, projected: Tensor, state: PhasedLSTMState, time: Tensor | None = None, masks: Masks = ()
+    ) -> tuple[Tensor, PhasedLSTMState]:
         if time is None:
             raise ValueError("PhasedLSTMCell needs the step's timestamps, shape (batch,)")
         gates = projected + F.linear(state.h, self.weight_hh)  # (B, 4H)
@@ -85,13 +107,13 @@ class PhasedLSTMCell(LSTMCell):
         k = self.time_gate(time)
         c = k * c_proposed + (1.0 - k) * state.c
         h = k * h_proposed + (1.0 - k) * state.h
-        return h, LSTMState(h, c)
+        return h, PhasedLSTMState(h, c, (time + 1.0).unsqueeze(-1).expand_as(h))
 
     has_fused_loop = True
 
     def fused_loop(
-        self, projected: Tensor, state: LSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
-    ) -> tuple[Tensor, LSTMState]:
+        self, projected: Tensor, state: PhasedLSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
+    ) -> tuple[Tensor, PhasedLSTMState]:
         if times is None:
             raise ValueError("PhasedLSTMCell needs timestamps, shape (time, batch)")
         dtype = projected.dtype
@@ -100,7 +122,13 @@ class PhasedLSTMCell(LSTMCell):
         outputs, h, c, *_ = loop_ops.op("phased_lstm_loop")(
             projected, state.h, state.c, self.weight_hh.to(dtype), times, period, shift, ratio_on, keep, leak
         )
-        return outputs, LSTMState(h, c)
+        # The next default timestamp: the last valid step's + 1 (a sequence's steps are a prefix).
+        if keep is None:
+            last = times[-1]  # (B,)
+        else:
+            index = (keep.sum(0) - 1).clamp(min=0)  # (B,)
+            last = torch.where(keep.any(0), times.gather(0, index.unsqueeze(0)).squeeze(0), state.time[:, 0] - 1.0)
+        return outputs, PhasedLSTMState(h, c, (last + 1.0).unsqueeze(-1).expand_as(h))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ratio_on={self.initial_ratio_on}, leak={self.leak}"

@@ -156,7 +156,12 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
         custom_translation_table=TRANSLATIONS,
     )
     proto = program.model_proto
-    props = {**metadata, "graph": graph, "recurrence": recurrence(proto), "io": json.dumps(meaning)}
+    # Servers read it: a bidirectional model's outputs depend on later steps, so it cannot stream.
+    bidirectional = bool(getattr(getattr(model, "layer", None), "bidirectional", False))
+    props = {
+        **metadata, "graph": graph, "recurrence": recurrence(proto), "io": json.dumps(meaning),
+        "bidirectional": str(bidirectional).lower(),
+    }
     onnx.helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return files.atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False))

@@ -44,16 +44,21 @@ def random_times(batch: int = B, steps: int = T, dtype: torch.dtype = torch.floa
     return torch.cumsum(torch.rand(batch, steps, dtype=dtype) * 3.0 + 0.1, dim=1)
 
 
-def default_times(layer: RecurrentLayer, batch: int, steps: int, dtype: torch.dtype) -> torch.Tensor | None:
-    """What the layer uses when no times are given: the step indices (None for cells without time)."""
+def default_times(layer: RecurrentLayer, batch: int, steps: int, dtype: torch.dtype, state=None) -> torch.Tensor | None:
+    """What the layer uses when no times are given: the step indices after the state's next
+    timestamp (from 0 without a state; None for cells without time)."""
     if not layer.takes_time:
         return None
-    return torch.arange(steps, dtype=dtype).expand(batch, steps)
+    start = torch.zeros(batch, 1, dtype=dtype) if state is None else state.time[0, :, :1]
+    return start + torch.arange(steps, dtype=dtype)
 
 
 def random_state(layer: RecurrentLayer, batch: int = B, dtype: torch.dtype = torch.float64):
     shape = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
-    return layer.state_type(*(torch.randn(shape, dtype=dtype) * 0.5 for _ in layer.state_type._fields))
+    fields = {name: torch.randn(shape, dtype=dtype) * 0.5 for name in layer.state_type._fields}
+    if "time" in fields:  # the next timestamp: one per sequence, as a step leaves it
+        fields["time"] = torch.randint(0, 20, shape[:2] + (1,)).to(dtype).expand(shape)
+    return layer.state_type(**fields)
 
 
 def run_cell(cell, x: torch.Tensor, state=None, times: torch.Tensor | None = None):
@@ -83,7 +88,7 @@ def reference(layer: RecurrentLayer, x: torch.Tensor, state=None, lengths=None, 
     batch, steps = x.shape[:2]
     lengths = [steps] * batch if lengths is None else [int(n) for n in lengths]
     if times is None:
-        times = default_times(layer, batch, steps, x.dtype)
+        times = default_times(layer, batch, steps, x.dtype, state)
     outputs = torch.zeros(batch, steps, layer.output_size, dtype=x.dtype)
     finals = [[None] * batch for _ in range(layer.num_layers * layer.num_directions)]
     for b, n in enumerate(lengths):
@@ -217,10 +222,11 @@ def test_dropout_between_layers_active_in_training_only(name):
     first_outputs, first_state = layer(x)
     second_outputs, second_state = layer(x)
     assert not torch.equal(first_outputs, second_outputs), "dropout=0.5 in train mode changed nothing"
-    # The dropout sits between layers: layer 0's final state is untouched by it, layer 1's is not.
-    for a, b in zip(first_state, second_state):
+    # The dropout sits between layers: layer 0's final state is untouched by it, layer 1's is not
+    # (the Phased LSTM's next timestamp counts steps, whatever the data).
+    for field, a, b in zip(first_state._fields, first_state, second_state):
         assert torch.equal(a[0], b[0])
-        assert not torch.equal(a[1], b[1])
+        assert torch.equal(a[1], b[1]) if field == "time" else not torch.equal(a[1], b[1])
 
     # Without dropout two training forwards agree, so the difference above is the dropout's.
     no_dropout = make(name, num_layers=2, dropout=0.0)
@@ -534,7 +540,7 @@ def test_initial_state_single_layer_by_hand(name):
     x = inputs()
     state = random_state(layer)
     outputs, final = layer(x, state)
-    expected, expected_final = run_cell(layer.cells[0], x, cell_state(layer, state, 0), default_times(layer, B, T, x.dtype))
+    expected, expected_final = run_cell(layer.cells[0], x, cell_state(layer, state, 0), default_times(layer, B, T, x.dtype, state))
     assert_close(outputs, expected)
     assert_state_close(cell_state(layer, final, 0), expected_final)
 
@@ -620,10 +626,36 @@ def test_times_of_wrong_shape_raise(shape):
         layer(inputs(), times=torch.zeros(shape, dtype=torch.float64))
 
 
-def test_phased_lstm_cell_step_needs_time():
-    layer = make("phased_lstm")
-    with pytest.raises(ValueError, match="timestamp"):
-        layer.cells[0](torch.zeros(B, I, dtype=torch.float64))
+def test_phased_lstm_cell_step_numbers_itself_from_its_state():
+    cell = make("phased_lstm").cells[0]
+    x = torch.zeros(B, I, dtype=torch.float64)
+    _, state = cell(x)
+    _, state = cell(x, state)
+    assert torch.equal(state.time, torch.full((B, H), 2.0, dtype=torch.float64))
+
+
+# --- continuing a sequence across calls ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["fused", "reference", "scan"])
+@pytest.mark.parametrize("name", SEQUENCE_CELLS)
+def test_a_sequence_fed_in_pieces_with_its_state_equals_one_call(name, path):
+    # Whatever a cell needs to continue a sequence travels with its state (the Phased LSTM's next
+    # default timestamp among it): steps 0-3 then 4-9 give what steps 0-9 give, to the last bit
+    # the arithmetic allows. Eval mode: dropout masks are drawn per call by design.
+    layer = make(name, num_layers=2, fused=path == "fused", time_loop="scan" if path == "scan" else "python").eval()
+    x = inputs()
+    whole, whole_final = layer(x)
+    first, state = layer(x[:, :4])
+    second, final = layer(x[:, 4:], state)
+    assert_close(torch.cat([first, second], dim=1), whole)
+    assert_state_close(final, whole_final)
+    # Likewise with some sequences ending in the second piece.
+    lengths = torch.tensor([T, 5, 5])  # each past the first piece
+    whole, whole_final = layer(x, lengths=lengths)
+    second, final = layer(x[:, 4:], state, lengths=lengths - 4)
+    assert_close(second, whole[:, 4:])
+    assert_state_close(final, whole_final)
 
 
 # --- determinism ------------------------------------------------------------------------------------

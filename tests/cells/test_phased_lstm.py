@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 import cells
 from cells.lstm import LSTMCell, LSTMState
-from cells.phased_lstm import PhasedLSTMCell
+from cells.phased_lstm import PhasedLSTMCell, PhasedLSTMState
 from tests.cells.references import gradcheck_cell, lstm_cell_step, phased_lstm_step, phased_time_gate, randomize_
 
 B, T, I, H = 2, 5, 3, 4
@@ -152,8 +152,8 @@ def test_phased_lstm_layer_equals_stepping_the_cell(fused: bool, training: bool)
     x = torch.randn(B, T, I)
     times = torch.cumsum(torch.rand(B, T) * 2.0, dim=1)
     h0, c0 = torch.randn(1, B, H), torch.randn(1, B, H)
-    outputs, final = layer(x, LSTMState(h0, c0), times=times)
-    state, expected, reference = LSTMState(h0[0], c0[0]), [], []
+    outputs, final = layer(x, PhasedLSTMState(h0, c0, torch.zeros(1, B, H)), times=times)
+    state, expected, reference = PhasedLSTMState(h0[0], c0[0], torch.zeros(B, H)), [], []
     h_ref, c_ref = h0[0], c0[0]
     for t in range(T):
         h, state = cell(x[:, t], state, time=times[:, t])
@@ -165,6 +165,8 @@ def test_phased_lstm_layer_equals_stepping_the_cell(fused: bool, training: bool)
     assert_close(outputs, torch.stack(reference, 1))
     assert_close(final.h[0], state.h)
     assert_close(final.c[0], state.c)
+    assert_close(final.time[0], (times[:, -1:] + 1).expand(B, H), msg="the next default timestamp: the last + 1")
+    assert_close(state.time, (times[:, -1:] + 1).expand(B, H))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -201,11 +203,19 @@ def test_phased_lstm_layer_rejects_times_of_wrong_shape(batch_first: bool) -> No
         layer(x, times=wrong)
 
 
-def test_phased_lstm_cell_rejects_missing_or_misshapen_time() -> None:
+def test_phased_lstm_cell_step_without_time_takes_the_states_next_timestamp() -> None:
+    cell = PhasedLSTMCell(I, H, ratio_on=0.5).eval()
+    x = torch.randn(B, I)
+    h, state = cell(x)  # a fresh state: timestamp 0
+    assert_close(h, cell(x, time=torch.zeros(B))[0])
+    assert_close(state.time, torch.ones(B, H))
+    later = PhasedLSTMState(state.h, state.c, torch.tensor([[4.0], [9.0]]).expand(B, H))
+    assert_close(cell(x, later)[0], cell(x, later, time=torch.tensor([4.0, 9.0]))[0])
+
+
+def test_phased_lstm_cell_rejects_misshapen_time() -> None:
     cell = PhasedLSTMCell(I, H)
     x = torch.randn(B, I)
-    with pytest.raises(ValueError, match="time"):
-        cell(x)
     with pytest.raises(ValueError, match=r"time.*\(2,\).*\(3,\)"):
         cell(x, time=torch.zeros(3))
     with pytest.raises(ValueError, match=r"time.*\(2, 1\)"):

@@ -144,6 +144,9 @@ def test_export_writes_one_self_contained_file_with_metadata(exported: dict) -> 
         assert {"task", "hidden_size", "params_hash", "git_commit"} <= set(props)
         if graph != "sequence":
             assert props["recurrence"] == "no time loop"
+        # Servers refuse to stream a model whose outputs depend on later steps.
+        layer = getattr(exported["reference"], "layer", None)
+        assert props["bidirectional"] == ("true" if layer is not None and layer.bidirectional else "false")
         meaning = json.loads(props["io"])
         assert list(meaning["inputs"]) == [i.name for i in model.graph.input]
         assert list(meaning["outputs"]) == [o.name for o in model.graph.output]

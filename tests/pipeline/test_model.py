@@ -27,3 +27,21 @@ def test_bidirectional_step_heads_are_refused(head: str) -> None:
     spec = TaskSpec(input_size=7, output_size=7, head=head, baseline_loss=1.0, baseline="", loss_name="cross_entropy")
     with pytest.raises(ValueError, match="bidirectional"):
         SequenceModel("lstm", spec, 4, bidirectional=True)
+
+
+LANGUAGE = TaskSpec(input_size=11, output_size=11, head="language_model", baseline_loss=1.0, baseline="", loss_name="cross_entropy",
+                    carries_state=True)
+
+
+@pytest.mark.parametrize("cell", ["phased_lstm", "janet", "rhn"])
+def test_a_language_model_read_in_segments_equals_one_pass(cell: str) -> None:
+    # Truncated BPTT and segment-wise evaluation carry the state from one segment to the next:
+    # the logits must be those of one pass over the whole stream (the Phased LSTM's timestamps
+    # keep counting from the state instead of restarting at 0 every segment).
+    torch.manual_seed(0)
+    model = SequenceModel(cell, LANGUAGE, 6).eval()
+    tokens = torch.randint(0, 11, (2, 10))
+    whole, _ = model(Batch(tokens, tokens))
+    first, state = model(Batch(tokens[:, :4], tokens[:, :4]))
+    second, _ = model(Batch(tokens[:, 4:], tokens[:, 4:]), state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-6)
