@@ -65,8 +65,11 @@ def require_bool(name: str, value: Any) -> bool:
 
 def require_rate(name: str, value: Any) -> float:
     """Return a dropout rate in [0, 1) as a float (a rate of 1 would drop everything)."""
-    rate = require_in_range(name, value, 0.0, 1.0)
-    if rate >= 1.0:
+    try:
+        rate: float | None = require_in_range(name, value, 0.0, 1.0)
+    except ValueError:  # not a number, or outside [0, 1]: one message names the whole range
+        rate = None
+    if rate is None or rate >= 1.0:
         raise ValueError(f"{name} must lie in [0, 1) (a rate of 1 drops everything), got {value!r}")
     return rate
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import cells
@@ -81,12 +82,21 @@ ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The par
 SetOption = typer.Option(None, "--set", "-s", help="Override a param, e.g. --set train.lr=0.01 (repeatable; values are YAML).")
 
 
+def _fail(error: Exception, code: int) -> typer.Exit:
+    """Print ``error: <message>`` on one line and return the exit to raise.
+
+    Escaped: a message quoting ``[batch, time]`` or a value such as ``[bold]`` is not rich markup;
+    soft_wrap: a long message stays one line, however wide the terminal.
+    """
+    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _load(params: Path, overrides: list[str] | None) -> config_module.Config:
     try:
         return config_module.load(params, overrides)
-    except ValueError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+    except ValueError as error:  # ConfigError: a bad params file or --set
+        raise _fail(error, 2) from None
 
 
 def _names(config: config_module.Config, experiments: list[str] | None) -> list[str]:
@@ -95,20 +105,20 @@ def _names(config: config_module.Config, experiments: list[str] | None) -> list[
         try:
             config.experiment(name)
         except ValueError as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(2) from None
+            raise _fail(error, 2) from None
     return names
 
 
 def _run_stage(stage: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a stage; expected failures print one clear line and exit 1, not a traceback."""
+    from pipeline.outputs import StageOutputError
     from pipeline.stages.train import TrainingDiverged
 
     try:
         return stage(*args, **kwargs)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(1) from None
+    # ValueError: bad params or stage outputs (files.load_torch); StageOutputError: an output could not be written.
+    except (ValueError, FileNotFoundError, TrainingDiverged, StageOutputError) as error:
+        raise _fail(error, 1) from None
 
 
 @app.command()
@@ -219,27 +229,39 @@ def serve(
     session_ttl: float = typer.Option(600.0, min=1.0, help="Seconds an idle session lives."),
     max_length: int = typer.Option(10_000, min=1, help="Most steps in one sequence or one /steps call."),
     max_batch: int = typer.Option(256, min=1, help="Most sequences in one /predict call."),
-    max_body_bytes: int = typer.Option(2_000_000, min=1, help="Largest request body."),
+    max_body_bytes: int = typer.Option(2_000_000, min=1, help="Largest request body, counted as it arrives (413 past it)."),
+    body_timeout: float = typer.Option(10.0, min=0.1, help="Seconds a request body may take to arrive (408 past it)."),
+    idle_timeout: float = typer.Option(5.0, min=0.1, help="Seconds a connection may wait for a request's headers, or idle between requests."),
+    limit_concurrency: int = typer.Option(256, min=1, help="Most connections and running requests at once (503 past it)."),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime provider: auto is CUDA where onnxruntime-gpu has a GPU, else the CPU."),
 ) -> None:
     """Serve an exported model with onnxruntime: /predict, streaming /sessions, /health, /metadata, /docs."""
+    import os
+
     import uvicorn
 
     from pipeline import runtime
     from pipeline.serve.app import create_app
+    from pipeline.serve.connections import uvicorn_options
     from pipeline.serve.predictor import Predictor
     from pipeline.serve.resolve import resolve_model
 
-    path = _run_stage(resolve_model, model)
+    if api_key is None and os.environ.get("RNNZOO_API_KEY") == "":
+        api_key = ""  # click reads an empty variable as unset: that would serve without the key the user meant to set
     chosen = {Provider.auto: None, Provider.cpu: runtime.CPU, Provider.cuda: runtime.CUDA}[provider]
     try:
+        path = resolve_model(model)
         predictor = Predictor(path, max_length, provider=chosen)
-    except RuntimeError as error:  # CUDA asked for where it cannot run
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(1) from None
-    application = create_app(predictor, api_key, max_sessions, session_ttl, max_batch, max_body_bytes)
-    console.print(f"serving {path} with {predictor.provider} on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # no such model, not a model, CUDA not usable here
+        raise _fail(error, 1) from None
+    try:
+        application = create_app(predictor, api_key, max_sessions, session_ttl, max_batch, max_body_bytes, body_timeout)
+    except ValueError as error:  # a setting that cannot work, e.g. an empty --api-key
+        raise _fail(error, 2) from None
+    console.print(f"serving {escape(str(path))} with {predictor.provider} on http://{host}:{port} (docs at /docs)")
+    if not predictor.streams:
+        console.print(f"no streaming sessions: {escape(predictor.stream_refusal)}")
+    uvicorn.run(application, host=host, port=port, **uvicorn_options(idle_timeout, limit_concurrency))
 
 
 @app.command("load-test")
@@ -252,7 +274,11 @@ def load_test(
     """A bounded load test of /predict on a running server: requests/s, p50/p99 latency, errors."""
     from pipeline.serve.load import run_load
 
-    result = run_load(url.rstrip("/"), clients, seconds, api_key)
+    try:
+        result = run_load(url.rstrip("/"), clients, seconds, api_key)
+    except (OSError, ValueError) as error:  # no server there, a refused /metadata, a key HTTP cannot carry
+        console.print(f"[red]error:[/red] cannot load-test {escape(url)}: {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     files.write_json(result, out)
     console.print(result)
 

@@ -5,42 +5,79 @@ Layout of the file::
     prepare:   {seed, data_dir}
     train:     {device, steps, batch_size, lr, optimizer, schedule, ...}   defaults for all
     evaluate:  {batch_size}
+    bench:     {batch_sizes, repeats, warmup, threads}
     experiments:
       <name>: {cell, task, hidden_size, cell_options, task_options, model_options, train}
 
 An experiment's ``train`` map overrides the global ``train`` section for that experiment only,
 so changing one experiment's learning rate reruns only that experiment's stages.
+
+Every message names the key, the value and what is allowed; an unknown key at any level is
+refused with the closest known one. Each experiment's model is built on torch's meta device
+(no memory, no time, whatever the width), so the cells' own checks refuse an option that is
+out of range here rather than in ``train``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
+import inspect
 import json
 import math
-from collections.abc import Mapping
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 import cells
-from pipeline.tasks import TASKS
+from pipeline.model import SequenceModel, build_model
+from pipeline.tasks import TASKS, TaskSpec
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 MODEL_OPTIONS = ("embedding_size", "tie_weights")
 SECTIONS = ("prepare", "train", "evaluate", "bench", "experiments")
+EXPERIMENT_KEYS = ("cell", "task", "hidden_size", "cell_options", "task_options", "model_options", "train")
+# A number as users write it. YAML 1.1 (PyYAML) reads 1e-3 and 3e2, which have no dot, as strings.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
     """A bad value in params: the message names the key, the value and what is allowed."""
 
 
+def _cut(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, so that a message stays one readable line."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _show(value: Any) -> str:
+    return _cut(repr(value))
+
+
 def _check(condition: bool, key: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise ConfigError(f"params: {key} = {value!r} is not allowed; expected {allowed}")
+        raise ConfigError(f"params: {key} = {_show(value)} is not allowed; expected {allowed}")
+
+
+def _refuse_unknown(given: Iterable[Any], allowed: Sequence[str], key: str, owner: str = "") -> None:
+    """Refuse keys that are not ``allowed``, suggesting the closest known one (a typo's fix)."""
+    unknown = [str(name) for name in given if name not in allowed]
+    if not unknown:
+        return
+    prefix = f"{key}." if key else ""
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, allowed, n=1)
+        named.append(f"{prefix}{_cut(name)}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise ConfigError(f"params: unknown key {', '.join(named)}; allowed{owner}: {', '.join(allowed) or 'none'}")
 
 
 def _is_number(value: Any) -> bool:
@@ -49,6 +86,30 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _admits(hint: Any, kind: type) -> bool:
+    return hint is kind or kind in typing.get_args(hint)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """The one place a numeric string becomes a number: ``"1e-3"`` for a float field.
+
+    An integer field takes integers only: ``"1e3"`` is refused with the integer to write.
+    """
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value.strip()):
+        return value
+    if _admits(hint, float):
+        return float(value)
+    if _admits(hint, int):
+        number = float(value)
+        write = f" (write {int(number)})" if number.is_integer() else ""
+        raise ConfigError(f"params: {key} = {_show(value)} is not allowed; expected an integer{write}")
+    return value
+
+
+def _coerced(values: Mapping[str, Any], hints: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {name: _coerce(value, hints.get(name), f"{key}.{name}") for name, value in values.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,16 +211,16 @@ class Config:
 
     def experiment(self, name: str) -> ExperimentConfig:
         if name not in self.experiments:
-            raise ConfigError(f"unknown experiment {name!r}; params define: {', '.join(self.experiments) or 'none'}")
+            close = difflib.get_close_matches(name, list(self.experiments), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown experiment {_show(name)}{hint}; params define: {', '.join(self.experiments) or 'none'}")
         return self.experiments[name]
 
 
 def _build(section_type: type, values: Mapping[str, Any], key: str) -> Any:
     allowed = [field.name for field in dataclasses.fields(section_type)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.{name}' for name in unknown)}; allowed: {', '.join(allowed)}")
-    section = section_type(**values)
+    _refuse_unknown(values, allowed, key)
+    section = section_type(**_coerced(values, typing.get_type_hints(section_type), key))
     section.validate(key)
     return section
 
@@ -173,32 +234,34 @@ def _section(raw: Mapping[str, Any], key: str, section_type: type) -> Any:
 
 
 def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare: PrepareConfig) -> ExperimentConfig:
-    key = f"experiments.{name}"
+    key = f"experiments.{_cut(name)}"
     _check(isinstance(raw, Mapping), key, raw, "a mapping with cell, task and hidden_size")
-    allowed = {"cell", "task", "hidden_size", "cell_options", "task_options", "model_options", "train"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}; allowed: {', '.join(sorted(allowed))}")
+    _check(name.replace("-", "").replace("_", "").isalnum(), key, name, "a name of letters, digits, '-' and '_'")
+    _refuse_unknown(raw, EXPERIMENT_KEYS, key)
     for required in ("cell", "task", "hidden_size"):
         if required not in raw:
             raise ConfigError(f"params: {key}.{required} is missing")
     _check(raw["cell"] in cells.names(), f"{key}.cell", raw["cell"], f"one of {', '.join(cells.names())}")
     _check(raw["task"] in TASKS, f"{key}.task", raw["task"], f"one of {', '.join(sorted(TASKS))}")
-    _check(_is_int(raw["hidden_size"]) and raw["hidden_size"] >= 1, f"{key}.hidden_size", raw["hidden_size"], "an integer >= 1")
+    hidden_size = _coerce(raw["hidden_size"], int, f"{key}.hidden_size")
+    _check(_is_int(hidden_size) and hidden_size >= 1, f"{key}.hidden_size", hidden_size, "an integer >= 1")
     for options in ("cell_options", "task_options", "model_options", "train"):
         _check(isinstance(raw.get(options, {}), Mapping), f"{key}.{options}", raw.get(options), "a mapping")
     train = _build(TrainConfig, {**train_defaults, **raw.get("train", {})}, f"{key}.train")
+    cell_hints, task_hints = _cell_option_hints(raw["cell"]), typing.get_type_hints(TASKS[raw["task"]].Options)
     return ExperimentConfig(
-        name=name, cell=raw["cell"], task=raw["task"], hidden_size=raw["hidden_size"], train=train, prepare=prepare,
-        cell_options=dict(raw.get("cell_options", {})), task_options=dict(raw.get("task_options", {})),
-        model_options=dict(raw.get("model_options", {})),
+        name=name, cell=raw["cell"], task=raw["task"], hidden_size=hidden_size, train=train, prepare=prepare,
+        cell_options=_coerced(raw.get("cell_options", {}), cell_hints, f"{key}.cell_options"),
+        task_options=_coerced(raw.get("task_options", {}), task_hints, f"{key}.task_options"),
+        model_options=_coerced(raw.get("model_options", {}), typing.get_type_hints(SequenceModel.__init__), f"{key}.model_options"),
     )
 
 
 def parse(raw: Any, path: Path | None = None) -> Config:
     """Validate a params mapping (as read from YAML)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"params: the file must hold a mapping with the sections {', '.join(SECTIONS)}, got {type(raw).__name__}")
+        raise ConfigError(f"params: the file must hold a mapping with the sections {', '.join(SECTIONS)}, got {_show(raw)}")
+    _refuse_unknown(raw, SECTIONS, "", " sections")
     experiments_raw = raw.get("experiments")
     if not experiments_raw:
         raise ConfigError("params: section 'experiments' is missing or empty; define at least one experiment")
@@ -212,41 +275,120 @@ def parse(raw: Any, path: Path | None = None) -> Config:
         train=_section(raw, "train", TrainConfig),
         evaluate=_section(raw, "evaluate", EvaluateConfig),
         bench=_section(raw, "bench", BenchConfig),
-        experiments={name: _experiment(str(name), spec, train_defaults, prepare) for name, spec in experiments_raw.items()},
+        experiments={str(name): _experiment(str(name), spec, train_defaults, prepare) for name, spec in experiments_raw.items()},
         path=path,
     )
     for experiment in config.experiments.values():
-        _check_names(experiment)
+        _check_options(experiment)
     return config
 
 
-def _check_names(experiment: ExperimentConfig) -> None:
-    key = f"experiments.{experiment.name}"
-    name = experiment.name
-    _check(name.replace("-", "").replace("_", "").isalnum(), key, name, "a name of letters, digits, '-' and '_'")
-    allowed = set(cells.options(experiment.cell))
-    unknown = sorted(set(experiment.cell_options) - allowed)
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.cell_options.{k}' for k in unknown)}; allowed for {experiment.cell}: {', '.join(sorted(allowed))}")
-    unknown = sorted(set(experiment.model_options) - set(MODEL_OPTIONS))
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {', '.join(f'{key}.model_options.{k}' for k in unknown)}; allowed: {', '.join(MODEL_OPTIONS)}")
+def _cell_option_hints(cell: str) -> dict[str, Any]:
+    """The declared type of each of ``cell``'s options (layer options and the cell's own)."""
+    if cell in cells.VECTOR_MODELS:
+        return typing.get_type_hints(cells.VECTOR_MODELS[cell].__init__)
+    return {**typing.get_type_hints(cells.RecurrentLayer.__init__), **typing.get_type_hints(cells.SEQUENCE_CELLS[cell].__init__)}
+
+
+def _required_cell_options(cell: str) -> list[str]:
+    """The options ``cell`` has no default for (chrono_lstm's max_timescale)."""
+    model = cells.VECTOR_MODELS.get(cell) or cells.SEQUENCE_CELLS[cell]
+    parameters = inspect.signature(model.__init__).parameters.values()
+    return [
+        p.name for p in parameters
+        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "input_size", "hidden_size")
+    ]
+
+
+def _blame(key: str, options: Mapping[str, Mapping[str, Any]], message: str) -> str:
+    """``key.group.name = value`` for the option ``message`` is about: the one it starts with, else the first it names."""
+    for pattern in (r"^{}\b", r"\b{}\b"):
+        for group, values in options.items():
+            for name, value in values.items():
+                if re.search(pattern.format(re.escape(name)), message):
+                    return f"{key}.{group}.{name} = {_show(value)}"
+    group, values = next(iter(options.items()))
+    return f"{key}.{group} = {_show(dict(values))}"
+
+
+# Stand-in task shapes for building a model before any data exists: the options' checks do not
+# depend on the sizes. model_options only apply to language models (embedding, tied decoder).
+_STANDIN = {
+    "sequence": TaskSpec(1, 1, head="last_regression", baseline_loss=1.0, baseline="stand-in", loss_name="mse"),
+    "language_model": TaskSpec(2, 2, head="language_model", baseline_loss=1.0, baseline="stand-in", loss_name="cross_entropy"),
+    "vector": TaskSpec(1, 1, head="vector_classification", baseline_loss=1.0, baseline="stand-in", loss_name="cross_entropy"),
+}
+
+
+def _check_options(experiment: ExperimentConfig) -> None:
+    key = f"experiments.{_cut(experiment.name)}"
+    cell = experiment.cell
+    _refuse_unknown(experiment.cell_options, cells.options(cell), f"{key}.cell_options", f" for cell {cell}")
+    _refuse_unknown(experiment.model_options, MODEL_OPTIONS, f"{key}.model_options")
+    task_options = [field.name for field in dataclasses.fields(TASKS[experiment.task].Options)]
+    _refuse_unknown(experiment.task_options, task_options, f"{key}.task_options", f" for task {experiment.task}")
+    for name in _required_cell_options(cell):
+        if name not in experiment.cell_options:
+            raise ConfigError(f"params: {key}.cell_options.{name} is missing; cell {cell!r} requires it")
+    # The pipeline's models feed (batch, time, features); a time-major layer would read them wrongly.
+    batch_first = experiment.cell_options.get("batch_first", True)
+    _check(batch_first is True, f"{key}.cell_options.batch_first", batch_first, "true (the pipeline feeds batch-first sequences)")
+    embedding_size = experiment.model_options.get("embedding_size", 0)
+    _check(
+        _is_int(embedding_size) and embedding_size >= 0, f"{key}.model_options.embedding_size", embedding_size, "an integer >= 0 (0: hidden_size)"
+    )
+    tie_weights = experiment.model_options.get("tie_weights", False)
+    _check(isinstance(tie_weights, bool), f"{key}.model_options.tie_weights", tie_weights, "true or false")
     try:
         TASKS[experiment.task](experiment.task_options)
     except ValueError as error:
-        raise ConfigError(f"params: {key}.task_options: {error}") from None
-    vector_cell = not cells.is_sequence_model(experiment.cell)
+        blamed = _blame(key, {"task_options": experiment.task_options}, str(error))
+        raise ConfigError(f"params: {blamed} is not allowed: {error}") from None
+    vector_cell = not cells.is_sequence_model(cell)
     vector_task = TASKS[experiment.task].vector_input
     if vector_cell != vector_task:
         want = "a vector task (mnist_vector)" if vector_cell else "a sequence task"
-        raise ConfigError(f"params: {key}: cell {experiment.cell!r} needs {want}, got task {experiment.task!r}")
+        raise ConfigError(f"params: {key}: cell {cell!r} needs {want}, got task {experiment.task!r}")
+    if vector_cell:
+        _check(not experiment.model_options, f"{key}.model_options", experiment.model_options, f"{{}}: cell {cell!r} takes none (they shape language models)")
+    standin = _STANDIN["vector" if vector_cell else "language_model" if experiment.model_options else "sequence"]
+    try:
+        with torch.device("meta"):  # shapes only: no memory and no time, however wide the model
+            build_model(cell, standin, experiment.hidden_size, **experiment.cell_options, **experiment.model_options)
+    except (ValueError, TypeError) as error:
+        options = {"cell_options": experiment.cell_options, "model_options": experiment.model_options}
+        raise ConfigError(f"params: {_blame(key, options, str(error))} is not allowed: {error}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a syntax error names the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark, context = error.problem_mark or error.context_mark, error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        # The context says where the construct that went wrong began (an unclosed quote's line).
+        began = ""
+        if error.context and context and context is not mark:
+            began = f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+        raise ConfigError(f"params file {where}: not valid YAML: {error.problem or error.context}{began}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"params file {path}: not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"params file {path} is not UTF-8 text (byte {error.start}); expected a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"params file {path} cannot be read: {error.strerror}") from None
 
 
 def load(path: Path, overrides: list[str] | None = None) -> Config:
     """Read and validate ``path``, applying ``--set key.path=value`` overrides (values are YAML)."""
     if not path.is_file():
         raise ConfigError(f"params file {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
+    raw = _read_yaml(path)
+    if raw is None:
+        raise ConfigError(f"params file {path} is empty; expected a mapping with the sections {', '.join(SECTIONS)}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {path} holds {_show(raw)}; expected a mapping with the sections {', '.join(SECTIONS)}")
     for override in overrides or []:
         apply_override(raw, override)
     return parse(raw, path)
@@ -255,14 +397,21 @@ def load(path: Path, overrides: list[str] | None = None) -> Config:
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in ``raw``; the value is parsed as YAML (``0.01``, ``true``, ``[1, 2]``)."""
     if "=" not in override:
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        raise ConfigError(f"--set {_show(override)}: expected KEY=VALUE, e.g. train.lr=0.01")
     key, text = override.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"--set {override!r}: the key {key!r} has an empty part")
+        raise ConfigError(f"--set {_show(override)}: the key {_show(key)} has an empty part; expected KEY=VALUE, e.g. train.lr=0.01")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "cannot be parsed"
+        raise ConfigError(
+            f"--set {_show(override)}: the value {_show(text)} is not valid YAML ({problem}); expected e.g. 0.01, true, [1, 2] or a quoted string"
+        ) from None
     node = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {override!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(text)
+            raise ConfigError(f"--set {_show(override)}: {'.'.join(parts[: depth + 1])} = {_show(node)} is not a section")
+    node[parts[-1]] = value

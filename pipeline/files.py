@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
+import struct
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -99,11 +102,124 @@ def write_json(obj: Any, path: Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
+# What torch.load raised, weights_only=True, on 20,000 corrupted or foreign files (a fuzz run):
+# each means "this is not a file we wrote", never a bug here. OSError: the file cannot be read.
+UNREADABLE = (
+    OSError, EOFError, RuntimeError, pickle.UnpicklingError, struct.error, ValueError, TypeError, KeyError, IndexError,
+    AttributeError, AssertionError, OverflowError,
+)
+# What each stage output must hold, as the stages after it read it.
+MODEL_KEYS = ("state_dict", "cell", "hidden_size", "cell_options", "model_options", "spec", "params_hash")
+CHECKPOINT_KEYS = (  # all that train --resume reads: a checkpoint from before a key was added is refused, not a KeyError
+    "params_hash", "model", "optimizer", "schedule", "step", "history", "carried", "window_loss", "window_first_step", "cpu_rng", "cuda_rng",
+)
+SPLITS = ("train", "valid")
+SPLIT_TENSORS = ("x", "target")
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        return _cut(f"a dict with keys {', '.join(map(repr, obj)) or 'none'}")
+    name = type(obj).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _keys_problem(obj: Any, keys: tuple[str, ...], dicts: tuple[str, ...] = ()) -> str | None:
+    """What is wrong with ``obj`` as a dict holding ``keys`` (those in ``dicts`` dicts themselves), or None."""
+    if not isinstance(obj, dict) or not all(key in obj for key in keys):
+        return f"expected a dict with the keys {', '.join(keys)}, got {_describe(obj)}"
+    wrong = [key for key in dicts if not isinstance(obj[key], dict)]
+    return f"{wrong[0]} is {_describe(obj[wrong[0]])}, expected a dict" if wrong else None
+
+
+def _dataset_problem(obj: Any) -> str | None:
+    """What is wrong with ``obj`` as prepare's dataset (``{split: {name: tensor}}``), or None."""
+    problem = _keys_problem(obj, SPLITS, SPLITS)
+    for split in SPLITS if problem is None else ():
+        tensors = obj[split]
+        if not all(isinstance(tensors.get(name), torch.Tensor) for name in SPLIT_TENSORS):
+            return f"split {split} is {_describe(tensors)}, expected the tensors {', '.join(SPLIT_TENSORS)}"
+        x, target = tensors["x"], tensors["target"]
+        if x.dim() == 0 or target.dim() == 0 or len(x) == 0 or len(x) != len(target):
+            return f"split {split} has x {tuple(x.shape)} and target {tuple(target.shape)}, expected as many examples (>= 1) in each"
+    return problem
+
+
+def _model_problem(obj: Any) -> str | None:
+    problem = _keys_problem(obj, MODEL_KEYS, ("state_dict", "cell_options", "model_options", "spec"))
+    if problem is None and "head" not in obj["spec"]:
+        return f"spec is {_describe(obj['spec'])}, expected one with a head"
+    return problem
+
+
+# A stage output's kind (load_torch's ``what``) -> the check of what it holds.
+PROBLEMS = {
+    "dataset": _dataset_problem,
+    "model": _model_problem,
+    "checkpoint": lambda obj: _keys_problem(obj, CHECKPOINT_KEYS),
+}
+
+
+# torch.load's advice around the cause: it suggests weights_only=False, which this project never uses.
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(error: BaseException) -> str:
+    """What is wrong with the file, from the error torch.load raised on it."""
+    if isinstance(error, EOFError):
+        return "it is empty or cut short"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(_BOILERPLATE)]
+    text = lines[0] if lines else ""
+    if isinstance(error, (OSError, RuntimeError, pickle.UnpicklingError)) and text:  # these say what they met
+        return _cut(text)
+    return _cut(f"not a torch.save file: {type(error).__name__} {text}".strip())
+
+
 def load_torch(path: Path, what: str, stage_hint: str) -> Any:
-    """Load a stage's output; a missing file names the stage that makes it."""
+    """Load a stage's output, tensors and plain data only (``weights_only``: a crafted file runs no code).
+
+    A missing file names the stage that makes it; a file that cannot be read, or that does not
+    hold what a ``what`` file holds (a dataset's splits, a model's record), raises a ValueError
+    naming the file and the command that remakes it.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # a damaged file draws torch's warnings ("pickle protocol 208") before its error
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE as error:
+        problem: str | None = f"cannot read it: {_reason(error)}"
+    else:
+        problem = PROBLEMS[what](obj) if what in PROBLEMS else None
+    if problem is not None:
+        raise ValueError(f"{path} is not a {what} that `{stage_hint}` writes ({problem}): run `{stage_hint}` to remake it")
+    return obj
+
+
+def load_json(path: Path, what: str, stage_hint: str, kind: type = dict) -> Any:
+    """Load a stage's JSON output (``kind``: the top-level type it must have).
+
+    A missing file names the stage that makes it; one that is not JSON of that kind raises a
+    ValueError naming the file and the command that remakes it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem: str | None = f"cannot read it: {_cut(str(error))}"
+    else:
+        problem = None if isinstance(obj, kind) else f"it holds a {type(obj).__name__}, not a {kind.__name__}"
+    if problem is None and kind is list and not obj:
+        problem = "it is empty"
+    if problem is not None:
+        raise ValueError(f"{path} is not a {what} that `{stage_hint}` writes ({problem}): run `{stage_hint}` to remake it")
+    return obj
 
 
 def load_model_record(experiment: str, params_hash: str) -> Any:
@@ -115,7 +231,7 @@ def load_model_record(experiment: str, params_hash: str) -> Any:
     record = load_torch(model_path(experiment), "model", f"rnnzoo train {experiment}")
     if record["params_hash"] != params_hash:
         raise ValueError(
-            f"{model_path(experiment)} was trained with other params (hash {record['params_hash']}, now {params_hash}): "
+            f"{model_path(experiment)} was trained with other params (hash {_cut(str(record['params_hash']))}, now {params_hash}): "
             f"run `rnnzoo train {experiment}` first"
         )
     return record

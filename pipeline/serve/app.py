@@ -2,57 +2,68 @@
 
 ``POST /predict`` takes a batch of whole sequences (lengths may differ); ``POST /sessions``
 opens a stream whose state the server keeps, ``POST /sessions/{id}/steps`` feeds it more steps,
-``DELETE /sessions/{id}`` closes it. Bad requests get a 4xx naming what is wrong.
+``DELETE /sessions/{id}`` closes it. Bad requests get a 4xx naming what is wrong; a model whose
+outputs depend on later steps (bidirectional) cannot stream, and its session calls get 409.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from pipeline.serve.predictor import Predictor, RequestError
+from pipeline.serve.guard import Guard, api_key_bytes
+from pipeline.serve.parse import show
+from pipeline.serve.predictor import NotStreamable, Predictor, RequestError
 from pipeline.serve.sessions import SessionLimit, SessionStore
 
 
 class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field ("time") is named, not ignored
     sequences: list[Any] = Field(description="Sequences: each a list of steps (feature lists, or token ids); vectors for vector models.")
     times: list[Any] | None = Field(None, description="Per sequence, one timestamp a step (phased_lstm only).")
-    return_state: bool = Field(False, description="Also return each sequence's final state.")
+    return_state: StrictBool = Field(False, description="Also return each sequence's final state.")
 
 
 class StepsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     steps: list[Any] = Field(description="The new steps of the stream.")
     times: list[Any] | None = Field(None, description="One timestamp per new step (phased_lstm only).")
 
 
 def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: int = 1000, session_ttl: float = 600.0,
-               max_batch: int = 256, max_body_bytes: int = 2_000_000) -> FastAPI:
+               max_batch: int = 256, max_body_bytes: int = 2_000_000, body_timeout: float = 10.0) -> FastAPI:
+    """The app; raises ValueError naming a setting that cannot work (an empty or non-ASCII key, a limit <= 0)."""
+    key = api_key_bytes(api_key)
+    for name, value in (("--max-body-bytes", max_body_bytes), ("--body-timeout", body_timeout)):
+        if not value > 0:
+            raise ValueError(f"{name} is {value}: it must be more than 0")
     app = FastAPI(title="rnnzoo serve", description=f"{predictor.metadata.get('cell')} on {predictor.metadata.get('task')}")
+    app.add_middleware(Guard, api_key=key, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     store = SessionStore(max_sessions, session_ttl)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        if api_key is not None and not hmac.compare_digest(request.headers.get("x-api-key", ""), api_key):
-            return JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
-        if request.method in ("POST", "PUT"):
-            length = request.headers.get("content-length")
-            if length is None:
-                return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
-            if not length.isdigit():
-                return JSONResponse({"detail": f"Content-Length {length!r} is not a byte count"}, status_code=400)
-            if int(length) > max_body_bytes:
-                return JSONResponse({"detail": f"body of {length} bytes is over the limit of {max_body_bytes}"}, status_code=413)
-        return await call_next(request)
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        # pydantic's own list would quote each bad input whole, however long it is.
+        problems = [
+            f"the body is not valid JSON (at character {e['loc'][-1]}: {e.get('ctx', {}).get('error', e['msg'])})"
+            if e["type"] == "json_invalid" else f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {show(e.get('input'))})"
+            for e in error.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+    @app.exception_handler(NotStreamable)
+    async def cannot_stream(request: Request, error: NotStreamable) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     @app.exception_handler(SessionLimit)
     async def too_many(request: Request, error: SessionLimit) -> JSONResponse:
@@ -60,7 +71,7 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "sessions": len(store)}
+        return {"status": "ok", "sessions": len(store), "streaming": predictor.streams}
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
@@ -75,7 +86,8 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
         if body.times is not None and len(body.times) != len(body.sequences):
             raise RequestError(f"times has {len(body.times)} entries for {len(body.sequences)} sequences")
         checked = [
-            predictor.check_sequence(seq, None if body.times is None else body.times[i], f"sequences[{i}]")
+            predictor.check_sequence(seq, None, f"sequences[{i}]", "times") if body.times is None
+            else predictor.check_sequence(seq, body.times[i], f"sequences[{i}]", f"times[{i}]")
             for i, seq in enumerate(body.sequences)
         ]
         # One run per distinct length: the graph takes a rectangular batch.
@@ -99,14 +111,17 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
     @app.post("/sessions", status_code=201)
     def open_session() -> dict[str, Any]:
         if not predictor.streams:
-            raise RequestError("this model has no time axis: streaming sessions need a sequence model")
+            raise NotStreamable(predictor.stream_refusal)
         return {"session_id": store.create(predictor.zero_state(1)), "expires_after_idle_s": session_ttl}
 
     @app.post("/sessions/{session_id}/steps")
     def feed(session_id: str, body: StepsRequest) -> Any:
+        if not predictor.streams:  # no session can exist; say why rather than "unknown session"
+            raise NotStreamable(predictor.stream_refusal)
         session = store.get(session_id)
         if session is None:
-            return JSONResponse({"detail": f"unknown session {session_id!r} (never opened, deleted, or expired)"}, status_code=404)
+            detail = f"unknown session {show(session_id)} (never opened, deleted or expired)"
+            return JSONResponse({"detail": detail}, status_code=404)
         array, times = predictor.check_sequence(body.steps, body.times, "steps")
         with session.lock:
             output, session.state = predictor.run(array[None], None if times is None else times[None], session.state)
@@ -116,7 +131,7 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
     @app.delete("/sessions/{session_id}", status_code=204)
     def close(session_id: str) -> Response:
         if not store.delete(session_id):
-            return JSONResponse({"detail": f"unknown session {session_id!r}"}, status_code=404)
+            return JSONResponse({"detail": f"unknown session {show(session_id)}"}, status_code=404)
         return Response(status_code=204)
 
     return app

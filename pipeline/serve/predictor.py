@@ -13,10 +13,15 @@ from typing import Any
 import numpy as np
 
 from pipeline import runtime
+from pipeline.serve import parse
+from pipeline.serve.parse import RequestError
+from pipeline.serve.resolve import ModelError
+
+__all__ = ["ModelError", "NotStreamable", "Predictor", "RequestError"]
 
 
-class RequestError(ValueError):
-    """A request the model cannot take; the message says what is wrong."""
+class NotStreamable(RequestError):
+    """A streaming call to a model whose outputs cannot be computed step by step."""
 
 
 class Predictor:
@@ -24,7 +29,7 @@ class Predictor:
 
     def __init__(self, path: Path, max_length: int = 10_000, threads: int = 0, provider: str | None = None) -> None:
         self.provider = provider or runtime.best_provider()
-        self.session = runtime.open_session(path, self.provider, threads)
+        self.session = _open(path, self.provider, threads)
         self.path = path
         self.max_length = max_length
         props = self.session.get_modelmeta().custom_metadata_map
@@ -32,57 +37,81 @@ class Predictor:
         self.io = json.loads(props.get("io", "{}"))
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.graph = props.get("graph", "sequence")
+        if self.graph == "step":
+            raise ModelError(f"{path} is the one-step graph (step.onnx): serve sequence.onnx from its folder, whose sessions stream")
+        if self.graph not in ("sequence", "vector") or "x" not in inputs:
+            raise ModelError(
+                f"{path} is not a graph `rnnzoo export` wrote (graph {self.graph!r}, inputs {sorted(inputs)}): "
+                "expected sequence.onnx or vector.onnx"
+            )
         self.tokens = inputs["x"].type == "tensor(int64)"
         self.takes_time = "times" in inputs
         self.state_names = [name for name in inputs if name.startswith("state_")]
         self.features = None if self.tokens else inputs["x"].shape[-1]
         first_state = inputs[self.state_names[0]].shape if self.state_names else None
         self.state_shape = None if first_state is None else (first_state[0], first_state[2])  # (layers, hidden)
+        vocabulary = self.session.get_outputs()[0].shape[-1]  # next-token logits (B, T, V)
+        if self.tokens and not isinstance(vocabulary, int):
+            raise ModelError(f"{path} takes token ids but its output does not give the vocabulary size (dimension {vocabulary!r})")
+        self.vocabulary: int | None = vocabulary if self.tokens else None
+        self.stream_refusal = self._why_not_streaming()
 
     @property
     def streams(self) -> bool:
-        return self.graph == "sequence"
+        return self.stream_refusal is None
 
     def describe(self) -> dict[str, Any]:
         return {
             **self.metadata, "graph": self.graph, "provider": self.provider, "input_features": self.features, "token_ids": self.tokens,
-            "takes_times": self.takes_time, "state": self.state_names, "max_length": self.max_length, "io": self.io,
+            "vocabulary": self.vocabulary, "takes_times": self.takes_time, "state": self.state_names,
+            "max_length": self.max_length, "streaming": self.streams, "streaming_refused_because": self.stream_refusal, "io": self.io,
         }
+
+    def _why_not_streaming(self) -> str | None:
+        """Why sessions cannot give the outputs /predict gives, or ``None`` when they can."""
+        if self.graph == "vector":
+            return "this model has no time axis (a vector graph): sessions need a sequence model; send vectors to /predict"
+        cannot = "so a stream cannot answer before the sequence ends; send whole sequences to /predict"
+        if self.metadata.get("bidirectional", "").lower() == "true":
+            return f"this model is bidirectional: its outputs depend on later steps, {cannot}"
+        # Exports without that key (and anything else that reads ahead): a probe fed whole and in two pieces must agree.
+        gap = self._stream_gap()
+        if gap > STREAM_TOLERANCE:
+            return (f"this model's outputs depend on later steps, as a bidirectional model's do: fed in two pieces, "
+                    f"a probe sequence gets outputs {gap:.3g} away from the whole sequence's, {cannot}")
+        return None
+
+    def _stream_gap(self, steps: int = 6) -> float:
+        """Largest gap, relative to the output's scale, between a random sequence run whole and in two pieces (state carried)."""
+        rng = np.random.default_rng(0)
+        if self.tokens:
+            x = rng.integers(0, self.vocabulary, (1, steps), dtype=np.int64)  # (1, T)
+        else:
+            x = rng.standard_normal((1, steps, self.features)).astype(np.float32)  # (1, T, I)
+        times = np.cumsum(rng.random((1, steps)) + 0.5, axis=1).astype(np.float32) if self.takes_time else None
+        half = steps // 2
+        whole, whole_final = self.run(x, times, None)
+        first, state = self.run(x[:, :half], None if times is None else times[:, :half], None)
+        second, final = self.run(x[:, half:], None if times is None else times[:, half:], state)
+        pieces = np.concatenate([first, second], axis=1) if whole.ndim == 3 else second  # per-step heads: (B, T, O)
+        pairs = [(pieces, whole), *zip(final, whole_final)]
+        return max(float(np.abs(a - b).max() / (1.0 + np.abs(b).max())) for a, b in pairs)
 
     def zero_state(self, batch: int) -> list[np.ndarray]:
         layers, hidden = self.state_shape
         return [np.zeros((layers, batch, hidden), dtype=np.float32) for _ in self.state_names]
 
-    def check_sequence(self, values: Any, times: Any = None, what: str = "sequence") -> tuple[np.ndarray, np.ndarray | None]:
-        """One sequence as an array ``(T, I)`` (ids ``(T,)``; a vector ``(I,)``), validated."""
-        dtype = np.int64 if self.tokens else np.float32
-        try:
-            array = np.asarray(values, dtype=dtype)
-        except (TypeError, ValueError, OverflowError):
-            raise RequestError(f"{what}: expected numbers, got {str(values)[:80]}") from None
-        if array.ndim >= 1 and array.shape[0] == 0:
-            raise RequestError(f"{what}: empty sequence; send at least one step")
+    def check_sequence(
+        self, values: Any, times: Any = None, what: str = "sequence", times_what: str = "times"
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One sequence as an array ``(T, I)`` (ids ``(T,)``; a vector ``(I,)``), validated; errors name ``what``, ``times_what``."""
         if self.graph == "vector":
-            if array.shape != (self.features,):
-                raise RequestError(f"{what}: expected a vector of {self.features} numbers, got shape {list(array.shape)}")
+            array = parse.vector(values, self.features, what)
+        elif self.tokens:
+            array = parse.token_ids(values, self.vocabulary, what, self.max_length)
         else:
-            expected = "(steps,) of token ids" if self.tokens else f"(steps, {self.features})"
-            wanted_rank = 1 if self.tokens else 2
-            if array.ndim != wanted_rank or (not self.tokens and array.shape[1] != self.features):
-                raise RequestError(f"{what}: expected shape {expected}, got {list(array.shape)}")
-            if array.shape[0] > self.max_length:
-                raise RequestError(f"{what}: {array.shape[0]} steps is over the maximum of {self.max_length}")
-        if not self.tokens and not np.isfinite(array).all():
-            raise RequestError(f"{what}: NaN or infinite values are not allowed")
-        if self.tokens and self.vocabulary is not None and (array.min() < 0 or array.max() >= self.vocabulary):
-            raise RequestError(f"{what}: token ids must lie in [0, {self.vocabulary - 1}]")
-        return array, self._check_times(times, array.shape[0] if self.graph != "vector" else 0, what)
-
-    @property
-    def vocabulary(self) -> int | None:
-        if not self.tokens:
-            return None
-        return self.session.get_outputs()[0].shape[-1] if isinstance(self.session.get_outputs()[0].shape[-1], int) else None
+            array = parse.vectors(values, self.features, what, self.max_length)
+        return array, self._check_times(times, array.shape[0] if self.graph != "vector" else 0, times_what)
 
     def _check_times(self, times: Any, steps: int, what: str) -> np.ndarray | None:
         if not self.takes_time:
@@ -90,14 +119,8 @@ class Predictor:
                 raise RequestError(f"{what}: this model takes no timestamps, but times were sent")
             return None
         if times is None:
-            raise RequestError(f"{what}: this model ({self.metadata.get('cell')}) needs `times`, one timestamp per step")
-        try:
-            array = np.asarray(times, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise RequestError(f"{what}: times must be numbers") from None
-        if array.shape != (steps,) or not np.isfinite(array).all():
-            raise RequestError(f"{what}: times must be {steps} finite numbers (one a step), got shape {list(array.shape)}")
-        return array
+            raise RequestError(f"{what} is missing: this model ({self.metadata.get('cell')}) needs `times`, one timestamp a step")
+        return parse.timestamps(times, steps, what)
 
     def run(self, xs: np.ndarray, times: np.ndarray | None, state: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
         """``xs`` ``(B, T, ...)`` of one length -> predictions and final state."""
@@ -110,3 +133,17 @@ class Predictor:
         feeds.update(zip(self.state_names, state))
         prediction, *final = self.session.run(None, feeds)
         return prediction, final
+
+
+# Pieces and whole differ by float rounding (~1e-7) when a model streams; reading ahead moves outputs by far more.
+STREAM_TOLERANCE = 1e-4
+
+
+def _open(path: Path, provider: str, threads: int) -> Any:
+    try:
+        return runtime.open_session(path, provider, threads)
+    except RuntimeError:
+        raise  # CUDA asked for where it cannot run: runtime's message says so
+    except Exception as error:  # noqa: BLE001  onnxruntime's load errors (InvalidProtobuf, ...) derive from Exception alone
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ModelError(f"{path} is not an ONNX model onnxruntime can load ({reason})") from None

@@ -9,15 +9,21 @@ from pipeline import files
 GRAPHS = ("sequence.onnx", "vector.onnx")
 
 
+class ModelError(ValueError):
+    """What the user named is not a model this server can serve; the message says why (shown at startup)."""
+
+
 def resolve_model(model: str) -> Path:
     """An ONNX path, a folder holding one, an experiment name, or an MLflow URI (``models:/name/3``)."""
     if model.startswith(("models:/", "runs:/")):
         from pipeline import tracking
 
-        tracking._mlflow()  # the same tracking URI as the pipeline
-        import mlflow
-
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        mlflow = tracking._mlflow()  # the same tracking URI as the pipeline
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        except Exception as error:  # noqa: BLE001  MlflowException (unknown name, version or run), or the server unreachable
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise ModelError(f"cannot fetch {model} from MLflow at {mlflow.get_tracking_uri()}: {reason}") from None
         found = sorted(folder.rglob("*.onnx"))
         if not found:
             raise FileNotFoundError(f"{model} holds no ONNX file: serve the model the export stage registered")

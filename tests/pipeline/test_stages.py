@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -88,7 +87,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(workdir: Path) -> None:
     path = files.checkpoint_path("add-janet")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_hash": "x", "payload": _RunsCode(marker)}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="unsupported GLOBAL"):  # weights_only refuses it, named as a bad checkpoint
         train(params, "add-janet", resume=True, progress=False)
     assert not marker.exists(), "loading the checkpoint ran code"
 

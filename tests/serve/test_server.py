@@ -11,31 +11,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from pipeline import onnx_export, runtime
-from pipeline.model import build_model
+from pipeline import runtime
+from pipeline.serve.connections import uvicorn_options
 from pipeline.serve.load import run_load
-from pipeline.tasks import make_task
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "s3cret"
-
-
-def _export(folder: Path, cell: str, task: str, task_options: dict, cell_options: dict) -> Path:
-    task_object = make_task(task, task_options)
-    spec = task_object.spec(task_object.prepare(None, 0))
-    torch.manual_seed(0)
-    model = build_model(cell, spec, 6, **cell_options)
-    record = {"state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": cell_options, "model_options": {},
-              "spec": dataclasses.asdict(spec)}
-    model = onnx_export.exportable(record, "sequence")  # the form `rnnzoo export` ships
-    return onnx_export.export_graph(model, "sequence", folder / f"{cell}.onnx", {"cell": cell, "task": task})
 
 
 def _free_port() -> int:
@@ -86,14 +73,14 @@ def _start(path: Path, *options: str, key: str | None = None) -> Iterator[Server
 
 
 @pytest.fixture(scope="module")
-def adding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = _export(tmp_path_factory.mktemp("adding"), "janet", "adding", {"length": 5, "train_size": 4, "valid_size": 4}, {"max_timescale": 10})
+def adding(exported: Callable[[str], Path]) -> Iterator[Server]:
+    path = exported("adding")  # janet on adding: see conftest.MODELS
     yield from _start(path, "--max-length", "40", "--max-body-bytes", "20000", key=KEY)
 
 
 @pytest.fixture(scope="module")
-def language(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = _export(tmp_path_factory.mktemp("lm"), "lstm", "ptb", {"sentences": 30}, {})
+def language(exported: Callable[[str], Path]) -> Iterator[Server]:
+    path = exported("language")  # lstm on ptb
     yield from _start(path, "--max-sessions", "2", "--session-ttl", "2")
 
 
@@ -113,7 +100,7 @@ def test_every_request_without_the_api_key_gets_401(adding: Server) -> None:
 
 
 def test_health_metadata_and_docs(adding: Server) -> None:
-    assert adding.call("GET", "/health") == (200, {"status": "ok", "sessions": 0})
+    assert adding.call("GET", "/health") == (200, {"status": "ok", "sessions": 0, "streaming": True})
     status, metadata = adding.call("GET", "/metadata")
     assert status == 200 and metadata["cell"] == "janet" and metadata["input_features"] == 2 and "x" in metadata["io"]["inputs"]
     assert metadata["provider"] == runtime.best_provider()  # CUDA where onnxruntime-gpu has a GPU, else the CPU
@@ -149,7 +136,7 @@ def test_streaming_in_pieces_equals_predict_on_the_whole_sequence(adding: Server
 BAD_REQUESTS = {
     "wrong feature count": ("/predict", {"sequences": [[[0.1, 0.2, 0.3]]]}, 400, "shape"),
     "wrong rank": ("/predict", {"sequences": [[0.1, 0.2]]}, 400, "shape"),
-    "strings": ("/predict", {"sequences": [[["a", "b"]]]}, 400, "numbers"),
+    "strings": ("/predict", {"sequences": [[["a", "b"]]]}, 400, "is a string; expected a finite number"),
     "NaN": ("/predict", None, 400, "NaN"),
     "no sequences": ("/predict", {"sequences": []}, 400, "empty"),
     "empty sequence": ("/predict", {"sequences": [[]]}, 400, "empty"),
@@ -187,7 +174,7 @@ def test_language_model_streams_per_step_predictions(language: Server) -> None:
     np.testing.assert_allclose(np.asarray(pieces), np.asarray(whole["predictions"][0]), atol=1e-5)
     language.call("DELETE", f"/sessions/{opened['session_id']}")
     status, answer = language.call("POST", "/predict", {"sequences": [[10**9]]})
-    assert status == 400 and "token ids" in answer["detail"]
+    assert status == 400 and "sequences[0][0]: token id 1000000000 is outside the vocabulary" in answer["detail"]
 
 
 def test_sessions_are_bounded_and_expire(language: Server) -> None:
@@ -207,8 +194,8 @@ def test_a_short_load_test_has_no_server_errors(adding: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def phased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = _export(tmp_path_factory.mktemp("phased"), "phased_lstm", "frequency", {"train_size": 4, "valid_size": 4}, {"ratio_on": 0.5})
+def phased(exported: Callable[[str], Path]) -> Iterator[Server]:
+    path = exported("phased")  # phased_lstm on frequency
     yield from _start(path)
 
 
@@ -219,8 +206,8 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
     status, whole = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [times.tolist()]})
     assert status == 200
     session = runtime.open_session(phased.path, runtime.best_provider())
-    zeros = np.zeros((1, 1, 6), dtype=np.float32)
-    expected = session.run(None, {"x": sequence[None], "times": times[None], "state_h": zeros, "state_c": zeros})[0]
+    zeros = {spec.name: np.zeros((1, 1, 6), dtype=np.float32) for spec in session.get_inputs() if spec.name.startswith("state_")}
+    expected = session.run(None, {"x": sequence[None], "times": times[None], **zeros})[0]
     np.testing.assert_allclose(whole["predictions"][0], expected[0], atol=1e-6)
     _, other = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [(times * 3).tolist()]})
     assert not np.allclose(other["predictions"][0], whole["predictions"][0]), "the timestamps must matter"
@@ -234,13 +221,13 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
 
 
 @pytest.mark.parametrize("provider", ["cpu", "cuda", "auto"])
-def test_serve_runs_on_the_provider_asked_for_or_says_why_not(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_runs_on_the_provider_asked_for_or_says_why_not(provider: str, exported: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
-    path = _export(tmp_path, "janet", "adding", {"length": 4, "train_size": 8, "valid_size": 4}, {"max_timescale": 4})
+    path = exported("adding")
     served = []
     monkeypatch.setattr(uvicorn, "run", lambda application, **options: served.append(options))  # no socket: only the choice
     result = CliRunner().invoke(app, ["serve", str(path), "--provider", provider])
@@ -250,4 +237,5 @@ def test_serve_runs_on_the_provider_asked_for_or_says_why_not(provider: str, tmp
         assert result.exit_code == 1 and "CUDAExecutionProvider is not usable here" in output and not served
     else:
         assert result.exit_code == 0, result.output
-        assert f"with {expected} on http://127.0.0.1:8000" in output and served == [{"host": "127.0.0.1", "port": 8000, "log_level": "warning"}]
+        assert f"with {expected} on http://127.0.0.1:8000" in output
+        assert served == [{"host": "127.0.0.1", "port": 8000, **uvicorn_options(idle_timeout=5.0, limit_concurrency=256)}]
