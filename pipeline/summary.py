@@ -32,6 +32,8 @@ def table(config: Config, names: list[str]) -> Table:
 def bench_markdown(names: list[str]) -> str | None:
     """One row per benchmarked experiment and provider, at the task's length: batch-1 latency and
     largest-batch throughput of onnxruntime, each against torch eager on the same device."""
+    from pipeline.stages.bench import UNSTEADY_SPREAD, speedup_text  # how a speedup is judged and shown: one place
+
     rows = []
     for name in names:
         path = files.reports_dir(name) / "bench.json"
@@ -46,13 +48,17 @@ def bench_markdown(names: list[str]) -> str | None:
             hardware = measured.get("hardware", "not recorded")  # bench.json files older than this column
             rows.append(
                 f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {hardware} "
-                f"| {first['onnxruntime_p50_ms']:.3f} | {first['speedup_vs_torch']:.2f} "
-                f"| {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {last['speedup_vs_torch']:.2f} |"
+                f"| {first['onnxruntime_p50_ms']:.3f} | {speedup_text(first)} "
+                f"| {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {speedup_text(last)} |"
             )
     if not rows:
         return None
     return "\n".join([
-        "onnxruntime against torch eager on the same device and inputs (speedup > 1: onnxruntime is faster).",
+        (
+            "onnxruntime against torch eager on the same device and inputs (speedup > 1: onnxruntime is faster): "
+            "the median (min–max) of the paired rounds' torch time / onnxruntime time, the two sides interleaved; "
+            f"*unsteady*: the rounds' ratios span more than {UNSTEADY_SPREAD:g}×, too wide to quote — rerun on a quieter machine."
+        ),
         "",
         "| experiment | T | provider | hardware | batch-1 p50 ms | speedup | max batch | sequences/s | speedup |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -9,18 +9,53 @@ the run MLflow made for the invocation (``MLFLOW_RUN_ID``) is that run.
 Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``. The
 project root is resolved to an absolute path, out of any ``dvc exp`` temporary workspace
 (``.dvc/tmp/exps/...``), so runs from ``dvc exp run`` land in the same database.
+
+A run's status and tags say how its last stage ended. Success: FINISHED, and the stage's own
+``rnnzoo.failed_stage`` / ``rnnzoo.killed_stage`` tag (from an earlier attempt) is deleted. An
+exception: FAILED, ``rnnzoo.failed_stage=<stage>``. Stopped from outside (Ctrl-C, or SIGTERM or
+SIGHUP, as ``kill``, DVC and CI send): KILLED, ``rnnzoo.killed_stage=<stage>``; after a signal the
+process exits with 128 + its number, as a shell reports a process the signal killed. SIGKILL
+leaves no chance to clean up, so every stage tags the run with the process holding it
+(``rnnzoo.process``: host, pid namespace, pid, start time); the next stage in that MLflow
+experiment ends any RUNNING run whose holder is gone as KILLED, with ``rnnzoo.killed_stage``
+naming the stage that was running. "Gone" is decided only for a holder on this machine and pid
+namespace (a live holder elsewhere cannot be told from a dead one), and a reused pid is told
+apart by its start time. A RUNNING run without the tag (from before it) is left as it is.
+
+MLflow creates and migrates a new SQLite database on first use, and two processes doing it at
+once can break it for good; finding or creating an experiment's run races the same way. Both
+happen under an exclusive lock on ``<database>.lock`` (``fcntl.flock``), one process at a time.
+
+The registry holds each distinct model once. ``log_model`` and ``log_onnx_model`` tag every
+version with a content hash and flavour; when the latest version of that name and flavour holds
+the same content, nothing is logged or registered again and the run is tagged with that version
+(``rnnzoo.model_version.<flavour>``), as it is after registering a new one.
+
+MLflow's usage telemetry is off unless the user opts in (``RNNZOO_MLFLOW_TELEMETRY=1``, or
+MLflow's own ``MLFLOW_DISABLE_TELEMETRY`` set explicitly): the pipeline runs offline. MLflow reads
+the switch when it is imported, so importing this module sets it; a client that an earlier
+``import mlflow`` started is dropped on first use here, and subprocesses inherit the switch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
+import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: there the store is used without the lock
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from pipeline.config import ExperimentConfig
@@ -28,6 +63,19 @@ if TYPE_CHECKING:
 DATABASE_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 _DVC_TEMP_WORKSPACE = os.sep.join(("", ".dvc", "tmp", "exps", ""))
+TELEMETRY_OPT_IN = "RNNZOO_MLFLOW_TELEMETRY"
+FAILED_TAG, KILLED_TAG, PROCESS_TAG = "rnnzoo.failed_stage", "rnnzoo.killed_stage", "rnnzoo.process"
+CONTENT_TAG, FLAVOR_TAG = "rnnzoo.content_sha256", "rnnzoo.flavor"
+
+
+def _telemetry_off_unless_chosen() -> None:
+    """Set MLflow's telemetry switch off, unless the user chose (see the module's docstring)."""
+    if os.environ.get(TELEMETRY_OPT_IN, "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # an explicit value, either way, is the user's
+
+
+_telemetry_off_unless_chosen()
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -44,8 +92,9 @@ def tracking_uri() -> str:
 
 
 def ui_command() -> str:
-    """The one command that opens the MLflow UI on these runs."""
-    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
+    """The one command that opens the MLflow UI on these runs (the UI's telemetry off, as the pipeline's)."""
+    off = os.environ.get("MLFLOW_DISABLE_TELEMETRY", "").strip().lower() in ("true", "1")
+    return f"{'MLFLOW_DISABLE_TELEMETRY=true ' if off else ''}.venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -68,41 +117,199 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite:////abs`` or ``sqlite:///relative``), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path).absolute() if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """One process at a time on a SQLite store: an exclusive ``flock`` on ``<database>.lock``.
+
+    Not reentrant (a second ``open`` in the same process would wait on the first): hold it around
+    short steps only. Other stores (a tracking server, files) and Windows go unlocked.
+    """
+    database = _sqlite_path(uri)
+    if database is None or fcntl is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_READY_STORES: set[str] = set()
+
+
 def _mlflow() -> Any:
     # Imported here: MLflow takes seconds to import, and `rnnzoo --help` should not wait for it.
     import mlflow
+    from mlflow import telemetry
+    from mlflow.telemetry.utils import is_telemetry_disabled
 
-    mlflow.set_tracking_uri(tracking_uri())
+    if telemetry.get_telemetry_client() is not None and is_telemetry_disabled():
+        telemetry.set_telemetry_client()  # mlflow was imported before this module: drop its client now
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri not in _READY_STORES and _sqlite_path(uri) is not None:
+        # MLflow creates and migrates a new database on its first use in each process: under the
+        # lock, so two processes never migrate at once. Both stores are cached per process after.
+        with store_lock(uri):
+            mlflow.search_experiments(max_results=1)
+            mlflow.MlflowClient().search_registered_models(max_results=1)
+        _READY_STORES.add(uri)
     return mlflow
+
+
+class StageStopped(SystemExit):
+    """SIGTERM or SIGHUP during a stage: unwinds the stage like an exception, then exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Within the block, a stop signal raises :class:`StageStopped` in the main thread, so the run can be ended.
+
+    Only where the signal would otherwise kill the process at once (its handler is SIG_DFL): an
+    ignored signal (``nohup``) or someone else's handler is left alone. Signals can only be handled
+    in the main thread; elsewhere the block runs as it is. The previous handlers come back after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:  # a second signal must not break off the cleanup the first one started
+            stopping = True
+            raise StageStopped(signum)
+
+    taken = [signum for signum, handler in previous.items() if handler is signal.SIG_DFL]
+    for signum in taken:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum in taken:
+            signal.signal(signum, previous[signum])
+
+
+def _process_state(pid: int) -> tuple[str, str] | None:
+    """Linux's (state letter, start time in clock ticks) of ``pid``, or None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": the name may hold spaces
+    return fields[0], fields[19]
+
+
+def _here() -> str:
+    """This machine and pid namespace: where a pid means the same process."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()} {namespace}"
+
+
+def process_tag(pid: int | None = None) -> str:
+    """``host pid-namespace pid start-time`` of a process (this one by default)."""
+    pid = os.getpid() if pid is None else pid
+    state = _process_state(pid)
+    return f"{_here()} {pid} {state[1] if state else '-'}"
+
+
+def holder_gone(tag: str) -> bool:
+    """Whether the process a ``rnnzoo.process`` tag names is certainly gone (a zombie is gone too)."""
+    parts = tag.split()
+    if len(parts) != 4 or " ".join(parts[:2]) != _here() or not parts[2].isdigit():
+        return False  # another machine or namespace, or not ours: cannot tell
+    pid, started = int(parts[2]), parts[3]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, another user's
+    state = _process_state(pid)
+    return state is not None and (state[0] in ("Z", "X") or (started != "-" and state[1] != started))
+
+
+def _end_abandoned_runs(mlflow: Any, experiment_id: str) -> None:
+    """End as KILLED every RUNNING run of the experiment whose holding process is gone (SIGKILL, power loss)."""
+    client = mlflow.MlflowClient()
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        holder = run.data.tags.get(PROCESS_TAG)
+        if holder is not None and holder_gone(holder):
+            client.set_tag(run.info.run_id, KILLED_TAG, run.data.tags.get("rnnzoo.stage", "unknown"))
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _record_outcome(mlflow: Any, run_id: str, stage: str, outcome: str | None) -> None:
+    """Tag how ``stage`` ended (``outcome``: FAILED_TAG, KILLED_TAG, or None for success), dropping
+    what an earlier attempt of the same stage left, so the tags describe the run as it is now."""
+    client = mlflow.MlflowClient()
+    tags = client.get_run(run_id).data.tags
+    for tag in (FAILED_TAG, KILLED_TAG):
+        if tag == outcome:
+            client.set_tag(run_id, tag, stage)
+        elif tags.get(tag) == stage:
+            client.delete_tag(run_id, tag)
 
 
 @contextlib.contextmanager
 def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
     """Reopen (or create) the run of the experiment's configuration for ``stage``; yields the mlflow module.
 
-    A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done.
+    A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done; one
+    stopped from outside marks it KILLED (see the module's docstring).
     """
-    params_hash = exp.params_hash()
-    mlflow = _mlflow()
-    # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
-    run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, exp.name, exp.task, params_hash)
-    tags = {
-        "rnnzoo.experiment": exp.name, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": exp.cell, "rnnzoo.task": exp.task,
-        "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
-    }
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else exp.name) as run:
-        mlflow.set_tags(tags)
-        # Once per run; `mlflow run` may already have logged its entry point's own parameters.
-        missing = {key: str(value) for key, value in flatten(exp.params()).items() if key not in run.data.params}
-        if missing:
-            mlflow.log_params(missing)
-        try:
-            yield mlflow
-        except BaseException:
-            mlflow.set_tag("rnnzoo.failed_stage", stage)
-            mlflow.end_run(status="FAILED")
-            raise
+    with _stop_signals_raise():
+        params_hash = exp.params_hash()
+        mlflow = _mlflow()
+        tags = {
+            "rnnzoo.experiment": exp.name, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": exp.cell, "rnnzoo.task": exp.task,
+            "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
+            PROCESS_TAG: process_tag(),
+        }
+        # Find-or-create, one process at a time: two stages started at once would make two runs.
+        with store_lock(tracking_uri()):
+            # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
+            run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, exp.name, exp.task, params_hash)
+            active = mlflow.start_run(run_id=run_id, run_name=None if run_id else exp.name, tags=tags)
+        with active as run:
+            # Once per run; `mlflow run` may already have logged its entry point's own parameters.
+            missing = {key: str(value) for key, value in flatten(exp.params()).items() if key not in run.data.params}
+            if missing:
+                mlflow.log_params(missing)
+            try:
+                yield mlflow
+            except (StageStopped, KeyboardInterrupt):
+                _record_outcome(mlflow, run.info.run_id, stage, KILLED_TAG)
+                mlflow.end_run(status="KILLED")
+                raise
+            except BaseException:
+                _record_outcome(mlflow, run.info.run_id, stage, FAILED_TAG)
+                mlflow.end_run(status="FAILED")
+                raise
+            _record_outcome(mlflow, run.info.run_id, stage, None)
 
 
 def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str | None:
@@ -112,6 +319,7 @@ def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str 
         # whatever directory ran first (a dvc exp temp workspace is deleted afterwards).
         mlflow.create_experiment(name, artifact_location=(project_root() / ARTIFACTS_DIR).as_uri())
     mlflow_experiment = mlflow.set_experiment(name)
+    _end_abandoned_runs(mlflow, mlflow_experiment.experiment_id)
     query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
     found = mlflow.search_runs([mlflow_experiment.experiment_id], filter_string=query, output_format="list", max_results=1)
     return found[0].info.run_id if found else None
@@ -132,7 +340,8 @@ def logged_steps(mlflow: Any, key: str) -> set[int]:
 
 
 def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str, sequence: bool) -> None:
-    """Log the torch model with a signature and input example, registered as ``registered_name``.
+    """Log the torch model with a signature and input example, registered as ``registered_name``
+    unless that name's latest torch version holds the same content (:func:`_register_once`).
 
     The signature's batch axis, and for a ``sequence`` model its time axis, are -1, as in
     :func:`onnx_signature`: ``predict`` takes any batch and length.
@@ -150,7 +359,10 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
     x, y = example_input.numpy(), example_output.numpy()
     # (B, T, ...) in; out (B, T, O) from a per-step head, (B, O) from a last-step or vector head.
     signature = ModelSignature(Schema([spec(x, 2 if sequence else 1)]), Schema([spec(y, 2 if sequence and y.ndim == 3 else 1)]))
-    mlflow.pytorch.log_model(
+    # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+    content = torch_content_hash(module, x, y, [*requirements, str(signature.to_dict())])
+    _register_once(mlflow, registered_name, "pytorch", content, lambda: mlflow.pytorch.log_model(
         module,
         name="model",
         signature=signature,
@@ -158,9 +370,85 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
         registered_model_name=registered_name,
         # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.
         serialization_format="pickle",
-        # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+        pip_requirements=requirements,
+    ))
+
+
+def _digest(parts: list[str | bytes]) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        hasher.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: no two lists hash alike
+    return hasher.hexdigest()
+
+
+def torch_content_hash(module: Any, example_input: Any, example_output: Any, extra: list[str]) -> str:
+    """sha256 of what defines a logged torch model: class and structure, every state-dict entry, and
+    its output on the example (options kept outside the state dict show there), plus ``extra``."""
+    import torch
+
+    parts: list[str | bytes] = [type(module).__qualname__, repr(module), *extra]
+    parts += [example_input.tobytes(), example_output.tobytes()]
+    for name, value in module.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            raw = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # any dtype, bfloat16 too
+            parts += [name, str(value.dtype), str(tuple(value.shape)), raw.numpy().tobytes()]
+        else:
+            parts += [name, repr(value)]
+    return _digest(parts)
+
+
+def onnx_content_hash(path: Path, extra: list[str]) -> str:
+    """sha256 of the graph file without what records how it was made rather than what it computes,
+    plus ``extra``: the file's ``git_commit``, and every doc string and inner metadata (the exporter
+    tags each node with a Python stack trace, whose line numbers and ``<eval_with_key>.N`` counters
+    change with the process and with any edit of the source)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [prop for prop in model.metadata_props if prop.key != "git_commit"]
+    for field, value in model.ListFields():
+        if field.name not in ("metadata_props", "doc_string"):
+            _strip_provenance(value)
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.ClearField("doc_string")
+    return _digest([model.SerializeToString(deterministic=True), *extra])
+
+
+def _strip_provenance(value: Any) -> None:
+    """Clear ``doc_string`` and ``metadata_props`` in a protobuf message (or a list of them), recursively."""
+    if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated"):
+        for item in value:
+            _strip_provenance(item)
+        return
+    if not hasattr(value, "ListFields"):
+        return
+    for field, inner in value.ListFields():
+        if field.name in ("doc_string", "metadata_props"):
+            value.ClearField(field.name)
+        elif field.type == field.TYPE_MESSAGE:
+            _strip_provenance(inner)
+
+
+def _register_once(mlflow: Any, registered_name: str, flavor: str, content: str, log: Callable[[], Any]) -> str:
+    """Call ``log`` (which logs and registers) unless the latest ``flavor`` version of ``registered_name``
+    already holds ``content``; tag the version and the run. Returns the version holding the model.
+
+    The latest of its flavour, not any: a model changed and then changed back is registered again,
+    so the latest version is always the current model.
+    """
+    client = mlflow.MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name = '{registered_name}'") if v.tags.get(FLAVOR_TAG) == flavor]
+    latest = max(versions, key=lambda v: int(v.version), default=None)
+    if latest is not None and latest.tags.get(CONTENT_TAG) == content:
+        version = str(latest.version)
+    else:
+        version = str(log().registered_model_version)
+        client.set_model_version_tag(registered_name, version, FLAVOR_TAG, flavor)
+        client.set_model_version_tag(registered_name, version, CONTENT_TAG, content)
+    mlflow.set_tag(f"rnnzoo.model_version.{flavor}", version)
+    return version
 
 
 def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
@@ -182,20 +470,26 @@ def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
 
 
 def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_name: str) -> None:
-    """Log an exported graph with the ``mlflow.onnx`` flavor, registered as ``registered_name``."""
+    """Log an exported graph with the ``mlflow.onnx`` flavor, registered as ``registered_name``
+    unless that name's latest ONNX version holds the same graph (:func:`_register_once`)."""
     import onnx
 
     from pipeline import runtime
 
     session = runtime.open_session(path)
-    mlflow.onnx.log_model(
+    signature = onnx_signature(session.get_inputs(), session.get_outputs())
+    # CUDA (TF32 off) wherever the model is served with onnxruntime-gpu and a GPU, else the CPU.
+    providers = runtime.provider_list(runtime.CUDA)
+    requirements = [runtime.distribution(), f"onnx=={onnx.__version__}"]
+    # The example is random (onnx_export.example_inputs): it is not part of what the model is.
+    content = onnx_content_hash(Path(path), [*requirements, str(providers), str(signature.to_dict())])
+    _register_once(mlflow, registered_name, "onnx", content, lambda: mlflow.onnx.log_model(
         onnx.load(str(path)),
         name="onnx_model",
-        signature=onnx_signature(session.get_inputs(), session.get_outputs()),
+        signature=signature,
         input_example=example,
         registered_model_name=registered_name,
         save_as_external_data=False,
-        # CUDA (TF32 off) wherever the model is served with onnxruntime-gpu and a GPU, else the CPU.
-        onnx_execution_providers=runtime.provider_list(runtime.CUDA),
-        pip_requirements=[runtime.distribution(), f"onnx=={onnx.__version__}"],
-    )
+        onnx_execution_providers=providers,
+        pip_requirements=requirements,
+    ))

@@ -12,6 +12,8 @@ except ImportError:  # pragma: no cover
     _has_cuda = False
 if not _has_cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Test modules import mlflow before pipeline.tracking turns its telemetry off: off from the start.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

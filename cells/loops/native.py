@@ -14,11 +14,14 @@ returns False: the layers then run their reference Python loop.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import platform
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -58,6 +61,25 @@ def _flags() -> list[str]:
     return [*CFLAGS, f"-DRNNZOO_OPS_VERSION={VERSION}"]
 
 
+@contextlib.contextmanager
+def _build_lock(build_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock for building into ``build_dir``; clear a lock torch left there.
+
+    torch's build takes a lock *file* (``build_dir/lock``) and waits, without end, while it
+    exists: a build killed part-way (Ctrl-C, a killed test) would hang every later one. Builders
+    of this folder take this ``flock`` first, which the kernel releases when a process dies, so
+    whoever holds it and still finds torch's file knows the file is stale.
+    """
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "rnnzoo.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (build_dir / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @functools.cache
 def load() -> bool:
     """Build (once) and load the CPU loops; False, with one warning, where that is not possible."""
@@ -68,9 +90,11 @@ def load() -> bool:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(
-            name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=_flags(), is_python_module=False, verbose=False
-        )
+        name = build_name()
+        with _build_lock(Path(cpp_extension._get_build_directory(name, verbose=False))):
+            cpp_extension.load(
+                name=name, sources=[str(path) for path in SOURCES], extra_cflags=_flags(), is_python_module=False, verbose=False
+            )
     except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
         # A failed build's message is the whole compiler log: show its first error, not the command line.
         lines = str(error).strip().splitlines() or [type(error).__name__]

@@ -2,15 +2,21 @@
 
 For each provider (CPU, and CUDA where onnxruntime and torch both see a GPU) and for torch
 eager on the matching device: latency p50/p99 at batch 1 and throughput across batch sizes, at
-a few sequence lengths, after warm-up, with thread counts set and recorded. Ratios against
-torch eager come from the same process. Writes ``reports/<experiment>/bench.json`` (DVC
-metrics), ``bench_latency.json`` and a latency-vs-batch PNG (DVC plots), and MLflow metrics.
+a few sequence lengths, after warm-up, with thread counts set and recorded. Writes
+``reports/<experiment>/bench.json`` (DVC metrics), ``bench_latency.json`` and a latency-vs-batch
+PNG (DVC plots), and MLflow metrics.
+
+The two sides are timed **interleaved**, call by call, the side that goes first alternating
+(:func:`pipeline.cell_bench.paired`, the cell bench's method): a stall or a burst of load on a
+shared machine then slows both sides of a round alike, instead of one side's whole block. Each
+round gives one paired ratio, torch time / onnxruntime time; the speedup is their median, shown
+with their min–max. A figure is *unsteady* when its ratios span more than ``UNSTEADY_SPREAD``
+(max / min): the rounds disagree too much to quote it, rerun on a quieter machine.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,22 +27,38 @@ import torch
 from cells.loops.native import cpu_name
 
 from pipeline.model import from_record
-from pipeline import files, onnx_export, plots, runtime, tracking
+from pipeline import cell_bench, files, onnx_export, plots, runtime, tracking
 from pipeline.config import BenchConfig, Config
 from pipeline.tasks import make_task
 
 
-def _timings(run: Callable[[], Any], synchronize: Callable[[], None], warmup: int, repeats: int) -> list[float]:
+UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady
+
+
+def paired_speedup(
+    torch_call: Callable[[], Any], onnxruntime_call: Callable[[], Any], device: str, warmup: int, repeats: int
+) -> tuple[list[float], list[float], cell_bench.Spread]:
+    """Seconds per call of each side over ``repeats`` interleaved rounds, and the paired ratios'
+    (torch / onnxruntime: the speedup) median and min–max."""
     for _ in range(warmup):
-        run()
-    synchronize()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+        torch_call()
+        onnxruntime_call()
+    # One call a side and round: p50 and p99 stay per-call figures.
+    torch_s, onnxruntime_s = cell_bench.paired(torch_call, onnxruntime_call, torch.device(device), rounds=repeats, block=1)
+    return torch_s, onnxruntime_s, cell_bench.Spread.of([t / o for t, o in zip(torch_s, onnxruntime_s)])
+
+
+def unsteady(speedup: cell_bench.Spread) -> bool:
+    """The rule: the paired ratios' max over min exceeds UNSTEADY_SPREAD (the rounds disagree too much)."""
+    return speedup.high > UNSTEADY_SPREAD * speedup.low
+
+
+def speedup_text(row: dict[str, Any]) -> str:
+    """``median (min–max)``, marked where unsteady; a row from before the paired method shows its one figure."""
+    if "speedup_low" not in row:
+        return f"{row['speedup_vs_torch']:.2f}"
+    flag = " unsteady" if row["speedup_unsteady"] else ""
+    return f"{row['speedup_vs_torch']:.2f} ({row['speedup_low']:.2f}–{row['speedup_high']:.2f}){flag}"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -68,33 +90,41 @@ def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | Non
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous[1:]
 
 
+def _time_both(
+    module: torch.nn.Module, inputs: list[torch.Tensor], session: Any, feeds: dict[str, np.ndarray], device: str, config: BenchConfig
+) -> tuple[list[float], list[float], cell_bench.Spread]:
+    """:func:`paired_speedup` of the torch module (eager, no autograd) and the session on the same inputs."""
+    run, synchronize = runtime.resident_call(session, feeds)
+    with torch.no_grad():
+        return paired_speedup(lambda: module(*inputs), lambda: (run(), synchronize()), device, config.warmup, config.repeats)
+
+
 def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:
     wrapper = {"sequence": onnx_export.SequenceGraph, "vector": onnx_export.VectorGraph}[graph](model).eval()
     result: dict[str, Any] = {
         "threads": threads, "onnxruntime": runtime.distribution(), "torch": torch.__version__, "providers": {},
         "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
+        "method": "paired", "rounds": config.repeats, "unsteady_spread": UNSTEADY_SPREAD,
     }
     for provider in runtime.providers_here():
         device = "cuda" if provider == runtime.CUDA else "cpu"
         session = runtime.open_session(path, provider, threads, spinning=False)  # the sides alternate in one process
         names = [i.name for i in session.get_inputs()]
         on_device = wrapper.to(device)
-        synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         rows = []
         for length in result["lengths"]:
             for batch in config.batch_sizes:
                 inputs = onnx_export.example_inputs(model, batch, length)
                 feeds = {name: tensor.numpy() for name, tensor in zip(names, inputs)}
                 device_inputs = [tensor.to(device) for tensor in inputs]
-                with torch.no_grad():
-                    eager = _timings(lambda: on_device(*device_inputs), synchronize, config.warmup, config.repeats)
-                ort = _timings(*runtime.resident_call(session, feeds), config.warmup, config.repeats)
+                eager, ort, speedup = _time_both(on_device, device_inputs, session, feeds, device, config)
                 rows.append({
                     "length": length, "batch": batch,
                     "onnxruntime_p50_ms": 1e3 * statistics.median(ort), "onnxruntime_p99_ms": 1e3 * _percentile(ort, 99),
                     "torch_p50_ms": 1e3 * statistics.median(eager), "torch_p99_ms": 1e3 * _percentile(eager, 99),
                     "onnxruntime_sequences_per_s": batch / statistics.median(ort), "torch_sequences_per_s": batch / statistics.median(eager),
-                    "speedup_vs_torch": statistics.median(eager) / statistics.median(ort),
+                    "speedup_vs_torch": speedup.median, "speedup_low": speedup.low, "speedup_high": speedup.high,
+                    "speedup_unsteady": unsteady(speedup),
                 })
         result["providers"][provider] = {"torch_device": device, "hardware": _hardware(device, threads), "rows": rows}
         wrapper.to("cpu")
@@ -112,16 +142,27 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
         last = max(at_length, key=lambda r: r["batch"])
         metrics.update({
             f"bench.{short}.batch1_p50_ms": first["onnxruntime_p50_ms"], f"bench.{short}.batch1_p99_ms": first["onnxruntime_p99_ms"],
-            f"bench.{short}.batch1_speedup_vs_torch": first["speedup_vs_torch"],
             f"bench.{short}.max_batch_sequences_per_s": last["onnxruntime_sequences_per_s"],
-            f"bench.{short}.max_batch_speedup_vs_torch": last["speedup_vs_torch"],
         })
+        for label, row in (("batch1", first), ("max_batch", last)):
+            prefix = f"bench.{short}.{label}_speedup"
+            metrics.update({
+                f"{prefix}_vs_torch": row["speedup_vs_torch"], f"{prefix}_low": row["speedup_low"], f"{prefix}_high": row["speedup_high"],
+                f"{prefix}_unsteady": float(row["speedup_unsteady"]),  # 1.0: do not quote it
+            })
     return metrics
 
 
 def markdown(title: str, result: dict[str, Any]) -> str:
     """The measurements as a markdown table per provider, each headed by the hardware it ran on."""
-    lines = [f"onnxruntime vs torch eager, {title}: {result['onnxruntime']}, torch {result['torch']}.", ""]
+    lines = [
+        (
+            f"onnxruntime vs torch eager, {title}: {result['onnxruntime']}, torch {result['torch']}. Speedup: torch time / "
+            f"onnxruntime time, the median (min–max) of {result['rounds']} paired rounds, the sides interleaved; "
+            f"*unsteady*: the rounds' ratios span more than {result['unsteady_spread']:g}×, too wide to quote."
+        ),
+        "",
+    ]
     for provider, measured in result["providers"].items():
         lines += [
             f"{provider} against torch on {measured['torch_device']}, measured on {measured['hardware']}:", "",
@@ -130,7 +171,7 @@ def markdown(title: str, result: dict[str, Any]) -> str:
         ]
         lines += [
             f"| {'-' if r['length'] is None else r['length']} | {r['batch']} | {r['onnxruntime_p50_ms']:.3f} | {r['onnxruntime_p99_ms']:.3f} "
-            f"| {r['torch_p50_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['onnxruntime_sequences_per_s']:,.0f} | {r['speedup_vs_torch']:.2f} |"
+            f"| {r['torch_p50_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['onnxruntime_sequences_per_s']:,.0f} | {speedup_text(r)} |"
             for r in measured["rows"]
         ]
         lines.append("")

@@ -295,3 +295,19 @@ def test_ops_refuse_arguments_that_would_read_out_of_bounds():
 
 def test_triton_loops_are_not_chosen_past_their_block_limit():
     assert not loops.available(torch.device("cuda"), loops.MAX_TRITON_HIDDEN + 1)
+
+
+def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
+    # torch waits without end while its lock file exists; a build killed part-way leaves one.
+    # The next builder takes the flock (released by the kernel when its holder dies) and clears it.
+    import fcntl
+
+    from cells.loops.native import _build_lock
+
+    (tmp_path / "lock").write_text("")
+    with _build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+        with open(tmp_path / "rnnzoo.lock") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a second builder waits for the first
+    with open(tmp_path / "rnnzoo.lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the build

@@ -218,7 +218,7 @@ def test_bench_measures_onnxruntime_against_torch_and_records_it(workdir: Path) 
             assert len(measured["rows"]) == len(detail["lengths"]) * 2
             for row in measured["rows"]:
                 assert row["onnxruntime_p99_ms"] >= row["onnxruntime_p50_ms"] > 0 and row["torch_p50_ms"] > 0
-                assert row["speedup_vs_torch"] == pytest.approx(row["torch_p50_ms"] / row["onnxruntime_p50_ms"])
+                assert row["speedup_low"] <= row["speedup_vs_torch"] <= row["speedup_high"]  # the paired ratios' median
         assert (files.reports_dir(name) / "bench_plots" / "latency_vs_batch.png").stat().st_size > 1000
         table = (files.reports_dir(name) / "bench.md").read_text()
         for provider, measured in detail["providers"].items():
