@@ -84,9 +84,12 @@ def _fused_direction(
     else:  # the projection is a linear map of the last axis: made time-major, nothing is copied
         projected = cell.project_input(x.transpose(0, 1), masks)  # (T, B, G)
     # The loops run in float32 or float64; a half or bfloat16 model (or autocast's bfloat16
-    # projection) runs them in float32 and gets its own dtype back, as its reference loop gives.
+    # projection) runs them in float32. Outputs and state come back in the dtypes the reference
+    # loop gives: the input's and the state's own (float32 under autocast, which keeps the Phased
+    # LSTM's carried timestamp exact past 256; a half model's half).
     given = projected.dtype
     dtype = given if given in (torch.float32, torch.float64) else torch.float32
+    state_dtypes = [field.dtype for field in state]
     state = type(state)(*(field.to(dtype).contiguous() for field in state))
     outputs, final = cell.fused_loop(
         projected.to(dtype).contiguous(),
@@ -95,7 +98,7 @@ def _fused_direction(
         None if times is None else times.to(dtype).t().contiguous(),  # (T, B)
         masks,
     )
-    return outputs.transpose(0, 1).to(given), type(final)(*(field.to(given) for field in final))
+    return outputs.transpose(0, 1).to(x.dtype), type(final)(*(field.to(kept) for field, kept in zip(final, state_dtypes)))
 
 
 class RecurrentLayer(nn.Module):

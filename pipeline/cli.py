@@ -300,14 +300,14 @@ def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to r
         _run_stage(run_evaluate, config, name)
         _run_stage(run_export, config, name)
         _run_stage(run_bench, config, name)
-    _print_report(config, names)
+    _run_stage(_print_report, config, names)
 
 
 @app.command()
 def report(experiments: list[str] = typer.Argument(None, help="Experiments to report (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Table of every experiment's final metrics beside its baseline, the plots, and the MLflow UI command."""
     config = _load(params, set_)
-    _print_report(config, _names(config, experiments))
+    _run_stage(_print_report, config, _names(config, experiments))
 
 
 def _print_report(config: config_module.Config, names: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
@@ -95,7 +96,11 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 
 
 def save_torch(obj: Any, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    # Serialised in memory, written by Python: torch.save's own writer reports a full disk as a
+    # RuntimeError ("iostream error"); Python's raises OSError with its errno and the file's name.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def write_json(obj: Any, path: Path) -> Path:
@@ -201,8 +206,9 @@ def load_torch(path: Path, what: str, stage_hint: str) -> Any:
     return obj
 
 
-def load_json(path: Path, what: str, stage_hint: str, kind: type = dict) -> Any:
-    """Load a stage's JSON output (``kind``: the top-level type it must have).
+def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers: tuple[str, ...] = ()) -> Any:
+    """Load a stage's JSON output (``kind``: the top-level type it must have; ``numbers``: keys that
+    must hold numbers, in the dict or in every record of the list).
 
     A missing file names the stage that makes it; one that is not JSON of that kind raises a
     ValueError naming the file and the command that remakes it.
@@ -217,9 +223,18 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict) -> Any:
         problem = None if isinstance(obj, kind) else f"it holds a {type(obj).__name__}, not a {kind.__name__}"
     if problem is None and kind is list and not obj:
         problem = "it is empty"
+    if problem is None and numbers:
+        for record in obj if kind is list else [obj]:
+            if not isinstance(record, dict) or not all(_is_number(record.get(key)) for key in numbers):
+                problem = f"expected {'records' if kind is list else 'a dict'} with numbers under {', '.join(numbers)}, found {_cut(repr(record))}"
+                break
     if problem is not None:
         raise ValueError(f"{path} is not a {what} that `{stage_hint}` writes ({problem}): run `{stage_hint}` to remake it")
     return obj
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_model_record(experiment: str, params_hash: str) -> Any:

@@ -82,14 +82,15 @@ class VectorModel(nn.Module):
 class PredictionModule(nn.Module):
     """``x -> prediction``: the model with a one-array interface, for MLflow's PyTorch pyfunc.
 
-    That pyfunc passes one array, so a cell that reads timestamps (``phased_lstm``) takes them as
-    the last feature of each step: ``(B, T, I + 1)``, built by :meth:`pack`.
+    That pyfunc passes one array, so a cell that reads timestamps (``phased_lstm``) on a task that
+    has them takes them as the last feature of each step: ``(B, T, I + 1)``, built by :meth:`pack`.
+    On a task without timestamps it numbers the steps itself (0, 1, ...), as in training.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.takes_time = isinstance(model, SequenceModel) and model.layer.takes_time
+        self.takes_time = isinstance(model, SequenceModel) and model.layer.takes_time and model.spec.uses_times
 
     def pack(self, batch: Batch) -> Tensor:
         """The one array this module takes for ``batch``."""

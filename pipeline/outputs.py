@@ -21,7 +21,10 @@ from pathlib import Path
 from pipeline.files import _umask
 
 # What a failed write of an output looks like: no space, no quota, a read-only or forbidden folder.
-_WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+# A folder in the way of a file, or a file in the way of a folder, too.
+_WRITE_FAILURES = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+}
 
 
 class StageOutputError(OSError):
@@ -43,9 +46,14 @@ class Staged:
         return self._stage(path, folder=True)
 
     def _stage(self, path: Path, folder: bool) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in path.parent.glob(f".{path.name}.*.staged"):  # from a run that was killed
-            _remove(leftover)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # e.g. a file where a folder must go
+            raise StageOutputError(f"could not write {path}: {error.strerror or error}; the previous outputs are unchanged") from None
+        # From a run that was killed: staged outputs, and the temporaries of files.atomic_write within them.
+        for pattern in (f".{path.name}.*.staged", f"..{path.name}.*.staged.*.tmp"):
+            for leftover in path.parent.glob(pattern):
+                _remove(leftover)
         prefix, suffix = f".{path.name}.", ".staged"
         if folder:
             tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
@@ -68,16 +76,28 @@ class Staged:
                     os.replace(final, previous)
                 backups.append((final, previous))
                 os.replace(tmp, final)
-        except OSError as error:
+        except BaseException as error:  # Ctrl-C or SIGTERM between two renames too: never a mix of old and new
             failed = final
             for done, previous in reversed(backups):  # the failed one's final may be absent: no matter
                 _remove(done)
                 if previous is not None:
                     os.replace(previous, done)
+            if not isinstance(error, OSError):
+                raise
             raise StageOutputError(f"could not write {failed}: {error.strerror or error}; the previous outputs are unchanged") from None
         for _, previous in backups:
             if previous is not None:
                 _remove(previous)
+
+    def finals_of(self, filename: str | None) -> str:
+        """The final path(s) a failed write was for: the one whose temporary ``filename`` is, else all."""
+        if filename is not None:
+            name = Path(filename)
+            for tmp, final in self._moves:
+                # The staged file, a temporary beside it (files.atomic_write), or a file in a staged folder.
+                if name == tmp or name.name.startswith(f".{tmp.name}.") or tmp in name.parents:
+                    return str(final)
+        return ", ".join(str(final) for _, final in self._moves) or "the stage's outputs"
 
     def _discard(self) -> None:
         for tmp, _ in self._moves:
@@ -99,8 +119,8 @@ def together() -> Iterator[Staged]:
         except OSError as error:
             if error.errno not in _WRITE_FAILURES:  # e.g. a missing input: not an output that failed
                 raise
-            where = f" {error.filename}" if error.filename else ""
-            raise StageOutputError(f"could not write{where}: {error.strerror or error}; the previous outputs are unchanged") from None
+            where = staged.finals_of(error.filename)
+            raise StageOutputError(f"could not write {where}: {error.strerror or error}; the previous outputs are unchanged") from None
         staged._commit()
     finally:
         staged._discard()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from rich.table import Table
 
 from pipeline import files, tracking
 from pipeline.config import Config
+
+# What the report reads of each metrics.json.
+METRICS = ("valid.loss", "baseline_loss", "valid.loss_over_baseline")
 
 
 def table(config: Config, names: list[str]) -> Table:
@@ -20,7 +23,7 @@ def table(config: Config, names: list[str]) -> Table:
         if not path.is_file():
             result.add_row(name, exp.cell, exp.task, "not evaluated", "", "", "", "")
             continue
-        metrics = json.loads(path.read_text())
+        metrics = files.load_json(path, "metrics file", f"rnnzoo evaluate {name}", dict, METRICS)
         optional = [metrics.get(key) for key in ("valid.accuracy", "valid.perplexity")]
         result.add_row(
             name, exp.cell, exp.task, f"{metrics['valid.loss']:.4g}", f"{metrics['baseline_loss']:.4g}",
@@ -39,25 +42,41 @@ def bench_markdown(names: list[str]) -> str | None:
         path = files.reports_dir(name) / "bench.json"
         if not path.is_file():
             continue
-        detail = json.loads(path.read_text())["detail"]
-        for provider, measured in detail["providers"].items():
-            at_length = [r for r in measured["rows"] if r["length"] == detail["task_length"]]
-            first = next(r for r in at_length if r["batch"] == 1)  # the config requires batch 1
-            last = max(at_length, key=lambda r: r["batch"])
-            length = "-" if detail["task_length"] is None else detail["task_length"]
-            hardware = measured.get("hardware", "not recorded")  # bench.json files older than this column
-            rows.append(
-                f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {hardware} "
-                f"| {first['onnxruntime_p50_ms']:.3f} | {speedup_text(first)} "
-                f"| {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {speedup_text(last)} |"
-            )
+        try:
+            rows += _bench_rows(name, files.load_json(path, "bench file", f"rnnzoo bench {name}")["detail"], speedup_text)
+        except (KeyError, TypeError, StopIteration, ValueError) as error:
+            if isinstance(error, ValueError) and str(path) in str(error):  # load_json's own message
+                raise
+            raise ValueError(f"{path} is not a bench file that `rnnzoo bench {name}` writes ({type(error).__name__}: "
+                             f"{error}): run `rnnzoo bench {name}` to remake it") from None
     if not rows:
         return None
+    return _bench_table(rows, UNSTEADY_SPREAD)
+
+
+def _bench_rows(name: str, detail: dict, speedup_text: Any) -> list[str]:
+    """The table's rows of one experiment's bench ``detail``, one per provider."""
+    rows = []
+    for provider, measured in detail["providers"].items():
+        at_length = [r for r in measured["rows"] if r["length"] == detail["task_length"]]
+        first = next(r for r in at_length if r["batch"] == 1)  # the config requires batch 1
+        last = max(at_length, key=lambda r: r["batch"])
+        length = "-" if detail["task_length"] is None else detail["task_length"]
+        hardware = measured.get("hardware", "not recorded")  # bench.json files older than this column
+        rows.append(
+            f"| {name} | {length} | {provider.removesuffix('ExecutionProvider')} | {hardware} "
+            f"| {first['onnxruntime_p50_ms']:.3f} | {speedup_text(first)} "
+            f"| {last['batch']} | {last['onnxruntime_sequences_per_s']:,.0f} | {speedup_text(last)} |"
+        )
+    return rows
+
+
+def _bench_table(rows: list[str], unsteady_spread: float) -> str:
     return "\n".join([
         (
             "onnxruntime against torch eager on the same device and inputs (speedup > 1: onnxruntime is faster): "
             "the median (min–max) of the paired rounds' torch time / onnxruntime time, the two sides interleaved; "
-            f"*unsteady*: the rounds' ratios span more than {UNSTEADY_SPREAD:g}×, too wide to quote — rerun on a quieter machine."
+            f"*unsteady*: the rounds' ratios span more than {unsteady_spread:g}×, too wide to quote — rerun on a quieter machine."
         ),
         "",
         "| experiment | T | provider | hardware | batch-1 p50 ms | speedup | max batch | sequences/s | speedup |",

@@ -326,17 +326,27 @@ def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str 
 
 
 def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log finite metrics only: a NaN is a failure to report, never a result."""
+    """Log finite metrics only: a NaN is a failure to report, never a result.
+
+    A stage's summary metrics (no ``step``) that the run already holds with the same value are not
+    logged again: a stage rerun with the same params (``dvc repro``, ``rnnzoo run``) reopens the
+    same run, and its history should not grow a copy per rerun. A changed value is logged.
+    """
     bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
     if bad:
         raise ValueError(f"refusing to log non-finite metrics {bad}")
-    mlflow.log_metrics(dict(metrics), step=step)
+    if step is None:
+        held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+        metrics = {key: value for key, value in metrics.items() if held.get(key) != value}
+    if metrics:
+        mlflow.log_metrics(dict(metrics), step=step)
 
 
-def logged_steps(mlflow: Any, key: str) -> set[int]:
-    """The steps at which the active run already holds metric ``key`` (a resumed stage skips them)."""
+def logged_values(mlflow: Any, key: str) -> dict[int, float]:
+    """Metric ``key`` as the active run holds it, by step (the last value logged at each step)."""
     run_id = mlflow.active_run().info.run_id
-    return {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, key)}
+    history = sorted(mlflow.MlflowClient().get_metric_history(run_id, key), key=lambda metric: metric.timestamp)
+    return {metric.step: metric.value for metric in history}
 
 
 def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str, sequence: bool) -> None:

@@ -17,7 +17,7 @@ from pipeline.serve import parse
 from pipeline.serve.parse import RequestError
 from pipeline.serve.resolve import ModelError
 
-__all__ = ["ModelError", "NotStreamable", "Predictor", "RequestError"]
+__all__ = ["ModelError", "NotFinite", "NotStreamable", "Predictor", "RequestError"]
 
 
 class NotStreamable(RequestError):
@@ -33,17 +33,18 @@ class Predictor:
         self.path = path
         self.max_length = max_length
         props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = {key: value for key, value in props.items() if key != "io"}
-        self.io = json.loads(props.get("io", "{}"))
         inputs = {i.name: i for i in self.session.get_inputs()}
-        self.graph = props.get("graph", "sequence")
+        self.graph = props.get("graph")
         if self.graph == "step":
             raise ModelError(f"{path} is the one-step graph (step.onnx): serve sequence.onnx from its folder, whose sessions stream")
-        if self.graph not in ("sequence", "vector") or "x" not in inputs:
+        why = _not_exported(props, inputs, len(self.session.get_outputs()))
+        if why:
             raise ModelError(
-                f"{path} is not a graph `rnnzoo export` wrote (graph {self.graph!r}, inputs {sorted(inputs)}): "
-                "expected sequence.onnx or vector.onnx"
+                f"{path} is not a graph `rnnzoo export` wrote ({why}; inputs {sorted(inputs)}): "
+                "expected the sequence.onnx or vector.onnx it writes"
             )
+        self.metadata = {key: value for key, value in props.items() if key != "io"}
+        self.io = json.loads(props["io"])
         self.tokens = inputs["x"].type == "tensor(int64)"
         self.takes_time = "times" in inputs
         self.state_names = [name for name in inputs if name.startswith("state_")]
@@ -90,9 +91,12 @@ class Predictor:
             x = rng.standard_normal((1, steps, self.features)).astype(np.float32)  # (1, T, I)
         times = np.cumsum(rng.random((1, steps)) + 0.5, axis=1).astype(np.float32) if self.takes_time else None
         half = steps // 2
-        whole, whole_final = self.run(x, times, None)
-        first, state = self.run(x[:, :half], None if times is None else times[:, :half], None)
-        second, final = self.run(x[:, half:], None if times is None else times[:, half:], state)
+        try:
+            whole, whole_final = self.run(x, times, None)
+            first, state = self.run(x[:, :half], None if times is None else times[:, :half], None)
+            second, final = self.run(x[:, half:], None if times is None else times[:, half:], state)
+        except NotFinite:
+            raise ModelError(f"{self.path} gives outputs that are not finite (NaN or infinity) for random inputs") from None
         pieces = np.concatenate([first, second], axis=1) if whole.ndim == 3 else second  # per-step heads: (B, T, O)
         pairs = [(pieces, whole), *zip(final, whole_final)]
         return max(float(np.abs(a - b).max() / (1.0 + np.abs(b).max())) for a, b in pairs)
@@ -125,14 +129,63 @@ class Predictor:
     def run(self, xs: np.ndarray, times: np.ndarray | None, state: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
         """``xs`` ``(B, T, ...)`` of one length -> predictions and final state."""
         feeds: dict[str, np.ndarray] = {"x": xs}
-        if self.graph == "vector":
-            return self.session.run(None, feeds)[0], []
-        if times is not None:
-            feeds["times"] = times
-        state = state if state is not None else self.zero_state(xs.shape[0])
-        feeds.update(zip(self.state_names, state))
+        if self.graph != "vector":
+            if times is not None:
+                feeds["times"] = times
+            state = state if state is not None else self.zero_state(xs.shape[0])
+            feeds.update(zip(self.state_names, state))
         prediction, *final = self.session.run(None, feeds)
+        # JSON would carry NaN and infinity as null; a stream must not keep such a state either.
+        for name, array in (("predictions", prediction), *zip(self.state_names, final)):
+            if not np.isfinite(array).all():
+                raise NotFinite(
+                    f"the model's output is not finite (NaN or infinity in {name}) for these inputs: "
+                    "they are likely too large for it (its arithmetic overflows float32); send smaller values"
+                )
         return prediction, final
+
+
+class NotFinite(RequestError):
+    """Inputs the checks allow, for which the model's outputs or state overflow to infinity or NaN."""
+
+
+# What `rnnzoo export` writes into every graph (onnx_export.export_graph), beside the stage's own keys.
+EXPORT_METADATA = ("cell", "graph", "recurrence", "io")
+
+
+def _not_exported(props: dict[str, str], inputs: dict[str, Any], outputs: int) -> str | None:
+    """Why a graph is not one `rnnzoo export` wrote (its metadata, or inputs unlike its ``graph``), or ``None``."""
+    missing = [key for key in EXPORT_METADATA if key not in props]
+    if missing:
+        return f"no metadata {', '.join(missing)}"
+    graph = props["graph"]
+    if graph not in ("sequence", "vector"):
+        return f"graph {graph!r}"
+    try:
+        json.loads(props["io"])
+    except ValueError:
+        return "its metadata io is not JSON"
+    if "x" not in inputs:
+        return "no input x"
+    x = inputs["x"]
+    tokens = x.type == "tensor(int64)"
+    rank = 2 if graph == "vector" or tokens else 3  # (B, I), (B, T) ids, (B, T, I)
+    if len(x.shape) != rank or (graph == "vector" and tokens):
+        return f"input x of shape {x.shape} and type {x.type}, not what a {graph} graph takes"
+    if not tokens and not isinstance(x.shape[-1], int):
+        return f"input x has no fixed feature size (shape {x.shape})"
+    if graph == "vector":
+        return None
+    states = [name for name in inputs if name.startswith("state_")]
+    if not states:
+        return "a sequence graph without state inputs (state_*)"
+    shapes = {tuple(inputs[name].shape[i] for i in (0, 2)) if len(inputs[name].shape) == 3 else None for name in states}
+    layers_hidden = next(iter(shapes))
+    if len(shapes) != 1 or layers_hidden is None or not all(isinstance(size, int) for size in layers_hidden):
+        return f"state inputs not of one shape (layers, B, hidden): {[inputs[name].shape for name in states]}"
+    if outputs != 1 + len(states):
+        return f"{outputs} outputs for {len(states)} state inputs (a prediction and a final state each)"
+    return None
 
 
 # Pieces and whole differ by float rounding (~1e-7) when a model streams; reading ahead moves outputs by far more.

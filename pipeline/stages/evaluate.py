@@ -35,7 +35,7 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
             predicted.append(prediction.argmax(-1))
             targets.append(batch.target)
     valid = accumulator.result()
-    history = files.load_json(files.reports_dir(experiment) / "train_history.json", "training history", f"rnnzoo train {experiment}", list)
+    history = files.load_json(files.reports_dir(experiment) / "train_history.json", "training history", f"rnnzoo train {experiment}", list, ("step", "loss"))
     metrics = {f"valid.{name}": value for name, value in valid.items()}
     metrics.update({"baseline_loss": spec.baseline_loss, "valid.loss_over_baseline": valid["loss"] / spec.baseline_loss})
     metrics["train.final_loss"] = history[-1]["loss"]

@@ -83,7 +83,8 @@ def batch_stream(
                 yield batch, index == 0
             step += 1
         if step == 0:
-            raise ValueError(f"task {task.name!r} produced no training batches")
+            why = f" of at least {min_examples} examples, which batch norm needs" if min_examples > 1 else ""
+            raise ValueError(f"task {task.name!r} produced no training batches{why}; give it more training examples")
         epoch += 1
 
 
@@ -197,9 +198,10 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
         model.train()
         bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)
-        # A killed run may have logged records past its last checkpoint: the resumed run recomputes
-        # them (equal, timings aside) and does not log them twice.
-        logged = tracking.logged_steps(mlflow, "train.loss") if resume else set()
+        # The run may hold records already: a killed run's past its last checkpoint, which --resume
+        # recomputes (equal, timings aside), or a whole earlier run of the same params (a rerun).
+        # A record equal to the one held is not logged twice; one that differs is.
+        logged = tracking.logged_values(mlflow, "train.loss")
         # Timing only: after --resume, the first window's rate counts this run's steps.
         clock, clock_step = time.perf_counter(), state.step
         for step in bar:
@@ -232,7 +234,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                     "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
                     "steps_per_second": (state.step - clock_step) / max(seconds, 1e-9),
                 }
-                if state.step not in logged:
+                if logged.get(state.step) != record["loss"]:
                     tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
                 record["layer_grad_norms"] = layer_gradient_norms(model)
                 state.history.append(record)

@@ -144,10 +144,12 @@ def test_fused_loop_runs_under_bfloat16_autocast(monkeypatch, name):
     reference, fused = _pair(name, CASES[name][0], {}, torch.float32, True)
     x = torch.randn(B, T, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out_fused, _, loss_fused = _run(fused, x, None, None, None)
-        out_ref, _, _ = _run(reference, x, None, None, None)
+        out_fused, final_fused, loss_fused = _run(fused, x, None, None, None)
+        out_ref, final_ref, _ = _run(reference, x, None, None, None)
     loss_fused.backward()
     assert calls[0] == 1, "the fused loop did not run"
+    # The dtypes the reference gives (float32 under autocast: a carried timestamp stays exact).
+    assert [out_fused.dtype, *(f.dtype for f in final_fused)] == [out_ref.dtype, *(f.dtype for f in final_ref)]
     assert torch.isfinite(out_fused).all()
     assert_close(out_fused.float(), out_ref.float(), atol=5e-2, rtol=5e-2)  # bfloat16 inputs: 3 significant digits
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)

@@ -142,7 +142,10 @@ JSON_PLACES = {
         ["evaluate", EXP], files.reports_dir(EXP) / "train_history.json", "training history", f"rnnzoo train {EXP}"
     ),
 }
-JSON_GARBAGE = {"empty": b"", "text": b"not json\n", "not utf-8": b"\xff\xfe\x00", "wrong kind": b'{"loss": 1}', "no records": b"[]"}
+JSON_GARBAGE = {
+    "empty": b"", "text": b"not json\n", "not utf-8": b"\xff\xfe\x00", "wrong kind": b'{"loss": 1}', "no records": b"[]",
+    "an empty record": b"[{}]", "a number for a record": b"[1]", "a string for a loss": b'[{"step": 1, "loss": "x"}]',
+}
 
 
 @pytest.mark.parametrize("garbage", sorted(JSON_GARBAGE))
@@ -159,3 +162,26 @@ def test_a_missing_json_output_names_the_stage_that_makes_it(place: str, here: P
     args, path, what, remake = JSON_PLACES[place]
     path.unlink(missing_ok=True)
     refused(runner.invoke(app, args), 1, f"{what} {path} does not exist: run `{remake}` first")
+
+
+# What `rnnzoo report` reads: each experiment's metrics and bench files.
+REPORT_READS = {
+    "metrics": (files.reports_dir(EXP) / "metrics.json", "metrics file", f"rnnzoo evaluate {EXP}"),
+    "bench": (files.reports_dir(EXP) / "bench.json", "bench file", f"rnnzoo bench {EXP}"),
+}
+REPORT_GARBAGE = {"text": b"not json", "a list": b"[1]", "missing keys": b'{"detail": {"providers": {"cpu": {}}}}'}
+
+
+@pytest.mark.parametrize("garbage", sorted(REPORT_GARBAGE))
+@pytest.mark.parametrize("read", sorted(REPORT_READS))
+def test_report_names_a_garbage_output_with_the_command_that_remakes_it(read: str, garbage: str, here: Path) -> None:
+    path, what, remake = REPORT_READS[read]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(REPORT_GARBAGE[garbage])
+    result = runner.invoke(app, ["report", EXP])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    # The metrics table may come first; the error is one line naming the file and its remake.
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{path} is not a {what} that `{remake}` writes" in errors[0]
+    assert errors[0].endswith(f"run `{remake}` to remake it")

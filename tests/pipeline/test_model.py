@@ -45,3 +45,18 @@ def test_a_language_model_read_in_segments_equals_one_pass(cell: str) -> None:
     first, state = model(Batch(tokens[:, :4], tokens[:, :4]))
     second, _ = model(Batch(tokens[:, 4:], tokens[:, 4:]), state)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-6)
+
+
+REGRESS = TaskSpec(input_size=2, output_size=1, head="last_regression", baseline_loss=1.0, baseline="", loss_name="mse")
+
+
+def test_the_mlflow_module_of_a_timestamped_cell_on_a_task_without_timestamps_numbers_the_steps() -> None:
+    from pipeline.model import PredictionModule
+
+    torch.manual_seed(0)
+    model = SequenceModel("phased_lstm", REGRESS, 5).eval()
+    module = PredictionModule(model)
+    batch = Batch(torch.randn(2, 6, 2), torch.zeros(2, 1))  # no timestamps: the adding task's kind
+    packed = module.pack(batch)
+    assert packed.shape == (2, 6, 2), "nothing to pack beside the features"
+    torch.testing.assert_close(module(packed), model(batch)[0], rtol=0, atol=0)

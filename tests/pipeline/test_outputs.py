@@ -124,3 +124,58 @@ def test_a_stage_whose_write_fails_leaves_none_of_its_outputs(stage: str, workdi
         run(params, monkeypatch)
     assert [path for path in made if (workdir / path).exists()] == []
     assert not list(workdir.rglob("*.staged")) and not list(workdir.rglob(".*.tmp")), "no temporary file left"
+
+
+def test_a_failed_write_names_the_output_not_its_hidden_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import files
+
+    def full(self: Path, data: Any) -> None:  # as a real full disk: the write fails, no file named
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(outputs.StageOutputError) as caught:
+        with outputs.together() as staged:
+            monkeypatch.setattr(Path, "write_bytes", full)
+            files.save_torch({"a": 1}, staged.file(tmp_path / "model.pt"))
+    assert str(caught.value) == f"could not write {tmp_path / 'model.pt'}: No space left on device; the previous outputs are unchanged"
+    monkeypatch.undo()
+    with pytest.raises(outputs.StageOutputError, match=rf"could not write {tmp_path / 'm.json'}: Read-only file system"):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "a.json").write_text("a")
+            raise OSError(errno.EROFS, "Read-only file system", str(staged.file(tmp_path / "m.json")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_a_folder_must_go_is_a_named_error(tmp_path: Path) -> None:
+    (tmp_path / "reports").write_text("a file, not a folder")
+    with pytest.raises(outputs.StageOutputError, match="could not write .*reports/x/metrics.json"):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "reports" / "x" / "metrics.json").write_text("{}")
+
+
+def test_an_interrupt_between_renames_puts_back_what_was_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "model.pt").write_text("old model")
+    (tmp_path / "history.json").write_text("old history")
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace(src: Any, dst: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first output is in place, the second not yet
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.together() as staged:
+            staged.file(tmp_path / "model.pt").write_text("new model")
+            staged.file(tmp_path / "history.json").write_text("new history")
+    assert (tmp_path / "model.pt").read_text() == "old model" and (tmp_path / "history.json").read_text() == "old history"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "model.pt"]
+
+
+def test_temporaries_of_a_killed_write_are_cleared_by_the_next(tmp_path: Path) -> None:
+    killed = [tmp_path / ".model.pt.x1.staged", tmp_path / "..model.pt.x2.staged.y.tmp"]
+    for path in killed:
+        path.write_text("left by a killed run")
+    with outputs.together() as staged:
+        staged.file(tmp_path / "model.pt").write_text("model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

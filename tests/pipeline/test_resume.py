@@ -112,3 +112,17 @@ def test_resumed_run_records_what_an_uninterrupted_run_records(name: str, tmp_pa
     assert resumed["weights"].keys() == expected["weights"].keys()
     for key, value in expected["weights"].items():
         assert torch.equal(resumed["weights"][key], value), key
+
+
+def test_a_rerun_of_the_same_params_adds_no_copy_of_its_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dvc repro and rnnzoo run rerun a stage without --resume; it reopens the same MLflow run.
+    loaded = _project(tmp_path / "project", "janet-adding", monkeypatch)
+    train_stage.train(loaded, "janet-adding", progress=False)
+    evaluate(loaded, "janet-adding")
+    first = _records("janet-adding")
+    prepare(loaded, "janet-adding")
+    train_stage.train(loaded, "janet-adding", progress=False)
+    evaluate(loaded, "janet-adding")
+    again = _records("janet-adding")
+    assert again["mlflow"] == first["mlflow"], "one row a step and a value, however many reruns"
+    assert all(len(rows) == len({step for step, _ in rows}) for rows in again["mlflow"].values())

@@ -274,3 +274,12 @@ def test_export_that_fails_part_way_keeps_the_previous_graphs(workdir: Path, mon
         export_stage.export(params, "add-janet")
     assert {p.name: p.read_bytes() for p in files.onnx_dir("add-janet").iterdir()} == before
     assert not [p.name for p in files.onnx_dir("add-janet").parent.iterdir() if p.name.startswith(".")], "no temporary folder is left"
+
+
+def test_a_timestamped_cell_trains_and_logs_its_model_on_a_task_without_timestamps(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml", ["experiments.add-janet.cell=phased_lstm", "experiments.add-janet.cell_options={}"])
+    prepare(params, "add-janet")
+    train(params, "add-janet", progress=False)
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    assert [run.info.status for run in runs] == ["FINISHED"]
+    assert mlflow.MlflowClient().search_model_versions("name='rnnzoo-phased_lstm-adding'")
