@@ -311,13 +311,12 @@ def _blame(key: str, options: Mapping[str, Mapping[str, Any]], message: str) -> 
     return f"{key}.{group} = {_show(dict(values))}"
 
 
-# Stand-in task shapes for building a model before any data exists: the options' checks do not
-# depend on the sizes. model_options only apply to language models (embedding, tied decoder).
-_STANDIN = {
-    "sequence": TaskSpec(1, 1, head="last_regression", baseline_loss=1.0, baseline="stand-in", loss_name="mse"),
-    "language_model": TaskSpec(2, 2, head="language_model", baseline_loss=1.0, baseline="stand-in", loss_name="cross_entropy"),
-    "vector": TaskSpec(1, 1, head="vector_classification", baseline_loss=1.0, baseline="stand-in", loss_name="cross_entropy"),
-}
+def _standin(task: str) -> TaskSpec:
+    """The task's spec before any data exists: its own head (which decides what a model may be:
+    no bidirectional language model, weights tied only to a language model's decoder), stand-in
+    sizes (the options' checks do not depend on them)."""
+    head = TASKS[task].head
+    return TaskSpec(2, 2, head=head, baseline_loss=1.0, baseline="stand-in", loss_name="mse" if head == "last_regression" else "cross_entropy")
 
 
 def _check_options(experiment: ExperimentConfig) -> None:
@@ -351,10 +350,14 @@ def _check_options(experiment: ExperimentConfig) -> None:
         raise ConfigError(f"params: {key}: cell {cell!r} needs {want}, got task {experiment.task!r}")
     if vector_cell:
         _check(not experiment.model_options, f"{key}.model_options", experiment.model_options, f"{{}}: cell {cell!r} takes none (they shape language models)")
-    standin = _STANDIN["vector" if vector_cell else "language_model" if experiment.model_options else "sequence"]
+    if not vector_cell and TASKS[experiment.task].head != "language_model":
+        _check(
+            not experiment.model_options, f"{key}.model_options", experiment.model_options,
+            f"{{}}: task {experiment.task!r} is not a language model (they shape a language model's embedding and decoder)",
+        )
     try:
         with torch.device("meta"):  # shapes only: no memory and no time, however wide the model
-            build_model(cell, standin, experiment.hidden_size, **experiment.cell_options, **experiment.model_options)
+            build_model(cell, _standin(experiment.task), experiment.hidden_size, **experiment.cell_options, **experiment.model_options)
     except (ValueError, TypeError) as error:
         options = {"cell_options": experiment.cell_options, "model_options": experiment.model_options}
         raise ConfigError(f"params: {_blame(key, options, str(error))} is not allowed: {error}") from None

@@ -45,6 +45,7 @@ def adding_sequences(count: int, length: int, generator: torch.Generator) -> Spl
 
 class AddingTask(Task):
     name = "adding"
+    head = "last_regression"
     Options = AddingOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
@@ -55,6 +56,6 @@ class AddingTask(Task):
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
-            input_size=2, output_size=1, head="last_regression", baseline_loss=BASELINE_MSE,
+            input_size=2, output_size=1, head=self.head, baseline_loss=BASELINE_MSE,
             baseline="predict 1 (the mean sum): MSE 1/6", loss_name="mse",
         )

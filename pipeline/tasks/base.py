@@ -59,6 +59,7 @@ class Task(ABC):
     name: ClassVar[str]
     Options: ClassVar[type]  # a dataclass whose fields are the task's options
     vector_input: ClassVar[bool] = False  # True: one vector per example, no time axis
+    head: ClassVar[Head]  # what the model predicts (TaskSpec.head), known before any data exists
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = parse_options(self.name, self.Options, options or {})

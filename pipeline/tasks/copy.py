@@ -52,6 +52,7 @@ def copy_sequences(count: int, length: int, generator: torch.Generator) -> Split
 
 class CopyTask(Task):
     name = "copy"
+    head = "step_classification"
     Options = CopyOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
@@ -62,7 +63,7 @@ class CopyTask(Task):
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
-            input_size=ALPHABET, output_size=ALPHABET, head="step_classification", baseline_loss=math.log(SYMBOLS),
+            input_size=ALPHABET, output_size=ALPHABET, head=self.head, baseline_loss=math.log(SYMBOLS),
             baseline=f"memoryless: uniform over the {SYMBOLS} symbols at each recall step: cross-entropy log 8, accuracy 1/8",
             loss_name="cross_entropy",
         )

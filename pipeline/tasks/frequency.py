@@ -86,6 +86,7 @@ def frequency_examples(count: int, options: FrequencyOptions, generator: torch.G
 
 class FrequencyTask(Task):
     name = "frequency"
+    head = "last_classification"
     Options = FrequencyOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
@@ -96,7 +97,7 @@ class FrequencyTask(Task):
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
-            input_size=1, output_size=2, head="last_classification", baseline_loss=math.log(2.0),
+            input_size=1, output_size=2, head=self.head, baseline_loss=math.log(2.0),
             baseline="memoryless on balanced classes: cross-entropy log 2, accuracy 1/2",
             loss_name="cross_entropy", uses_times=True,
         )

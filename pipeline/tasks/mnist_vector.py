@@ -23,6 +23,7 @@ class MNISTVectorOptions(ImageOptions):
 
 class MNISTVectorTask(Task):
     name = "mnist_vector"
+    head = "vector_classification"
     Options = MNISTVectorOptions
     vector_input = True
 
@@ -34,6 +35,6 @@ class MNISTVectorTask(Task):
     def spec(self, splits: Splits) -> TaskSpec:
         loss, text = class_prior_baseline(splits)
         return TaskSpec(
-            input_size=splits["train"]["x"].shape[1], output_size=CLASSES, head="vector_classification",
+            input_size=splits["train"]["x"].shape[1], output_size=CLASSES, head=self.head,
             baseline_loss=loss, baseline=text, loss_name="cross_entropy",
         )

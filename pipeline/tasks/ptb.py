@@ -111,6 +111,7 @@ def stream_split(ids: Tensor, name: str) -> Split:
 
 class PTBTask(Task):
     name = "ptb"
+    head = "language_model"
     Options = PTBOptions
 
     def texts(self, data_dir: Path | None, seed: int) -> tuple[str, str]:
@@ -142,7 +143,7 @@ class PTBTask(Task):
         vocab_size = int(splits["train"]["vocab_size"])
         loss, _ = prior_cross_entropy(splits["train"]["target"], splits["valid"]["target"], vocab_size)
         return TaskSpec(
-            input_size=vocab_size, output_size=vocab_size, head="language_model", baseline_loss=loss,
+            input_size=vocab_size, output_size=vocab_size, head=self.head, baseline_loss=loss,
             baseline=f"unigram: add-one smoothed train token frequencies: {loss:.4f} nats/token, perplexity {math.exp(loss):.1f}",
             loss_name="cross_entropy", carries_state=True,
         )

@@ -183,6 +183,7 @@ def _find(data_dir: Path, stem: str, may_download: bool, failures: list[str]) ->
 
 class SeqMNISTTask(Task):
     name = "seq_mnist"
+    head = "last_classification"
     Options = SeqMNISTOptions
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
@@ -201,6 +202,6 @@ class SeqMNISTTask(Task):
     def spec(self, splits: Splits) -> TaskSpec:
         loss, text = class_prior_baseline(splits)
         return TaskSpec(
-            input_size=splits["train"]["x"].shape[-1], output_size=CLASSES, head="last_classification",
+            input_size=splits["train"]["x"].shape[-1], output_size=CLASSES, head=self.head,
             baseline_loss=loss, baseline=text, loss_name="cross_entropy",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     write_params(tmp_path / "params.yaml", tiny_params())
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_experiment() -> Iterator[None]:
+    """mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID to the process: no test inherits another's."""
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

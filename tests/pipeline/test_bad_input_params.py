@@ -189,6 +189,19 @@ OUT_OF_RANGE = {
         lambda p: p["experiments"]["vec-unfolded"]["cell_options"].update(dropout=1.0),
         ["experiments.vec-unfolded.cell_options.dropout = 1.0", "[0, 1)"],
     ),
+    # Decided by the task's head, known before its data exists: every task kind where it matters.
+    "model options on a task that is no language model": (
+        lambda p: _exp(p)["model_options"].update(embedding_size=4),
+        ["model_options = {'embedding_size': 4}", "task 'adding' is not a language model"],
+    ),
+    "bidirectional language model": (
+        lambda p: _exp(p).update(task="ptb", task_options={}, cell_options={"max_timescale": 6, "bidirectional": True}),
+        ["cell_options.bidirectional = True", "reads the future", "'language_model'"],
+    ),
+    "bidirectional step classifier": (
+        lambda p: _exp(p).update(task="copy", task_options={}, cell_options={"max_timescale": 6, "bidirectional": True}),
+        ["cell_options.bidirectional = True", "reads the future", "'step_classification'"],
+    ),
     "unfolded model options": (
         lambda p: p["experiments"]["vec-unfolded"]["model_options"].update(embedding_size=8),
         ["experiments.vec-unfolded.model_options = {'embedding_size': 8}", "takes none"],

@@ -38,7 +38,10 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }
-    env.pop("MLFLOW_RUN_ID", None)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID into this process's environment: an
+    # earlier in-process stage must not choose the experiment of these commands.
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(command, cwd=copy, env=env, check=True, capture_output=True)
     return copy, env
