@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import pickle
-import shutil
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,37 +60,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; when the block succeeds it replaces ``path`` whole.
-
-    A stage that fails part-way leaves the previous folder as it was, and a file that the new run
-    no longer writes does not linger beside the new ones. (Under ``dvc repro`` DVC removes a
-    stage's outputs before running it, so there a failure leaves no folder rather than the old one.)
-    Between the two renames ``path`` is briefly absent: readers see the old folder, none, or the new.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a run that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        os.replace(path, old)  # a rename cannot replace a non-empty folder, so move it aside first
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old, path)
-            raise
-        shutil.rmtree(old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_torch(obj: Any, path: Path) -> Path:

@@ -27,7 +27,7 @@ import torch
 from cells.loops.native import cpu_name
 
 from pipeline.model import from_record
-from pipeline import cell_bench, files, onnx_export, plots, runtime, tracking
+from pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from pipeline.config import BenchConfig, Config
 from pipeline.tasks import make_task
 
@@ -193,18 +193,19 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     result = bench_model(graph, path, model, steps, config.bench)
     metrics = summary_metrics(result)
     report = files.reports_dir(experiment)
-    files.write_json({**metrics, "detail": result}, report / "bench.json")
     table = markdown(f"{experiment} ({exp.cell}, {exp.task})", result)
-    files.atomic_write(report / "bench.md", lambda tmp: tmp.write_text(table))
     latency = [
         {"runtime": label, "batch": row["batch"], "length": row["length"], "p50_ms": row[f"{engine}_p50_ms"]}
         for provider, measured in result["providers"].items()
         for engine, label in (("onnxruntime", f"onnxruntime {provider.removesuffix('ExecutionProvider')}"), ("torch", f"torch {measured['torch_device']}"))
         for row in measured["rows"]
     ]
-    files.write_json(latency, report / "bench_latency.json")
-    plot = plots.latency_vs_batch(latency, f"{experiment}: latency by batch", report / "bench_plots" / "latency_vs_batch.png")
+    with outputs.together() as staged:  # the figures, their table and plot appear together or not at all
+        files.write_json({**metrics, "detail": result}, staged.file(report / "bench.json"))
+        files.atomic_write(staged.file(report / "bench.md"), lambda tmp: tmp.write_text(table))
+        files.write_json(latency, staged.file(report / "bench_latency.json"))
+        plot = plots.latency_vs_batch(latency, f"{experiment}: latency by batch", staged.folder(report / "bench_plots") / "latency_vs_batch.png")
     with tracking.stage_run("bench", exp) as mlflow:
         tracking.log_metrics(mlflow, metrics)
-        mlflow.log_artifact(str(plot), artifact_path="plots")
+        mlflow.log_artifact(str(report / "bench_plots" / plot.name), artifact_path="plots")
     return metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import files, onnx_export, tracking
+from pipeline import files, onnx_export, outputs, tracking
 from pipeline.config import Config
 
 
@@ -27,7 +27,8 @@ def export(config: Config, experiment: str) -> list[Path]:
         "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
         "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),
     }
-    with files.atomic_folder(files.onnx_dir(experiment)) as folder:
+    with outputs.together() as staged:  # the graphs appear together, replacing the previous folder whole
+        folder = staged.folder(files.onnx_dir(experiment))
         for graph in graphs_of(record):
             model = onnx_export.exportable(record, graph)
             onnx_export.export_graph(model, graph, folder / f"{graph}.onnx", metadata)

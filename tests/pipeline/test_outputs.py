@@ -105,12 +105,23 @@ def _evaluate(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
     evaluate(params, "add-janet")
 
 
+def _bench(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.stages.bench import bench
+    from pipeline.stages.export import export
+
+    train(params, "add-janet", progress=False)
+    export(params, "add-janet")
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", _disk_full)  # the plot's write fails, the last of four
+    bench(params, "add-janet")
+
+
 # Each stage with more than one output, and the outputs that must appear together.
 STAGES = {
     "prepare": (_prepare, ["data/add-janet/dataset.pt"]),
     "train": (_train, ["models/add-janet/model.pt", "reports/add-janet/train_history.json"]),
     "train, checkpoint": (_checkpoint, ["models/add-janet/checkpoint/last.pt", "models/add-janet/model.pt"]),
     "evaluate": (_evaluate, ["reports/add-janet/metrics.json", "reports/add-janet/plots"]),
+    "bench": (_bench, [f"reports/add-janet/{name}" for name in ("bench.json", "bench.md", "bench_latency.json", "bench_plots")]),
 }
 
 
