@@ -122,17 +122,19 @@ class Predictor:
             if times is not None:
                 raise RequestError(f"{what}: this model takes no timestamps, but times were sent")
             return None
-        if times is None:
-            raise RequestError(f"{what} is missing: this model ({self.metadata.get('cell')}) needs `times`, one timestamp a step")
+        if times is None:  # the step indices, counted on from the state's next timestamp (see run)
+            return None
         return parse.timestamps(times, steps, what)
 
     def run(self, xs: np.ndarray, times: np.ndarray | None, state: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
         """``xs`` ``(B, T, ...)`` of one length -> predictions and final state."""
         feeds: dict[str, np.ndarray] = {"x": xs}
         if self.graph != "vector":
+            state = state if state is not None else self.zero_state(xs.shape[0])
+            if self.takes_time and times is None:
+                times = self.default_times(state, xs.shape[1])
             if times is not None:
                 feeds["times"] = times
-            state = state if state is not None else self.zero_state(xs.shape[0])
             feeds.update(zip(self.state_names, state))
         prediction, *final = self.session.run(None, feeds)
         # JSON would carry NaN and infinity as null; a stream must not keep such a state either.
@@ -143,6 +145,14 @@ class Predictor:
                     "they are likely too large for it (its arithmetic overflows float32); send smaller values"
                 )
         return prediction, final
+
+
+    def default_times(self, state: list[np.ndarray], steps: int) -> np.ndarray:
+        """Timestamps ``(B, T)`` where a request sends none, as the layer numbers its steps: the step
+        indices after the state's next timestamp (``state_time``; 0, 1, ... from a fresh state)."""
+        named = dict(zip(self.state_names, state))
+        start = named["state_time"][0, :, 0] if "state_time" in named else np.zeros(state[0].shape[1], dtype=np.float32)
+        return (start[:, None] + np.arange(steps, dtype=np.float32)).astype(np.float32)
 
 
 class NotFinite(RequestError):

@@ -216,8 +216,16 @@ def test_timestamps_reach_the_phased_lstm_in_predict_and_in_streams(phased: Serv
     phased.call("POST", route, {"steps": sequence[:2].tolist(), "times": times[:2].tolist()})
     _, last = phased.call("POST", route, {"steps": sequence[2:].tolist(), "times": times[2:].tolist()})
     np.testing.assert_allclose(last["predictions"], whole["predictions"][0], atol=1e-6)
-    status, answer = phased.call("POST", "/predict", {"sequences": [sequence.tolist()]})
-    assert status == 400 and "times" in answer["detail"]
+    # Without times, the step indices as the layer numbers them: 0, 1, ... and, in a stream, on
+    # from the session's state (its state_time), so pieces still equal the whole.
+    status, default = phased.call("POST", "/predict", {"sequences": [sequence.tolist()]})
+    _, indices = phased.call("POST", "/predict", {"sequences": [sequence.tolist()], "times": [list(range(6))]})
+    assert status == 200 and default["predictions"] == indices["predictions"]
+    _, opened = phased.call("POST", "/sessions")
+    route = f"/sessions/{opened['session_id']}/steps"
+    phased.call("POST", route, {"steps": sequence[:2].tolist()})
+    _, last = phased.call("POST", route, {"steps": sequence[2:].tolist()})
+    np.testing.assert_allclose(last["predictions"], default["predictions"][0], atol=1e-6)
 
 
 @pytest.mark.parametrize("provider", ["cpu", "cuda", "auto"])
