@@ -112,8 +112,7 @@ def vector(values: Any, features: int, where: str) -> np.ndarray:
     if not isinstance(values, list) or len(values) != features:
         got = f"a list of {len(values)}" if isinstance(values, list) else show(values)
         raise RequestError(f"{where}: expected a vector of {features} numbers (shape ({features},)), got {got}")
-    array = _fast_floats([values])
-    return array[0] if array is not None else np.array(_numbers(values, where), dtype=np.float32)
+    return _flat(values, where)
 
 
 def token_ids(values: Any, vocabulary: int, where: str, max_length: int) -> np.ndarray:
@@ -127,5 +126,10 @@ def timestamps(values: Any, steps: int, where: str) -> np.ndarray:
     if not isinstance(values, list) or len(values) != steps:
         got = f"{len(values)}" if isinstance(values, list) else show(values)
         raise RequestError(f"{where}: expected {steps} timestamps (one a step), got {got}")
+    return _flat(values, where)
+
+
+def _flat(values: list[Any], where: str) -> np.ndarray:
+    """A checked-length list of numbers as float32 ``(len,)``; a bad value is named by ``where[i]``."""
     array = _fast_floats([values])
     return array[0] if array is not None else np.array(_numbers(values, where), dtype=np.float32)

@@ -131,21 +131,15 @@ def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dic
 
 
 def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
+    checkpoint = {
+        "params_hash": exp.params_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
+        "carried": None if state.carried is None else list(state.carried),
+        "window_loss": state.window_loss, "window_first_step": state.window_first_step,
+        "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
     with outputs.together() as staged:  # a failed write keeps the previous checkpoint and names the reason
-        _write_checkpoint(staged.file(path), exp, model, optimizer, schedule, state)
-
-
-def _write_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
-    files.save_torch(
-        {
-            "params_hash": exp.params_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
-            "carried": None if state.carried is None else list(state.carried),
-            "window_loss": state.window_loss, "window_first_step": state.window_first_step,
-            "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        path,
-    )
+        files.save_torch(checkpoint, staged.file(path))
 
 
 def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any) -> TrainState:

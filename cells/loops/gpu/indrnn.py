@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, slab_at, tanh
+from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, row_tile, slab_at, tanh
 
 BLOCK_B, BLOCK_H = 16, 64
 
@@ -20,11 +20,7 @@ def _forward(
     P, H0, U, KEEP, OUT, STATES, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, RELU: tl.constexpr, COMPUTE: tl.constexpr,
 ):
-    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)  # see common.row_tile
-    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    tile = row_ok[:, None] & (units < H)[None, :]
-    at = rows[:, None] * H + units[None, :]
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     u = tl.load(U + units, mask=units < H, other=0.0).to(COMPUTE)[None, :]
     h = tl.load(H0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(STATES + at, h.to(STATES.dtype.element_ty), mask=tile)
@@ -49,11 +45,7 @@ def _backward(
     GOUT, GFINAL, U, KEEP, OUT, GPRE, GH0, T, B, H,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, RELU: tl.constexpr, COMPUTE: tl.constexpr,
 ):
-    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)  # see common.row_tile
-    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    tile = row_ok[:, None] & (units < H)[None, :]
-    at = rows[:, None] * H + units[None, :]
+    rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     u = tl.load(U + units, mask=units < H, other=0.0).to(COMPUTE)[None, :]
     dh = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
