@@ -45,7 +45,9 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str =
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        # Not faster: each poll reads the SQLite store the child writes, and a busy poller made the
+        # child's writes fail with "database is locked" on a loaded machine (CI, 2 cores).
+        time.sleep(0.25)
 
 
 def _holding(workdir: Path, experiment: str, stage: str) -> subprocess.Popen:
