@@ -263,7 +263,7 @@ def test_half_precision_model_gets_its_dtype_back(monkeypatch, name, dtype):
 
 @pytest.mark.parametrize("name", FUSED)
 def test_fused_loop_splits_rows_over_threads_exactly(monkeypatch, name):
-    # Enough rows that each step's rows are split over threads (for_rows' grain is 2048 / H rows).
+    # Enough rows that each step's rows are split over threads (row_grain is 2048 / H rows).
     batch, hidden = 70, 64
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
@@ -313,3 +313,51 @@ def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a second builder waits for the first
     with open(tmp_path / "rnnzoo.lock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the build
+
+
+# The loops whose per-step GEMM goes through gemm.h's gemm_accumulate (BLAS on raw pointers, or
+# at::addmm_ where torch's BLAS does not export sgemm_/dgemm_ or RNNZOO_BLAS=0).
+ON_GEMM_ACCUMULATE = ("janet", "phased_lstm", "lstm")
+_ADDMM_PROBE = """
+import torch, cells, cells.layer
+from torch.profiler import profile
+cells.layer.RecurrentLayer.runs_on_torch_lstm = property(lambda self: False)
+for name in {names!r}:
+    layer = cells.make(name, 3, 8)
+    x = torch.randn(4, 6, 3, requires_grad=True)
+    with profile() as prof:
+        layer(x)[0].sum().backward()
+    print(name, sum(event.count for event in prof.key_averages() if event.key == "aten::addmm_"))
+"""
+
+
+def _exports_blas_gemm() -> bool:
+    import ctypes
+
+    library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    return hasattr(library, "sgemm_") and hasattr(library, "dgemm_")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads libtorch_cpu.so's exports")
+@pytest.mark.parametrize("blas", ["1", "0"], ids=["blas", "RNNZOO_BLAS=0"])
+def test_the_per_step_gemm_takes_blas_pointers_or_falls_back_to_aten(blas):
+    # A forward and backward of 6 steps: the ATen fallback shows as one aten::addmm_ a step and
+    # direction of the loop (12); the BLAS path as none.
+    assert loops.available(torch.device("cpu"))
+    env = {**os.environ, "RNNZOO_BLAS": blas}
+    script = _ADDMM_PROBE.format(names=ON_GEMM_ACCUMULATE)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = dict(line.split() for line in result.stdout.splitlines())
+    expected = "0" if blas == "1" and _exports_blas_gemm() else "12"
+    assert counts == {name: expected for name in ON_GEMM_ACCUMULATE}
+
+
+def test_the_aten_fallback_of_the_per_step_gemm_matches_the_reference_loop():
+    # The parity tests above, on the path a torch without sgemm_/dgemm_ takes.
+    selection = " or ".join(f"{name}-" for name in ON_GEMM_ACCUMULATE)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+               f"(matches_reference_loop or splits_rows_over_threads) and ({selection.replace('-', '')})"]
+    result = subprocess.run(command, env={**os.environ, "RNNZOO_BLAS": "0"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -71,11 +71,21 @@ struct PlainKernelGuard {
   c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
 };
 
+// The fewest batch rows worth a thread: ~2k elements of state.
+inline int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1)); }
+
 // Runs f(b_begin, b_end) over the batch rows of one step, split across torch's intra-op threads
-// where each part has at least ~2k elements (rows are independent, so results do not depend on it).
+// (rows are independent, so results do not depend on the split).
 template <typename F>
 inline void for_rows(int64_t B, int64_t H, const F& f) {
-  at::parallel_for(0, B, std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1)), f);
+  at::parallel_for(0, B, row_grain(H), f);
+}
+
+// Runs f(b_begin, b_end) once per block of batch rows, each block's whole time loop on one thread:
+// rows are independent through time, so threads need not meet at a barrier after every step.
+template <typename F>
+inline void for_row_blocks(int64_t B, int64_t H, const F& f) {
+  at::parallel_for(0, B, row_grain(H), f);
 }
 
 // keep (T, B) as bytes, or nullptr when every step of every sequence is valid.

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "gemm.h"
 
 namespace rnnzoo {
 namespace {
@@ -84,18 +85,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> janet_loop(
   auto states = at::empty({T + 1, B, H}, projected.options());       // c before each step, and the last
   states[0].copy_(c0);
   auto pre = at::empty({B, 2 * H}, projected.options());  // one step's gates, reused (stays in cache)
-  const auto weight_t = weight_hh.t();
+  const auto weight = weight_hh.contiguous();
   const bool* keep_ptr = keep_pointer(keep, T, B, "janet_loop");
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "janet_loop", [&] {
-    for (int64_t t = 0; t < T; ++t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
-        auto pre_rows = pre.narrow(0, b0, b1 - b0);
-        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), states[t].narrow(0, b0, b1 - b0), weight_t);
-        forward_rows<scalar_t>(pre.data_ptr<scalar_t>(), states[t].data_ptr<scalar_t>(), states[t + 1].data_ptr<scalar_t>(),
-                               outputs[t].data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
-                               step_keep(keep_ptr, t, B), b0, b1, H, static_cast<scalar_t>(shift));
-      });
-    }
+    scalar_t *const c = states.data_ptr<scalar_t>(), *const out = outputs.data_ptr<scalar_t>();
+    scalar_t *const act = activations.data_ptr<scalar_t>(), *const pre_all = pre.data_ptr<scalar_t>();
+    const scalar_t *const proj = projected.data_ptr<scalar_t>(), *const w = weight.data_ptr<scalar_t>();
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows runs the whole loop
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t step = t * B * H;  // offset of step t in (T, B, H) buffers
+        scalar_t* pre_rows = pre_all + 2 * b0 * H;  // pre = projected_t + c_{t-1} Wᵀ
+        std::memcpy(pre_rows, proj + 2 * (step + b0 * H), (b1 - b0) * 2 * H * sizeof(scalar_t));
+        gemm_accumulate<scalar_t>(b1 - b0, 2 * H, H, c + step + b0 * H, H, w, true, pre_rows, 2 * H);
+        forward_rows<scalar_t>(pre_all, c + step, c + step + B * H, out + step, act + 3 * step, step_keep(keep_ptr, t, B), b0, b1,
+                               H, static_cast<scalar_t>(shift));
+      }
+    });
   });
   return {outputs, states[T].clone(), activations, states};
 }
@@ -108,17 +113,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> janet_loop_backward(
   auto grad_pre = at::empty({T, B, 2 * H}, grad_outputs.options());
   auto grad_c = grad_final.contiguous().clone();  // dL/dc_t carried back through time
   const auto g_out_all = grad_outputs.contiguous();
+  const auto weight = weight_hh.contiguous();
   const bool* keep_ptr = keep_pointer(keep, T, B, "janet_loop_backward");
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "janet_loop_backward", [&] {
-    for (int64_t t = T - 1; t >= 0; --t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
-        backward_rows<scalar_t>(g_out_all[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), activations[t].data_ptr<scalar_t>(),
-                                states[t].data_ptr<scalar_t>(), grad_pre[t].data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
-                                step_keep(keep_ptr, t, B), b0, b1, H);
+    const scalar_t *const go = g_out_all.data_ptr<scalar_t>(), *const act = activations.data_ptr<scalar_t>();
+    const scalar_t *const c = states.data_ptr<scalar_t>(), *const w = weight.data_ptr<scalar_t>();
+    scalar_t *const gc = grad_c.data_ptr<scalar_t>(), *const gp = grad_pre.data_ptr<scalar_t>();
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t step = t * B * H;  // offset of step t in (T, B, H) buffers
+        backward_rows<scalar_t>(go + step, gc, act + 3 * step, c + step, gp + 2 * step, gc, step_keep(keep_ptr, t, B), b0, b1, H);
         // dc_{t-1} = (the direct part, written in place) + dpre W
-        grad_c.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
-      });
-    }
+        gemm_accumulate<scalar_t>(b1 - b0, H, 2 * H, gp + 2 * (step + b0 * H), 2 * H, w, false, gc + b0 * H, H);
+      }
+    });
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 2 * H}).t().mm(states.narrow(0, 0, T).reshape({T * B, H}));
   return {grad_pre, grad_c, grad_weight_hh};

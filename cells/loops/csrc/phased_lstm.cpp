@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "gemm.h"
 
 namespace rnnzoo {
 namespace {
@@ -189,23 +190,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   hs[0].copy_(h0);
   cs[0].copy_(c0);
   auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
-  const auto weight_t = weight_hh.t();
+  const auto weight = weight_hh.contiguous();
   const auto contiguous = [](const at::Tensor& x) { return x.defined() ? x.contiguous() : x; };  // undefined: no gate
   const auto tau = contiguous(gate.period), s = contiguous(gate.shift), r = contiguous(gate.ratio_on);
   const bool* keep_ptr = keep_pointer(keep, T, B, op);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loops_forward", [&] {
     const auto pointer = [](const at::Tensor& x) { return x.defined() ? x.data_ptr<scalar_t>() : nullptr; };
-    for (int64_t t = 0; t < T; ++t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows: its GEMM, then its pointwise pass
-        auto pre_rows = pre.narrow(0, b0, b1 - b0);
-        at::addmm_out(pre_rows, projected[t].narrow(0, b0, b1 - b0), hs[t].narrow(0, b0, b1 - b0), weight_t);
-        forward_rows<scalar_t, kGated>(pre.data_ptr<scalar_t>(), kGated ? pointer(gate.times) + t * B : nullptr, pointer(tau),
-                                       pointer(s), pointer(r), static_cast<scalar_t>(gate.leak), hs[t].data_ptr<scalar_t>(),
-                                       cs[t].data_ptr<scalar_t>(), hs[t + 1].data_ptr<scalar_t>(), cs[t + 1].data_ptr<scalar_t>(),
-                                       outputs[t].data_ptr<scalar_t>(), saved[t].data_ptr<scalar_t>(), step_keep(keep_ptr, t, B),
-                                       b0, b1, H);
-      });
-    }
+    scalar_t *const h = hs.data_ptr<scalar_t>(), *const c = cs.data_ptr<scalar_t>(), *const out = outputs.data_ptr<scalar_t>();
+    scalar_t *const sv = saved.data_ptr<scalar_t>(), *const pre_all = pre.data_ptr<scalar_t>();
+    const scalar_t *const proj = projected.data_ptr<scalar_t>(), *const w = weight.data_ptr<scalar_t>();
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {  // each block of rows runs the whole loop
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t step = t * B * H;  // offset of step t in (T, B, H) buffers
+        scalar_t* pre_rows = pre_all + b0 * 4 * H;  // pre = projected_t + h_{t-1} Wᵀ
+        std::memcpy(pre_rows, proj + 4 * (step + b0 * H), (b1 - b0) * 4 * H * sizeof(scalar_t));
+        gemm_accumulate<scalar_t>(b1 - b0, 4 * H, H, h + step + b0 * H, H, w, true, pre_rows, 4 * H);
+        forward_rows<scalar_t, kGated>(pre_all, kGated ? pointer(gate.times) + t * B : nullptr, pointer(tau), pointer(s),
+                                       pointer(r), static_cast<scalar_t>(gate.leak), h + step, c + step, h + step + B * H,
+                                       c + step + B * H, out + step, sv + kSaved * step, step_keep(keep_ptr, t, B), b0, b1, H);
+      }
+    });
   });
   return {outputs, hs[T].clone(), cs[T].clone(), saved, hs, cs};
 }
@@ -229,25 +233,28 @@ std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::T
   auto g_h = grad_h.contiguous().clone();
   auto g_c = grad_c.contiguous().clone();
   const auto g_out = grad_outputs.contiguous();
+  const auto weight = weight_hh.contiguous();
   const bool* keep_ptr = keep_pointer(keep, T, B, op);
   AT_DISPATCH_FLOATING_TYPES(grad_outputs.scalar_type(), "lstm_loops_backward", [&] {
     const auto pointer = [](const at::Tensor& x) { return x.defined() ? x.data_ptr<scalar_t>() : nullptr; };
-    for (int64_t t = T - 1; t >= 0; --t) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
-        backward_rows<scalar_t, kGated>(g_out[t].data_ptr<scalar_t>(), g_h.data_ptr<scalar_t>(), g_c.data_ptr<scalar_t>(),
-                                        saved[t].data_ptr<scalar_t>(), hs[t].data_ptr<scalar_t>(), cs[t].data_ptr<scalar_t>(),
-                                        grad_pre[t].data_ptr<scalar_t>(), pointer(grad_cycle), pointer(grad_ratio),
+    const scalar_t *const go = g_out.data_ptr<scalar_t>(), *const sv = saved.data_ptr<scalar_t>(), *const w = weight.data_ptr<scalar_t>();
+    const scalar_t *const h = hs.data_ptr<scalar_t>(), *const c = cs.data_ptr<scalar_t>();
+    scalar_t *const gh = g_h.data_ptr<scalar_t>(), *const gc = g_c.data_ptr<scalar_t>(), *const gp = grad_pre.data_ptr<scalar_t>();
+    scalar_t *const gcy = pointer(grad_cycle), *const gr = pointer(grad_ratio), *const gt = pointer(grad_times);
+    scalar_t *const sum = pointer(sums);
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t step = t * B * H;  // offset of step t in (T, B, H) buffers
+        backward_rows<scalar_t, kGated>(go + step, gh, gc, sv + kSaved * step, h + step, c + step, gp + 4 * step, gcy, gr,
                                         step_keep(keep_ptr, t, B), b0, b1, H);
         if constexpr (kGated) {
-          accumulate_gate_rows<scalar_t>(grad_cycle.data_ptr<scalar_t>(), grad_ratio.data_ptr<scalar_t>(),
-                                         saved[t].data_ptr<scalar_t>(), sums[0].data_ptr<scalar_t>(), sums[1].data_ptr<scalar_t>(),
-                                         sums[2].data_ptr<scalar_t>(), grad_times[t].data_ptr<scalar_t>(),
+          accumulate_gate_rows<scalar_t>(gcy, gr, sv + kSaved * step, sum, sum + B * H, sum + 2 * B * H, gt + t * B,
                                          step_keep(keep_ptr, t, B), b0, b1, H);
         }
         // dh_{t-1} = (the direct part, written in place) + dpre W
-        g_h.narrow(0, b0, b1 - b0).addmm_(grad_pre[t].narrow(0, b0, b1 - b0), weight_hh);
-      });
-    }
+        gemm_accumulate<scalar_t>(b1 - b0, H, 4 * H, gp + 4 * (step + b0 * H), 4 * H, w, false, gh + b0 * H, H);
+      }
+    });
   });
   const auto grad_weight_hh = grad_pre.view({T * B, 4 * H}).t().mm(hs.narrow(0, 0, T).reshape({T * B, H}));
   if constexpr (!kGated) {
