@@ -323,6 +323,46 @@ def _print_report(config: config_module.Config, names: list[str]) -> None:
         console.print(line)
 
 
+class ReproduceScale(str, enum.Enum):
+    smoke = "smoke"
+    cpu = "cpu"
+    paper = "paper"
+
+
+@app.command()
+def reproduce(
+    claims: list[str] = typer.Argument(None, help="Claims to reproduce (default: all; `rnnzoo reproduce --list` names them)."),
+    scale: ReproduceScale = typer.Option(ReproduceScale.smoke, help="smoke: seconds (CI); cpu: ~20 min a claim on 2 cores; paper: the paper's sizes (GPU)."),
+    data: Path = typer.Option(None, help="Folder with mnist/ and ptb/ subfolders of real data, for the claims that read it."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
+) -> None:
+    """Run each paper's claim (its cell and baseline, several seeds) through prepare, train and evaluate,
+    then write reports/reproduction.md and reports/reproduction/<claim>.png with a verdict per claim."""
+    from pipeline import claim_report, claims as claims_module, reproduce as reproduce_module
+
+    if list_:
+        table = Table(title="rnnzoo claims")
+        for column in ("claim", "statement", "paper's figure"):
+            table.add_column(column)
+        for claim in claims_module.CLAIMS.values():
+            table.add_row(claim.name, claim.statement, claim.figure)
+        console.print(table)
+        return
+    try:
+        chosen = [claims_module.get(name) for name in claims or claims_module.CLAIMS]
+        for claim in chosen:  # every claim's data is checked before the first run starts
+            reproduce_module.data_folder(claim, scale.value, data)
+    except claims_module.ClaimError as error:
+        raise _fail(error, 2) from None
+    for claim in chosen:
+        runs = _run_stage(reproduce_module.run_claim, claim, scale.value, data, _device(device), console.print)
+        verdict = claim.rule(reproduce_module.values_by_arm(claim, runs))
+        console.print(f"[bold]{claim.name}[/bold] ({scale.value}): {verdict.verdict}: {escape(verdict.reason)}", soft_wrap=True)
+    path = _run_stage(claim_report.write, data)
+    console.print(f"saved {path} and the plots in {claim_report.PLOTS}")
+
+
 @app.command()
 def tasks() -> None:
     """List the tasks with their options."""

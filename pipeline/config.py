@@ -36,6 +36,7 @@ import torch
 import yaml
 
 import cells
+from pipeline import baselines
 from pipeline.model import SequenceModel, build_model
 from pipeline.tasks import TASKS, TaskSpec
 
@@ -137,6 +138,16 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast (mixed precision)
     checkpoint_every: int = 100
     log_every: int = 10
+    # Every this many steps (0: never) the model is evaluated on the valid split, the figures are
+    # logged as valid.* curves, and the best model so far (objectives.selection_metric) is kept:
+    # it, not the last, becomes the trained model (the JANET and IndRNN papers' protocol).
+    eval_every: int = 0
+    # schedule "step": lr x lr_decay for each whole lr_decay_every steps past step lr_decay_start
+    # (IndRNN: x0.1 every 20k steps; RHN: /1.02 an epoch after epoch 20). lr_decay_every 0: x0.1
+    # at 1/2 and 3/4 of training.
+    lr_decay: float = 0.1
+    lr_decay_every: int = 0
+    lr_decay_start: int = 0
 
     def validate(self, key: str) -> None:
         _check(self.device in DEVICES, f"{key}.device", self.device, f"one of {', '.join(DEVICES)}")
@@ -146,7 +157,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, f"{key}.{name}", value, "an integer >= 1")
-        _check(_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"{key}.warmup_steps", self.warmup_steps, "an integer >= 0")
+        for name in ("warmup_steps", "eval_every", "lr_decay_every", "lr_decay_start"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 0, f"{key}.{name}", value, "an integer >= 0")
+        _check(_is_number(self.lr_decay) and 0 < self.lr_decay <= 1, f"{key}.lr_decay", self.lr_decay, "a number in (0, 1]")
         _check(_is_number(self.lr) and self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
         _check(_is_number(self.weight_decay) and self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
         _check(_is_number(self.grad_clip) and self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a number >= 0 (0 disables)")
@@ -241,7 +255,7 @@ def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare:
     for required in ("cell", "task", "hidden_size"):
         if required not in raw:
             raise ConfigError(f"params: {key}.{required} is missing")
-    _check(raw["cell"] in cells.names(), f"{key}.cell", raw["cell"], f"one of {', '.join(cells.names())}")
+    _check(raw["cell"] in _cell_names(), f"{key}.cell", raw["cell"], f"one of {', '.join(_cell_names())}")
     _check(raw["task"] in TASKS, f"{key}.task", raw["task"], f"one of {', '.join(sorted(TASKS))}")
     hidden_size = _coerce(raw["hidden_size"], int, f"{key}.hidden_size")
     _check(_is_int(hidden_size) and hidden_size >= 1, f"{key}.hidden_size", hidden_size, "an integer >= 1")
@@ -283,8 +297,20 @@ def parse(raw: Any, path: Path | None = None) -> Config:
     return config
 
 
+def _cell_names() -> list[str]:
+    """What an experiment's ``cell`` may be: a registered cell or a feed-forward baseline."""
+    return sorted([*cells.names(), *baselines.names()])
+
+
+def _cell_options(cell: str) -> tuple[str, ...]:
+    """The ``cell_options`` keys ``cell`` accepts."""
+    return baselines.options(cell) if cell in baselines.BASELINES else cells.options(cell)
+
+
 def _cell_option_hints(cell: str) -> dict[str, Any]:
     """The declared type of each of ``cell``'s options (layer options and the cell's own)."""
+    if cell in baselines.BASELINES:
+        return typing.get_type_hints(baselines.BASELINES[cell].__init__)
     if cell in cells.VECTOR_MODELS:
         return typing.get_type_hints(cells.VECTOR_MODELS[cell].__init__)
     return {**typing.get_type_hints(cells.RecurrentLayer.__init__), **typing.get_type_hints(cells.SEQUENCE_CELLS[cell].__init__)}
@@ -292,7 +318,7 @@ def _cell_option_hints(cell: str) -> dict[str, Any]:
 
 def _required_cell_options(cell: str) -> list[str]:
     """The options ``cell`` has no default for (chrono_lstm's max_timescale)."""
-    model = cells.VECTOR_MODELS.get(cell) or cells.SEQUENCE_CELLS[cell]
+    model = baselines.BASELINES.get(cell) or cells.VECTOR_MODELS.get(cell) or cells.SEQUENCE_CELLS[cell]
     parameters = inspect.signature(model.__init__).parameters.values()
     return [
         p.name for p in parameters
@@ -316,13 +342,15 @@ def _standin(task: str) -> TaskSpec:
     no bidirectional language model, weights tied only to a language model's decoder), stand-in
     sizes (the options' checks do not depend on them)."""
     head = TASKS[task].head
-    return TaskSpec(2, 2, head=head, baseline_loss=1.0, baseline="stand-in", loss_name="mse" if head == "last_regression" else "cross_entropy")
+    input_size = 4 if head == "vector_classification" else 2  # vectors: a 2x2 image, as the CNN baseline needs a square
+    loss_name = "mse" if head == "last_regression" else "cross_entropy"
+    return TaskSpec(input_size, 2, head=head, baseline_loss=1.0, baseline="stand-in", loss_name=loss_name)
 
 
 def _check_options(experiment: ExperimentConfig) -> None:
     key = f"experiments.{_cut(experiment.name)}"
     cell = experiment.cell
-    _refuse_unknown(experiment.cell_options, cells.options(cell), f"{key}.cell_options", f" for cell {cell}")
+    _refuse_unknown(experiment.cell_options, _cell_options(cell), f"{key}.cell_options", f" for cell {cell}")
     _refuse_unknown(experiment.model_options, MODEL_OPTIONS, f"{key}.model_options")
     task_options = [field.name for field in dataclasses.fields(TASKS[experiment.task].Options)]
     _refuse_unknown(experiment.task_options, task_options, f"{key}.task_options", f" for task {experiment.task}")
@@ -343,7 +371,13 @@ def _check_options(experiment: ExperimentConfig) -> None:
     except ValueError as error:
         blamed = _blame(key, {"task_options": experiment.task_options}, str(error))
         raise ConfigError(f"params: {blamed} is not allowed: {error}") from None
-    vector_cell = not cells.is_sequence_model(cell)
+    if cell in baselines.BASELINES and TASKS[experiment.task].head != "vector_classification":
+        allowed = ", ".join(sorted(name for name, task in TASKS.items() if task.head == "vector_classification"))
+        raise ConfigError(
+            f"params: {key}: cell {cell!r} is a feed-forward baseline for vector classification; allowed tasks: {allowed}, "
+            f"got task {experiment.task!r}"
+        )
+    vector_cell = cell in baselines.BASELINES or not cells.is_sequence_model(cell)
     vector_task = TASKS[experiment.task].vector_input
     if vector_cell != vector_task:
         want = "a vector task (mnist_vector)" if vector_cell else "a sequence task"

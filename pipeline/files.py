@@ -84,8 +84,11 @@ UNREADABLE = (
 MODEL_KEYS = ("state_dict", "cell", "hidden_size", "cell_options", "model_options", "spec", "params_hash")
 CHECKPOINT_KEYS = (  # all that train --resume reads: a checkpoint from before a key was added is refused, not a KeyError
     "params_hash", "model", "optimizer", "schedule", "step", "history", "carried", "window_loss", "window_first_step", "cpu_rng", "cuda_rng",
+    "valid_history", "best_step", "best_value", "best_model",
 )
-SPLITS = ("train", "valid")
+# Every task's splits: train fits, valid selects a checkpoint, test reports. A dataset from before
+# the test split is refused (remade by prepare), so no stage meets one without it.
+SPLITS = ("train", "valid", "test")
 SPLIT_TENSORS = ("x", "target")
 
 
@@ -173,9 +176,10 @@ def load_torch(path: Path, what: str, stage_hint: str) -> Any:
     return obj
 
 
-def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers: tuple[str, ...] = ()) -> Any:
+def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers: tuple[str, ...] = (), empty: bool = False) -> Any:
     """Load a stage's JSON output (``kind``: the top-level type it must have; ``numbers``: keys that
-    must hold numbers, in the dict or in every record of the list).
+    must hold numbers, in the dict or in every record of the list; ``empty``: whether an empty list
+    is valid).
 
     A missing file names the stage that makes it; one that is not JSON of that kind raises a
     ValueError naming the file and the command that remakes it.
@@ -188,7 +192,7 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers
         problem: str | None = f"cannot read it: {_cut(str(error))}"
     else:
         problem = None if isinstance(obj, kind) else f"it holds a {type(obj).__name__}, not a {kind.__name__}"
-    if problem is None and kind is list and not obj:
+    if problem is None and kind is list and not obj and not empty:
         problem = "it is empty"
     if problem is None and numbers:
         for record in obj if kind is list else [obj]:

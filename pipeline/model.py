@@ -1,4 +1,4 @@
-"""A cell from the registry plus the head its task needs."""
+"""A cell from the registry (or a feed-forward baseline, ``pipeline.baselines``) plus the head its task needs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 import cells
+from pipeline import baselines
 from pipeline.tasks.base import Batch, TaskSpec
 
 LAST_STEP_HEADS = ("last_regression", "last_classification")
@@ -29,7 +30,7 @@ class SequenceModel(nn.Module):
         if not cells.is_sequence_model(cell):
             raise ValueError(f"cell {cell!r} maps vectors, not sequences: pair it with a vector task such as 'mnist_vector'")
         if spec.head == "vector_classification":
-            raise ValueError(f"this task classifies vectors: use cell 'unfolded_lstm', not {cell!r}")
+            raise ValueError(f"this task classifies vectors: use cell 'unfolded_lstm', 'mlp' or 'cnn', not {cell!r}")
         self.spec = spec
         self.embedding = None
         input_size = spec.input_size
@@ -64,14 +65,19 @@ class SequenceModel(nn.Module):
 
 
 class VectorModel(nn.Module):
-    """``unfolded_lstm`` over one vector -> linear classifier."""
+    """``unfolded_lstm``, ``mlp`` or ``cnn`` over one vector -> linear classifier.
+
+    ``network(x)`` maps ``(B, I) -> ((B, H), state or None)`` and has ``layers``, one entry per
+    hidden layer, each with a ``.linear`` (gradient norms per layer, first-layer filters).
+    """
 
     def __init__(self, cell: str, spec: TaskSpec, hidden_size: int, **cell_options: Any) -> None:
         super().__init__()
         if spec.head != "vector_classification":
             raise ValueError(f"cell {cell!r} classifies vectors; task head {spec.head!r} needs a sequence cell")
         self.spec = spec
-        self.network = cells.make(cell, spec.input_size, hidden_size, **cell_options)
+        make = baselines.make if cell in baselines.BASELINES else cells.make
+        self.network = make(cell, spec.input_size, hidden_size, **cell_options)
         self.decoder = nn.Linear(hidden_size, spec.output_size)
 
     def forward(self, batch: Batch, state: Any = None) -> tuple[Tensor, Any]:
@@ -108,7 +114,7 @@ class PredictionModule(nn.Module):
 
 def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> nn.Module:
     """The model for ``cell`` on a task of ``spec``; ``options`` are cell and head options."""
-    if cells.is_sequence_model(cell):
+    if cell not in baselines.BASELINES and cells.is_sequence_model(cell):
         return SequenceModel(cell, spec, hidden_size, **options)
     return VectorModel(cell, spec, hidden_size, **options)
 

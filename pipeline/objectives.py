@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pipeline.tasks.base import IGNORE_INDEX, Batch, TaskSpec
+from pipeline.model import detach_state
+from pipeline.tasks.base import IGNORE_INDEX, Batch, Split, Task, TaskSpec
 
 
 def loss(spec: TaskSpec, prediction: Tensor, batch: Batch) -> Tensor:
@@ -53,3 +56,35 @@ class MetricAccumulator:
             metrics["perplexity"] = math.exp(min(mean_loss, 700.0))
             metrics["bits_per_token"] = mean_loss / math.log(2.0)
         return metrics
+
+
+def selection_metric(spec: TaskSpec) -> tuple[str, bool]:
+    """The metric a checkpoint is selected on, and whether higher is better: accuracy where the
+    task is a classification (as the JANET and IndRNN papers select), else the loss."""
+    if spec.loss_name == "cross_entropy" and spec.head != "language_model":
+        return "accuracy", True
+    return "loss", False
+
+
+def is_better(spec: TaskSpec, value: float, best: float | None) -> bool:
+    """Whether ``value`` of the selection metric beats ``best`` (None: nothing yet)."""
+    _, higher = selection_metric(spec)
+    return best is None or (value > best if higher else value < best)
+
+
+@torch.no_grad()
+def split_metrics(
+    model: nn.Module, task: Task, split: Split, batch_size: int, on_batch: Callable[[Tensor, Batch], Any] | None = None
+) -> dict[str, float]:
+    """The model's metrics on a whole split, in order (a language model carries its state across
+    the split's batches); ``on_batch(prediction, batch)`` sees each batch. The caller sets eval mode."""
+    accumulator = MetricAccumulator(model.spec)
+    state = None
+    for batch in task.batches(split, batch_size):
+        batch = Batch(*(None if t is None else t.to(next(model.parameters()).device) for t in batch))
+        prediction, new_state = model(batch, state)
+        state = detach_state(new_state) if model.spec.carries_state else None
+        accumulator.add(prediction.float(), batch)
+        if on_batch is not None:
+            on_batch(prediction, batch)
+    return accumulator.result()

@@ -15,27 +15,31 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 from pipeline import files  # noqa: E402
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_figure(figure: Any, path: Path) -> Path:
+    """Lay out, write as PNG (temp file, then rename) and close ``figure``."""
     figure.tight_layout()
     files.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     plt.close(figure)
     return path
 
 
-def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: str, path: Path) -> Path:
+def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: str, path: Path, valid: list[dict[str, Any]] = ()) -> Path:
+    """Training loss by step, the valid loss where ``valid`` holds evaluations, and the baseline."""
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss")
+    if valid:
+        axis.plot([r["step"] for r in valid], [r["loss"] for r in valid], marker=".", label="valid loss")
     axis.axhline(baseline_loss, color="grey", linestyle="--", label=f"baseline {baseline_loss:.3g}")
     axis.set(xlabel="step", ylabel="loss", title=title, yscale="log")
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def confusion_matrix(targets: np.ndarray, predictions: np.ndarray, title: str, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(5, 5))
     ConfusionMatrixDisplay.from_predictions(targets, predictions, ax=axis, colorbar=False)
     axis.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def layer_gradient_norms(history: list[dict[str, Any]], title: str, path: Path) -> Path:
@@ -48,7 +52,7 @@ def layer_gradient_norms(history: list[dict[str, Any]], title: str, path: Path) 
         axis.plot(steps, norms[:, layer], color=colour, label=f"layer {layer + 1}")
     axis.set(xlabel="step", ylabel="gradient norm", title=title, yscale="log")
     axis.legend(fontsize="small", ncol=2)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def first_layer_filters(weight: np.ndarray, title: str, path: Path, count: int = 16) -> Path:
@@ -63,7 +67,7 @@ def first_layer_filters(weight: np.ndarray, title: str, path: Path, count: int =
         if index < count and side * side == weight.shape[1]:
             axis.imshow(weight[index].reshape(side, side), cmap="RdBu")
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def latency_vs_batch(rows: list[dict[str, Any]], title: str, path: Path) -> Path:
@@ -76,4 +80,4 @@ def latency_vs_batch(rows: list[dict[str, Any]], title: str, path: Path) -> Path
         axis.plot(*zip(*points), marker="o", label=label)
     axis.set(xlabel="batch size", ylabel="p50 latency (ms)", title=title, xscale="log", yscale="log")
     axis.legend(fontsize="x-small")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -273,6 +273,23 @@ def _record_outcome(mlflow: Any, run_id: str, stage: str, outcome: str | None) -
             client.delete_tag(run_id, tag)
 
 
+# Tags every stage run gets besides its own, while `tagged` holds them (rnnzoo reproduce's claim,
+# scale and seed).
+_EXTRA_TAGS: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def tagged(tags: Mapping[str, Any]) -> Iterator[None]:
+    """Add ``tags`` to every stage run opened inside the block."""
+    previous = dict(_EXTRA_TAGS)
+    _EXTRA_TAGS.update({key: str(value) for key, value in tags.items()})
+    try:
+        yield
+    finally:
+        _EXTRA_TAGS.clear()
+        _EXTRA_TAGS.update(previous)
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
     """Reopen (or create) the run of the experiment's configuration for ``stage``; yields the mlflow module.
@@ -287,7 +304,7 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
             "rnnzoo.experiment": exp.name, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": exp.cell, "rnnzoo.task": exp.task,
             "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
-            PROCESS_TAG: process_tag(),
+            PROCESS_TAG: process_tag(), **_EXTRA_TAGS,
         }
         # Find-or-create, one process at a time: two stages started at once would make two runs.
         with store_lock(tracking_uri()):
@@ -325,12 +342,13 @@ def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str 
     return found[0].info.run_id if found else None
 
 
-def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = None) -> None:
+def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = None, once: bool = False) -> None:
     """Log finite metrics only: a NaN is a failure to report, never a result.
 
     A stage's summary metrics (no ``step``) that the run already holds with the same value are not
     logged again: a stage rerun with the same params (``dvc repro``, ``rnnzoo run``) reopens the
-    same run, and its history should not grow a copy per rerun. A changed value is logged.
+    same run, and its history should not grow a copy per rerun. A changed value is logged. With
+    ``once``, the same holds for metrics at ``step`` (one history query per metric).
     """
     bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
     if bad:
@@ -338,6 +356,8 @@ def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = No
     if step is None:
         held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
         metrics = {key: value for key, value in metrics.items() if held.get(key) != value}
+    elif once:
+        metrics = {key: value for key, value in metrics.items() if logged_values(mlflow, key).get(step) != value}
     if metrics:
         mlflow.log_metrics(dict(metrics), step=step)
 

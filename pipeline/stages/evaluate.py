@@ -13,38 +13,48 @@ import torch
 
 from pipeline import files, objectives, outputs, plots, tracking
 from pipeline.config import Config
-from pipeline.model import VectorModel, detach_state, from_record
-from pipeline.tasks import TaskSpec, make_task
+from pipeline.model import VectorModel, from_record
+from pipeline.tasks import Batch, TaskSpec, make_task
 
 
 @torch.no_grad()
 def evaluate(config: Config, experiment: str) -> dict[str, float]:
+    """Metrics of the trained model on the valid split and, where the dataset has one, the test
+    split (``test.*``: with ``train.eval_every``, of the model selected on valid)."""
     exp = config.experiment(experiment)
-    model = from_record(files.load_model_record(experiment, exp.params_hash()))
+    record = files.load_model_record(experiment, exp.params_hash())
+    model = from_record(record)
     spec: TaskSpec = model.spec
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
     task = make_task(exp.task, exp.task_options)
-    accumulator = objectives.MetricAccumulator(spec)
+    batch_size = config.evaluate.batch_size if not spec.carries_state else exp.train.batch_size
     predicted, targets = [], []
-    state = None
-    for batch in task.batches(splits["valid"], config.evaluate.batch_size if not spec.carries_state else exp.train.batch_size):
-        prediction, new_state = model(batch, state)
-        state = detach_state(new_state) if spec.carries_state else None
-        accumulator.add(prediction, batch)
+
+    def keep_classes(prediction: torch.Tensor, batch: Batch) -> None:
         if spec.head in ("last_classification", "vector_classification"):
             predicted.append(prediction.argmax(-1))
             targets.append(batch.target)
-    valid = accumulator.result()
-    history = files.load_json(files.reports_dir(experiment) / "train_history.json", "training history", f"rnnzoo train {experiment}", list, ("step", "loss"))
+
+    valid = objectives.split_metrics(model, task, splits["valid"], batch_size, keep_classes)
+    report = files.reports_dir(experiment)
+    history = files.load_json(report / "train_history.json", "training history", f"rnnzoo train {experiment}", list, ("step", "loss"))
+    valid_history = files.load_json(report / "valid_history.json", "validation history", f"rnnzoo train {experiment}", list, ("step", "loss"), empty=True)
     metrics = {f"valid.{name}": value for name, value in valid.items()}
+    if "test" in splits:
+        metrics.update({f"test.{name}": value for name, value in objectives.split_metrics(model, task, splits["test"], batch_size).items()})
     metrics.update({"baseline_loss": spec.baseline_loss, "valid.loss_over_baseline": valid["loss"] / spec.baseline_loss})
     metrics["train.final_loss"] = history[-1]["loss"]
-    report = files.reports_dir(experiment)
+    if "selected_step" in record:
+        metrics["selected_step"] = record["selected_step"]
     with outputs.together() as staged:  # metrics and plots appear together or not at all
         files.write_json(metrics, staged.file(report / "metrics.json"))
-        made = _plots(experiment, model, spec, history, predicted, targets, staged.folder(report / "plots"))
+        made = _plots(experiment, model, spec, history, valid_history, predicted, targets, staged.folder(report / "plots"))
     with tracking.stage_run("evaluate", exp) as mlflow:
-        tracking.log_metrics(mlflow, metrics)
+        # valid.* are curves when training evaluated on valid: this model's point goes at its step.
+        curve = {f"valid.{name}" for name in valid}
+        step = int(record.get("selected_step", history[-1]["step"]))
+        tracking.log_metrics(mlflow, {key: value for key, value in metrics.items() if key in curve}, step=step, once=True)
+        tracking.log_metrics(mlflow, {key: value for key, value in metrics.items() if key not in curve})
         for path in made:
             mlflow.log_artifact(str(report / "plots" / path.name), artifact_path="plots")
         if config.path is not None:
@@ -52,8 +62,10 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
     return metrics
 
 
-def _plots(experiment: str, model: torch.nn.Module, spec: TaskSpec, history: list, predicted: list, targets: list, folder: Path) -> list[Path]:
-    made = [plots.learning_curve(history, spec.baseline_loss, f"{experiment}: training loss", folder / "learning_curve.png")]
+def _plots(
+    experiment: str, model: torch.nn.Module, spec: TaskSpec, history: list, valid_history: list, predicted: list, targets: list, folder: Path
+) -> list[Path]:
+    made = [plots.learning_curve(history, spec.baseline_loss, f"{experiment}: training loss", folder / "learning_curve.png", valid_history)]
     if predicted:
         made.append(plots.confusion_matrix(
             torch.cat(targets).numpy(), torch.cat(predicted).numpy(), f"{experiment}: validation", folder / "confusion_matrix.png"

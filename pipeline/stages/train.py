@@ -48,7 +48,8 @@ def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimize
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant, cosine to zero, or x0.1 at 1/2 and 3/4 of training."""
+    """Linear warm-up, then constant, cosine to zero, or step decay: x ``lr_decay`` for each whole
+    ``lr_decay_every`` steps past step ``lr_decay_start`` (``lr_decay_every`` 0: x0.1 at 1/2 and 3/4)."""
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -56,6 +57,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torc
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
         if config.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "step" and config.lr_decay_every:
+            decays = max(0, step - config.lr_decay_start) // config.lr_decay_every  # whole periods since the start
+            return config.lr_decay**decays
         if config.schedule == "step":
             return 0.1 ** sum(progress >= mark for mark in (0.5, 0.75))
         return 1.0
@@ -119,6 +123,11 @@ class TrainState:
     # resumed run averages the same steps as an uninterrupted one.
     window_loss: float = 0.0
     window_first_step: int = 0
+    # train.eval_every > 0: the valid split's figures at each evaluation, and the best model so far.
+    valid_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_step: int = 0
+    best_value: float | None = None
+    best_model: dict[str, Any] | None = None  # its state_dict, on the CPU
 
 
 def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dict[str, Any]:
@@ -136,6 +145,8 @@ def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimi
         "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
         "carried": None if state.carried is None else list(state.carried),
         "window_loss": state.window_loss, "window_first_step": state.window_first_step,
+        "valid_history": state.valid_history, "best_step": state.best_step, "best_value": state.best_value,
+        "best_model": state.best_model,
         "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     with outputs.together() as staged:  # a failed write keeps the previous checkpoint and names the reason
@@ -158,7 +169,25 @@ def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimi
     if carried is not None:
         state_type = getattr(getattr(model, "layer", None), "state_type", tuple)
         carried = state_type(*(t.to(device) for t in carried))
-    return TrainState(checkpoint["step"], checkpoint["history"], carried, checkpoint["window_loss"], checkpoint["window_first_step"])
+    return TrainState(
+        checkpoint["step"], checkpoint["history"], carried, checkpoint["window_loss"], checkpoint["window_first_step"],
+        checkpoint["valid_history"], checkpoint["best_step"], checkpoint["best_value"], checkpoint["best_model"],
+    )
+
+
+def validate(model: nn.Module, task: Task, split: dict, batch_size: int, state: TrainState, mlflow: Any, logged: dict[int, float]) -> None:
+    """Evaluate on the valid split at ``state.step``: log the figures as ``valid.*`` curves, add
+    them to ``state.valid_history``, and keep the model if it is the best so far."""
+    model.eval()
+    metrics = objectives.split_metrics(model, task, split, batch_size)
+    model.train()
+    name, _ = objectives.selection_metric(model.spec)
+    if logged.get(state.step) != metrics[name]:  # a resumed or repeated run logs each record once
+        tracking.log_metrics(mlflow, {f"valid.{key}": value for key, value in metrics.items()}, step=state.step)
+    state.valid_history.append({"step": state.step, **metrics})
+    if objectives.is_better(model.spec, metrics[name], state.best_value):
+        state.best_step, state.best_value = state.step, metrics[name]
+        state.best_model = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
 def train(config: Config, experiment: str, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
@@ -196,6 +225,9 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         # recomputes (equal, timings aside), or a whole earlier run of the same params (a rerun).
         # A record equal to the one held is not logged twice; one that differs is.
         logged = tracking.logged_values(mlflow, "train.loss")
+        selection = objectives.selection_metric(spec)[0]
+        logged_valid = tracking.logged_values(mlflow, f"valid.{selection}") if cfg.eval_every else {}
+        eval_batch_size = cfg.batch_size if spec.carries_state else config.evaluate.batch_size
         # Timing only: after --resume, the first window's rate counts this run's steps.
         clock, clock_step = time.perf_counter(), state.step
         for step in bar:
@@ -235,15 +267,22 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                 bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.3g}")
                 state.window_loss, state.window_first_step = 0.0, state.step
                 clock, clock_step = time.perf_counter(), state.step
+            if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
+                validate(model, task, splits["valid"], eval_batch_size, state, mlflow, logged_valid)
             if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
         if state.step < cfg.steps:  # stopped early on purpose: keep a checkpoint to resume from
             _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
             return checkpoint
         path = files.model_path(experiment)
-        with outputs.together() as staged:  # the model and its history appear together or not at all
+        record = model_record(exp, spec, model.cpu())
+        if state.best_model is not None:  # the best model on valid, not the last
+            model.load_state_dict(state.best_model)
+            record.update(state_dict=model.state_dict(), selected_step=state.best_step, selected_on=f"valid.{selection}")
+        with outputs.together() as staged:  # the model and its histories appear together or not at all
             files.write_json(state.history, staged.file(files.reports_dir(experiment) / "train_history.json"))
-            files.save_torch(model_record(exp, spec, model.cpu()), staged.file(path))
+            files.write_json(state.valid_history, staged.file(files.reports_dir(experiment) / "valid_history.json"))
+            files.save_torch(record, staged.file(path))
         checkpoint.unlink(missing_ok=True)
         example = next(task.batches(splits["valid"], 2))
         module = PredictionModule(model).eval()

@@ -22,11 +22,13 @@ class AddingOptions:
     length: int = 50  # T, steps per sequence
     train_size: int = 10_000
     valid_size: int = 1_000
+    test_size: int = 1_000  # held out to report on; drawn after train and valid, which stay as before
 
     def __post_init__(self) -> None:
         require(self.length >= 2, f"adding option 'length' must be >= 2 (one marker per half), got {self.length}")
         require(self.train_size >= 1, f"adding option 'train_size' must be >= 1, got {self.train_size}")
         require(self.valid_size >= 1, f"adding option 'valid_size' must be >= 1, got {self.valid_size}")
+        require(self.test_size >= 1, f"adding option 'test_size' must be >= 1, got {self.test_size}")
 
 
 def adding_sequences(count: int, length: int, generator: torch.Generator) -> Split:
@@ -50,7 +52,7 @@ class AddingTask(Task):
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
         return drawn_splits(
-            seed, self.options.train_size, self.options.valid_size,
+            seed, self.options.train_size, self.options.valid_size, self.options.test_size,
             lambda count, generator: adding_sequences(count, self.options.length, generator),
         )
 

@@ -1,7 +1,8 @@
 """What a task is: its data, its shapes, the head it needs and the baseline it is judged by.
 
 A task makes (or loads) its data once, in the ``prepare`` stage, as a dict of splits, each a
-dict of tensors saved to disk. Training and evaluation read those files back and ask the task
+dict of tensors saved to disk: ``train`` to fit on, ``valid`` to select a checkpoint on (and to
+compute the baseline on), ``test``, disjoint from both, to report on. Training and evaluation read those files back and ask the task
 for batches. The loss and metrics follow from the head (see ``pipeline.objectives``).
 """
 
@@ -42,11 +43,18 @@ class TaskSpec:
     carries_state: bool = False  # language models: state carried across batches (truncated BPTT)
 
 
-def drawn_splits(seed: int, train_size: int, valid_size: int, draw: Callable[[int, torch.Generator], Split]) -> Splits:
-    """Synthetic train and valid splits, ``draw(count, generator)`` each, from one generator seeded
-    with ``seed`` (train drawn first), so the same seed gives the same data."""
+def drawn_splits(
+    seed: int, train_size: int, valid_size: int, test_size: int, draw: Callable[[int, torch.Generator], Split]
+) -> Splits:
+    """Synthetic train, valid and test splits, ``draw(count, generator)`` each, from one generator
+    seeded with ``seed``, so the same seed gives the same data.
+
+    Drawn in the order train, valid, test: test comes last so that train and valid are the
+    examples they were before tasks had a test split (the same seed, bit for bit).
+    """
     generator = torch.Generator().manual_seed(seed)
-    return {"train": draw(train_size, generator), "valid": draw(valid_size, generator)}
+    train, valid = draw(train_size, generator), draw(valid_size, generator)
+    return {"train": train, "valid": valid, "test": draw(test_size, generator)}
 
 
 class TaskError(ValueError):
@@ -66,7 +74,7 @@ class Task(ABC):
 
     @abstractmethod
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
-        """Make or load the data: ``{"train": {...}, "valid": {...}}``, tensors only."""
+        """Make or load the data: ``{"train": {...}, "valid": {...}, "test": {...}}``, tensors only."""
 
     @abstractmethod
     def spec(self, splits: Splits) -> TaskSpec:

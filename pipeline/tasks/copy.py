@@ -31,11 +31,13 @@ class CopyOptions:
     length: int = 20  # T, steps from the last symbol shown to the first recalled
     train_size: int = 10_000
     valid_size: int = 1_000
+    test_size: int = 1_000  # held out to report on; drawn after train and valid, which stay as before
 
     def __post_init__(self) -> None:
         require(self.length >= 1, f"copy option 'length' must be >= 1 (the delimiter's step), got {self.length}")
         require(self.train_size >= 1, f"copy option 'train_size' must be >= 1, got {self.train_size}")
         require(self.valid_size >= 1, f"copy option 'valid_size' must be >= 1, got {self.valid_size}")
+        require(self.test_size >= 1, f"copy option 'test_size' must be >= 1, got {self.test_size}")
 
 
 def copy_sequences(count: int, length: int, generator: torch.Generator) -> Split:
@@ -57,7 +59,7 @@ class CopyTask(Task):
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
         return drawn_splits(
-            seed, self.options.train_size, self.options.valid_size,
+            seed, self.options.train_size, self.options.valid_size, self.options.test_size,
             lambda count, generator: copy_sequences(count, self.options.length, generator),
         )
 

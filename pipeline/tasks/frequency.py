@@ -10,7 +10,11 @@ part of ``[1, 100]`` ms. The wave is sampled over ``duration`` ms in one of thre
     async     sorted uniform times over the duration      duration steps
 
 ``times`` holds each sample's timestamp in ms ``(N, T)``: the Phased LSTM's time gate reads it,
-other cells ignore it. The periods are kept in the split (``period``, ``(N,)``) for inspection.
+other cells ignore it. With ``time_feature: true`` the timestamp is also appended to each step's
+input, x ``(N, T, 2)`` = (sample, time in ms): the paper's LSTM baseline gets the time that way,
+so that it receives what the Phased LSTM's gate reads. The periods are kept in the split
+(``period``, ``(N,)``) for inspection. Train, valid and test (``test_size``) are drawn in that
+order from one seeded generator.
 Baseline: classes are balanced, so a memoryless predictor scores cross-entropy log 2, accuracy 1/2.
 """
 
@@ -37,6 +41,8 @@ class FrequencyOptions:
     duration: float = 50.0  # ms of signal per example
     train_size: int = 5_000
     valid_size: int = 1_000
+    test_size: int = 1_000  # held out to report on; drawn after train and valid, which stay as before
+    time_feature: bool = False  # append each step's timestamp (ms) to its input: x (N, T, 2)
 
     def __post_init__(self) -> None:
         allowed = ", ".join(SAMPLINGS)
@@ -44,6 +50,7 @@ class FrequencyOptions:
         require(self.duration >= 2, f"frequency option 'duration' must be >= 2 (ms: two samples), got {self.duration!r}")
         require(self.train_size >= 2, f"frequency option 'train_size' must be >= 2 (one per class), got {self.train_size}")
         require(self.valid_size >= 2, f"frequency option 'valid_size' must be >= 2 (one per class), got {self.valid_size}")
+        require(self.test_size >= 2, f"frequency option 'test_size' must be >= 2 (one per class), got {self.test_size}")
 
 
 def in_band(period: Tensor) -> Tensor:
@@ -76,12 +83,16 @@ def sample_times(count: int, sampling: str, duration: float, generator: torch.Ge
 
 
 def frequency_examples(count: int, options: FrequencyOptions, generator: torch.Generator) -> Split:
-    """x ``(N, T, 1)`` sine samples, target ``(N,)``, times ``(N, T)`` ms, period ``(N,)`` ms."""
+    """x ``(N, T, 1)`` sine samples (``(N, T, 2)``: sample, time in ms, with ``time_feature``),
+    target ``(N,)`` long, times ``(N, T)`` ms, period ``(N,)`` ms; all float32 but the target."""
     period = draw_periods(count, generator).float()  # rounded once: labels and waves follow the stored value
     phase = torch.rand(count, 1, generator=generator, dtype=torch.float64) * 2 * math.pi  # (N, 1)
     times = sample_times(count, options.sampling, options.duration, generator)
     values = torch.sin(2 * math.pi * times / period.double().unsqueeze(1) + phase)  # (N, T), float64 phases
-    return {"x": values.float().unsqueeze(-1), "target": in_band(period), "times": times.float().contiguous(), "period": period}
+    times = times.float().contiguous()
+    features = [values.float(), times] if options.time_feature else [values.float()]
+    # The feature is the very tensor saved as `times`: the LSTM reads what the time gate reads.
+    return {"x": torch.stack(features, dim=-1), "target": in_band(period), "times": times, "period": period}
 
 
 class FrequencyTask(Task):
@@ -91,13 +102,13 @@ class FrequencyTask(Task):
 
     def prepare(self, data_dir: Path | None, seed: int) -> Splits:
         return drawn_splits(
-            seed, self.options.train_size, self.options.valid_size,
+            seed, self.options.train_size, self.options.valid_size, self.options.test_size,
             lambda count, generator: frequency_examples(count, self.options, generator),
         )
 
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
-            input_size=1, output_size=2, head=self.head, baseline_loss=math.log(2.0),
+            input_size=2 if self.options.time_feature else 1, output_size=2, head=self.head, baseline_loss=math.log(2.0),
             baseline="memoryless on balanced classes: cross-entropy log 2, accuracy 1/2",
             loss_name="cross_entropy", uses_times=True,
         )

@@ -1,9 +1,11 @@
 """MNIST as flat vectors, for the unfolded LSTM that reads one vector and has no time axis.
 
-The images are those of ``seq_mnist`` (same ``source`` and options): x ``(N, 784)`` for MNIST,
-``(N, 64)`` for the 8x8 digits, pixels in [0, 1]. The unfolded LSTM (see ``cells.unfolded_lstm``)
-treats the LSTM run for ``depth`` steps as a ``depth``-layer feed-forward network on this vector.
-The baseline is the train class prior, as for ``seq_mnist``.
+The images are those of ``seq_mnist`` (same ``source`` and options, the same train / valid /
+test splits): x ``(N, 784)`` for MNIST, ``(N, 64)`` for the 8x8 digits (``(N, image_size²)`` when
+``image_size`` shrinks them), pixels in [0, 1]. The unfolded LSTM (see ``cells.unfolded_lstm``)
+treats the LSTM run for ``depth`` steps as a ``depth``-layer feed-forward network on this vector;
+the study's feed-forward comparisons, ``cell: mlp`` and ``cell: cnn``, are in ``pipeline.baselines``.
+The baseline loss is the train class prior, as for ``seq_mnist``.
 """
 
 from __future__ import annotations

@@ -7,9 +7,24 @@ is 28 steps of 28 inputs. The class is read from the last step.
 
 ``source: digits`` (the default) uses scikit-learn's bundled 8x8 digits (1,797 images, no
 download): 64 steps of 1, or 8 rows of 8. ``source: mnist`` reads the four standard IDX files from
-``data_dir`` (downloading them, with MD5 checks, where the network allows); when only the t10k
-pair is there it is split into train and valid and a warning says so. The baseline is the
-memoryless predictor: the train class prior (≈ log 10 nats) and the majority class.
+``data_dir`` (downloading them, with MD5 checks, where the network allows). The baseline is the
+memoryless predictor: the train class prior (≈ log 10 nats) and the majority class, on valid.
+
+Splits. Train, valid (to select a checkpoint on) and test (to report on) are disjoint:
+
+    MNIST train and t10k files   train file minus valid_fraction of it | that part | t10k
+    t10k alone (warned), digits  one seeded shuffle: 1 - valid_fraction | the held-out part split
+                                 by test_fraction: valid then test
+
+With the defaults (valid_fraction 0.2, test_fraction 0.5) the 10,000 t10k images give 8,000 /
+1,000 / 1,000 and the 1,797 digits 1,438 / 179 / 180. What changed when the test split came: train
+is the same images as before (the same seed, the same order), and valid, which was the whole
+held-out part, is now its first part; with the train files, valid used to be t10k and is now
+carved out of the train file (t10k is the test split, the standard protocol's test set).
+
+``image_size`` shrinks the images by average pooling (28 -> 14 or 7 for MNIST, 8 -> 4 for the
+digits) so that CPU runs read shorter sequences: pixel mode at 14 is 196 steps. The pMNIST
+permutation applies to the pixels of the shrunk image.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
 from pipeline.tasks.download import download
@@ -30,6 +46,7 @@ from pipeline.tasks.idx import read_labelled_images
 log = logging.getLogger(__name__)
 
 SOURCES = ("digits", "mnist")
+FULL_SIZE = {"digits": 8, "mnist": 28}  # the side of each source's square images
 MODES = ("pixel", "row")
 CLASSES = 10
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
@@ -51,17 +68,29 @@ class ImageOptions:
 
     task: ClassVar[str] = "seq_mnist"  # names the task in error messages
     source: str = "digits"  # "digits" (sklearn's 8x8, offline) or "mnist" (IDX files in data_dir)
-    valid_fraction: float = 0.2  # held out when one set is split in two (digits; MNIST without train files)
+    # Held out of the set that train comes from: valid and test where one set is split in three
+    # (digits; MNIST without train files), valid alone where t10k is the test split.
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.5  # of the held-out part, the share that is test (one set split in three)
     limit: int | None = None  # at most this many train examples
     download: bool = True  # fetch missing MNIST files from the mirrors
+    image_size: int | None = None  # side after average pooling: null (the source's side) or a divisor of it
 
     def __post_init__(self) -> None:
         require(self.source in SOURCES, f"{self.task} option 'source' must be one of {', '.join(SOURCES)}, got {self.source!r}")
         fraction = self.valid_fraction
         require(0.0 < fraction < 1.0, f"{self.task} option 'valid_fraction' must lie in (0, 1), got {fraction!r}")
+        fraction = self.test_fraction
+        require(0.0 < fraction < 1.0, f"{self.task} option 'test_fraction' must lie in (0, 1), got {fraction!r}")
         require(
             self.limit is None or (isinstance(self.limit, int) and not isinstance(self.limit, bool) and self.limit >= 1),
             f"{self.task} option 'limit' must be null or an integer >= 1, got {self.limit!r}",
+        )
+        size, full = self.image_size, FULL_SIZE[self.source]
+        divisors = ", ".join(str(d) for d in range(1, full + 1) if full % d == 0)
+        require(
+            size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and full % size == 0),
+            f"{self.task} option 'image_size' must be null or divide the {self.source} side {full} ({divisors}), got {size!r}",
         )
 
 
@@ -81,20 +110,36 @@ class SeqMNISTOptions(ImageOptions):
 
 
 def load_images(options: ImageOptions, data_dir: Path | None, seed: int) -> Splits:
-    """Train and valid images, x ``(N, rows, cols)`` float in [0, 1], target ``(N,)`` long."""
+    """Train, valid and test images, x ``(N, side, side)`` float32 in [0, 1], target ``(N,)`` long.
+
+    ``side`` is ``options.image_size`` (default: the source's, 8 or 28). Raises ``TaskError`` for
+    missing or damaged MNIST files and for fractions that leave a split empty.
+    """
     generator = torch.Generator().manual_seed(seed)
     if options.source == "digits":
         images, labels = _digits()
-        splits = _split(images, labels, options.valid_fraction, generator)
+        splits = _split(images, labels, options, generator)
     else:
         splits = _mnist(options, data_dir, generator)
     if options.limit is not None:
         splits["train"] = {key: value[: options.limit] for key, value in splits["train"].items()}
+    if options.image_size is not None:
+        for split in splits.values():
+            split["x"] = shrink(split["x"], options.image_size)
     return splits
 
 
+def shrink(images: Tensor, size: int) -> Tensor:
+    """Average-pool ``(N, side, side)`` images to ``(N, size, size)``; ``size`` must divide ``side``."""
+    side = images.shape[-1]
+    require(side % size == 0, f"option 'image_size' = {size} does not divide the images' side {side}")
+    if size == side:
+        return images
+    return F.avg_pool2d(images.unsqueeze(1), side // size).squeeze(1)  # (N, 1, side, side) -> (N, size, size)
+
+
 def pixel_permutation(pixels: int, permutation_seed: int) -> Tensor:
-    """pMNIST's fixed pixel order ``(pixels,)``: the same for train, valid and every run."""
+    """pMNIST's fixed pixel order ``(pixels,)``: the same for every split and every run."""
     return torch.randperm(pixels, generator=torch.Generator().manual_seed(permutation_seed))
 
 
@@ -120,16 +165,37 @@ def _digits() -> tuple[Tensor, Tensor]:
     return images, torch.as_tensor(digits.target, dtype=torch.long)
 
 
-def _split(images: Tensor, labels: Tensor, valid_fraction: float, generator: torch.Generator) -> Splits:
+def _split(images: Tensor, labels: Tensor, options: ImageOptions, generator: torch.Generator) -> Splits:
+    """One set in three: a seeded shuffle, train after the held-out part, which is valid then test."""
+    count = images.shape[0]
+    held = round(count * options.valid_fraction)
+    require(
+        0 < held < count,
+        f"option 'valid_fraction' = {options.valid_fraction} of {count} images leaves an empty split; pick a fraction nearer 0.5",
+    )
+    test_count = round(held * options.test_fraction)
+    require(
+        0 < test_count < held,
+        f"option 'test_fraction' = {options.test_fraction} of the {held} held-out images leaves valid or test empty; "
+        f"pick a fraction nearer 0.5 or a larger valid_fraction",
+    )
+    # Train is order[held:], as before the test split existed: the same images for the same seed.
+    order = torch.randperm(count, generator=generator)
+    parts = {"train": order[held:], "valid": order[: held - test_count], "test": order[held - test_count : held]}
+    return {name: {"x": images[index], "target": labels[index]} for name, index in parts.items()}
+
+
+def _carve_valid(images: Tensor, labels: Tensor, valid_fraction: float, generator: torch.Generator) -> Splits:
+    """The train file in two: valid_fraction of it (seeded) is valid, the rest train."""
     count = images.shape[0]
     valid_count = round(count * valid_fraction)
     require(
         0 < valid_count < count,
-        f"option 'valid_fraction' = {valid_fraction} of {count} images leaves an empty split; pick a fraction nearer 0.5",
+        f"option 'valid_fraction' = {valid_fraction} of {count} train images leaves an empty split; pick a fraction nearer 0.5",
     )
     order = torch.randperm(count, generator=generator)
-    valid, train = order[:valid_count], order[valid_count:]
-    return {"train": {"x": images[train], "target": labels[train]}, "valid": {"x": images[valid], "target": labels[valid]}}
+    parts = {"train": order[valid_count:], "valid": order[:valid_count]}
+    return {name: {"x": images[index], "target": labels[index]} for name, index in parts.items()}
 
 
 def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Generator) -> Splits:
@@ -141,17 +207,17 @@ def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Genera
         reasons = "".join(f"\n  {failure}" for failure in failures)
         raise TaskError(
             f"MNIST files missing in {data_dir}: put {wanted} there (.gz or unzipped; the t10k pair alone is "
-            f"enough: it is then split into train and valid).{reasons}"
+            f"enough: it is then split into train, valid and test).{reasons}"
         )
     train = _pair(data_dir, "train", options.download, failures)
     if train is None:
         log.warning(
-            "MNIST train files not in %s (%s): splitting the 10k t10k images into train and valid "
-            "(valid_fraction %s, seeded). These figures are not the standard 60k/10k protocol.",
-            data_dir, "; ".join(failures), options.valid_fraction,
+            "MNIST train files not in %s (%s): splitting the 10k t10k images into train, valid and test "
+            "(valid_fraction %s, test_fraction %s, seeded). These figures are not the standard 60k/10k protocol.",
+            data_dir, "; ".join(failures), options.valid_fraction, options.test_fraction,
         )
-        return _split(*t10k, options.valid_fraction, generator)
-    return {"train": {"x": train[0], "target": train[1]}, "valid": {"x": t10k[0], "target": t10k[1]}}
+        return _split(*t10k, options, generator)
+    return {**_carve_valid(*train, options.valid_fraction, generator), "test": {"x": t10k[0], "target": t10k[1]}}
 
 
 def _pair(data_dir: Path, part: str, may_download: bool, failures: list[str]) -> tuple[Tensor, Tensor] | None:

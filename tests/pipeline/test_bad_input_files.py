@@ -51,12 +51,15 @@ GARBAGE: dict[str, Callable[[], bytes]] = {
     "other keys": lambda: _torch_bytes({"weights": torch.ones(2)}),
 }
 # Shaped like the other file: a dataset where a model belongs, and the other way round.
+_TEST = {"x": torch.ones(2), "target": torch.ones(2)}  # a good test split: each case is refused for its own damage
 WRONG_SHAPE = {
     "dataset": {
-        "no valid split": {"train": {"x": torch.ones(4, 6, 2), "target": torch.ones(4, 1)}},
-        "split without target": {"train": {"x": torch.ones(4, 6, 2)}, "valid": {"x": torch.ones(4, 6, 2)}},
-        "x and target disagree": {"train": {"x": torch.ones(4, 6, 2), "target": torch.ones(3, 1)}, "valid": {"x": torch.ones(2), "target": torch.ones(2)}},
-        "empty split": {"train": {"x": torch.ones(0, 6, 2), "target": torch.ones(0, 1)}, "valid": {"x": torch.ones(2), "target": torch.ones(2)}},
+        "no valid split": {"train": {"x": torch.ones(4, 6, 2), "target": torch.ones(4, 1)}, "test": _TEST},
+        "split without target": {"train": {"x": torch.ones(4, 6, 2)}, "valid": {"x": torch.ones(4, 6, 2)}, "test": _TEST},
+        "x and target disagree": {
+            "train": {"x": torch.ones(4, 6, 2), "target": torch.ones(3, 1)}, "valid": {"x": torch.ones(2), "target": torch.ones(2)}, "test": _TEST,
+        },
+        "empty split": {"train": {"x": torch.ones(0, 6, 2), "target": torch.ones(0, 1)}, "valid": {"x": torch.ones(2), "target": torch.ones(2)}, "test": _TEST},
     },
     "model": {
         "record without spec": {"state_dict": {}, "cell": "janet", "hidden_size": 8, "cell_options": {}, "model_options": {}, "params_hash": "x"},
@@ -131,7 +134,7 @@ def test_a_wrongly_shaped_file_is_refused_at_load_not_with_a_key_error_later(cas
 
 def test_the_good_files_pass_the_checks(here: Path) -> None:
     """The fixture's files are what the stages write: each loads, so each refusal above is the damage's."""
-    assert files.load_torch(files.dataset_path(EXP), "dataset", "prepare").keys() == {"train", "valid"}
+    assert files.load_torch(files.dataset_path(EXP), "dataset", "prepare").keys() == {"train", "valid", "test"}
     assert files.load_model_record(EXP, config.load(here / "params.yaml").experiment(EXP).params_hash())["cell"] == "janet"
 
 

@@ -52,7 +52,8 @@ def test_load_torch_turns_any_damage_into_a_value_error_naming_the_file(zip_form
     """Whatever torch.load raises on a damaged file, the caller gets one ValueError naming the file
     and the command that remakes it, or the file still loads as a dataset."""
     buffer = io.BytesIO()
-    splits = {"train": {"x": torch.ones(4, 3, 2), "target": torch.zeros(4, 1)}, "valid": {"x": torch.ones(2, 3, 2), "target": torch.zeros(2, 1)}}
+    held_out = {"x": torch.ones(2, 3, 2), "target": torch.zeros(2, 1)}
+    splits = {"train": {"x": torch.ones(4, 3, 2), "target": torch.zeros(4, 1)}, "valid": held_out, "test": held_out}
     torch.save(splits, buffer, _use_new_zipfile_serialization=zip_format)
     path = tmp_path / "dataset.pt"
     for data in _mutations(buffer.getvalue(), 300):
@@ -63,7 +64,7 @@ def test_load_torch_turns_any_damage_into_a_value_error_naming_the_file(zip_form
             assert f"{path} is not a dataset that `rnnzoo prepare x` writes" in str(error)
             assert "\n" not in str(error) and len(str(error)) < 400
         else:
-            assert set(loaded) >= {"train", "valid"}
+            assert set(loaded) >= {"train", "valid", "test"}
 
 
 def test_load_torch_names_a_missing_file_and_the_stage_that_makes_it(tmp_path: Path) -> None:

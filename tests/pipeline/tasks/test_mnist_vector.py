@@ -15,7 +15,7 @@ from tests.pipeline.tasks.fake_mnist import write_mnist_part
 def test_vectors_are_the_flattened_seq_mnist_images() -> None:
     vectors = make_task("mnist_vector", {}).prepare(None, 2)
     rows = make_task("seq_mnist", {"mode": "row"}).prepare(None, 2)
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         assert torch.equal(vectors[split]["x"], rows[split]["x"].flatten(1))
         assert torch.equal(vectors[split]["target"], rows[split]["target"])
 
@@ -30,7 +30,7 @@ def test_spec_is_a_vector_classification() -> None:
 def test_mnist_source_gives_784_inputs(tmp_path: Path) -> None:
     write_mnist_part(tmp_path, "t10k", 20, seed=0, gz=False)
     splits = make_task("mnist_vector", {"source": "mnist", "download": False}).prepare(tmp_path, 0)
-    assert splits["train"]["x"].shape == (16, 784) and splits["valid"]["x"].shape == (4, 784)
+    assert splits["train"]["x"].shape == (16, 784) and splits["valid"]["x"].shape == splits["test"]["x"].shape == (2, 784)
 
 
 def test_bad_options_name_this_task() -> None:

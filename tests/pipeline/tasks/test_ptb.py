@@ -14,10 +14,11 @@ from pipeline.tasks.base import Task, TaskError
 from pipeline.tasks.ptb import EOS, UNK, tokenize
 
 
-def files_task(tmp_path: Path, train: str, valid: str, **options: object) -> Task:
+def files_task(tmp_path: Path, train: str, valid: str, test: str = "a b\n", **options: object) -> Task:
     (tmp_path / "train.txt").write_text(train, encoding="utf-8")
     (tmp_path / "valid.txt").write_text(valid, encoding="utf-8")
-    paths = {"train_file": str(tmp_path / "train.txt"), "valid_file": str(tmp_path / "valid.txt")}
+    (tmp_path / "test.txt").write_text(test, encoding="utf-8")
+    paths = {"train_file": str(tmp_path / "train.txt"), "valid_file": str(tmp_path / "valid.txt"), "test_file": str(tmp_path / "test.txt")}
     return make_task("ptb", {"source": "files", **paths, **options})
 
 
@@ -101,6 +102,7 @@ def test_ptb_source_without_files_says_where_to_put_them(tmp_path: Path) -> None
 def test_ptb_source_reads_the_standard_names(tmp_path: Path) -> None:
     (tmp_path / "ptb.train.txt").write_text(" the cat \n the dog \n")
     (tmp_path / "ptb.valid.txt").write_text(" the bird \n")
+    (tmp_path / "ptb.test.txt").write_text(" the fish \n")
     task = make_task("ptb", {"source": "ptb", "download": False})
     assert task.vocabulary(tmp_path, 0) == sorted(["the", "cat", "dog", EOS, UNK])
     assert task.prepare(tmp_path, 0)["valid"]["x"].numel() == 2

@@ -27,7 +27,7 @@ def test_digits_pixel_and_row_modes_hold_the_same_images() -> None:
     rows = prepare({"mode": "row"})
     assert pixels["train"]["x"].shape == (round(DIGITS * 0.8), 64, 1)
     assert rows["train"]["x"].shape == (round(DIGITS * 0.8), 8, 8)
-    assert rows["valid"]["x"].shape == (round(DIGITS * 0.2), 8, 8)
+    assert rows["valid"]["x"].shape == (179, 8, 8) and rows["test"]["x"].shape == (180, 8, 8)  # the held-out 20%, halved
     torch.testing.assert_close(pixels["train"]["x"].reshape(-1, 8, 8), rows["train"]["x"])
     assert torch.equal(pixels["valid"]["target"], rows["valid"]["target"])
     assert 0.0 <= float(pixels["train"]["x"].min()) and float(pixels["train"]["x"].max()) == 1.0
@@ -40,7 +40,7 @@ def test_permuted_pixels_are_one_fixed_permutation_of_the_plain_sequence() -> No
     order = pixel_permutation(64, 5)
     assert torch.equal(order.sort().values, torch.arange(64))
     assert not torch.equal(order, torch.arange(64))
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         assert torch.equal(permuted[split]["x"], plain[split]["x"][:, order])
     plain_again = prepare({}, seed=1)
     assert torch.equal(again["train"]["x"], plain_again["train"]["x"][:, order])
@@ -49,15 +49,16 @@ def test_permuted_pixels_are_one_fixed_permutation_of_the_plain_sequence() -> No
 
 def test_limit_caps_train_only() -> None:
     splits = prepare({"limit": 30})
-    assert splits["train"]["x"].shape[0] == 30 and splits["valid"]["x"].shape[0] == round(DIGITS * 0.2)
+    assert splits["train"]["x"].shape[0] == 30 and splits["valid"]["x"].shape[0] == 179 and splits["test"]["x"].shape[0] == 180
 
 
 def test_digit_split_is_a_partition_of_the_bundled_digits() -> None:
     from sklearn.datasets import load_digits
 
     splits = prepare({"mode": "row"})
-    ours = torch.cat([splits["train"]["x"], splits["valid"]["x"]]).flatten(1) * 16  # back to grey levels 0..16
-    ours = torch.cat([ours, torch.cat([splits["train"]["target"], splits["valid"]["target"]]).unsqueeze(1).float()], 1)
+    parts = [splits[name] for name in ("train", "valid", "test")]
+    ours = torch.cat([part["x"] for part in parts]).flatten(1) * 16  # back to grey levels 0..16
+    ours = torch.cat([ours, torch.cat([part["target"] for part in parts]).unsqueeze(1).float()], 1)
     digits = load_digits()
     theirs = torch.cat([torch.as_tensor(digits.data).float(), torch.as_tensor(digits.target).unsqueeze(1).float()], 1)
     for left, right in zip(torch.unique(ours, dim=0, return_counts=True), torch.unique(theirs, dim=0, return_counts=True)):
@@ -73,13 +74,13 @@ def test_baseline_is_the_class_prior() -> None:
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_mnist_files_train_on_train_and_validate_on_t10k(tmp_path: Path, gz: bool) -> None:
-    train_images, train_labels = write_mnist_part(tmp_path, "train", 30, seed=1, gz=gz)
+def test_mnist_files_train_and_validate_on_train_and_test_on_t10k(tmp_path: Path, gz: bool) -> None:
+    write_mnist_part(tmp_path, "train", 30, seed=1, gz=gz)
     t10k_images, t10k_labels = write_mnist_part(tmp_path, "t10k", 20, seed=2, gz=gz)
     splits = prepare({"source": "mnist", "download": False}, tmp_path)
-    assert splits["train"]["x"].shape == (30, 784, 1) and splits["valid"]["x"].shape == (20, 784, 1)
-    torch.testing.assert_close(splits["train"]["x"], train_images.reshape(30, 784, 1).float() / 255)
-    assert torch.equal(splits["valid"]["target"], t10k_labels.long())
+    assert splits["train"]["x"].shape == (24, 784, 1) and splits["valid"]["x"].shape == (6, 784, 1)
+    torch.testing.assert_close(splits["test"]["x"], t10k_images.reshape(20, 784, 1).float() / 255)
+    assert torch.equal(splits["test"]["target"], t10k_labels.long())
     rows = prepare({"source": "mnist", "download": False, "mode": "row", "limit": 7}, tmp_path)
     assert rows["train"]["x"].shape == (7, 28, 28)
 
@@ -88,7 +89,7 @@ def test_mnist_without_train_files_splits_t10k_and_warns(tmp_path: Path, caplog:
     write_mnist_part(tmp_path, "t10k", 50, seed=2)
     with caplog.at_level(logging.WARNING, logger="pipeline.tasks.seq_mnist"):
         splits = prepare({"source": "mnist", "download": False, "valid_fraction": 0.2}, tmp_path)
-    assert splits["train"]["x"].shape[0] == 40 and splits["valid"]["x"].shape[0] == 10
+    assert splits["train"]["x"].shape[0] == 40 and splits["valid"]["x"].shape[0] == splits["test"]["x"].shape[0] == 5
     assert "splitting the 10k t10k images" in caplog.text
 
 
@@ -110,7 +111,7 @@ def test_missing_mnist_files_are_downloaded_and_checked(tmp_path: Path, monkeypa
     data_dir = tmp_path / "data"
     splits = prepare({"source": "mnist"}, data_dir)  # train files fail to download: t10k is split
     assert sorted(p.name for p in data_dir.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-    assert splits["train"]["x"].shape[0] + splits["valid"]["x"].shape[0] == 20
+    assert sum(split["x"].shape[0] for split in splits.values()) == 20
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def test_prepare_is_deterministic_in_the_seed(name: str) -> None:
     _, first = prepared(name, seed=3)
     _, again = prepared(name, seed=3)
     _, other = prepared(name, seed=4)
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         assert first[split].keys() == again[split].keys()
         assert all(torch.equal(first[split][key], again[split][key]) for key in first[split])
     assert not torch.equal(first["train"]["x"], other["train"]["x"])
@@ -48,7 +48,7 @@ def test_prepare_is_deterministic_in_the_seed(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_splits_are_tensors_that_survive_a_weights_only_load(name: str) -> None:
     _, splits = prepared(name)
-    assert set(splits) == {"train", "valid"}
+    assert set(splits) == {"train", "valid", "test"}
     buffer = io.BytesIO()
     torch.save(splits, buffer)
     buffer.seek(0)
