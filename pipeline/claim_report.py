@@ -23,7 +23,7 @@ PLOTS = Path("reports") / "reproduction"
 
 
 def _cell(values: Sequence[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]  # NaN: the arm has no such number (a CNN's gradient reach)
+    finite = [v for v in values if not math.isnan(v)]  # NaN: a run without that number
     if not finite:
         return "—"
     mean, std = mean_std(finite)
@@ -84,12 +84,12 @@ def _section(claim: Claim, scale: str, runs: Sequence[Run], verdict: Verdict, pl
     return lines
 
 
-def write(data: Path | None = None) -> Path | None:
-    """Write the report of every claim with finished runs (``data``: the folder they read, to check
-    their params); returns its path, None when no claim has finished runs."""
+def write() -> Path | None:
+    """Write the report of every claim with finished runs; returns its path, None when no claim
+    has finished runs."""
     found = []
     for claim in CLAIMS.values():
-        done = next(((scale, runs) for scale in reversed(SCALES) if (runs := finished_runs(claim, scale, data))), None)
+        done = next(((scale, runs) for scale in reversed(SCALES) if (runs := finished_runs(claim, scale))), None)
         if done is not None:
             found.append((claim, *done))
     if not found:

@@ -336,6 +336,9 @@ def reproduce(
     data: Path = typer.Option(None, help="Folder with mnist/ and ptb/ subfolders of real data, for the claims that read it."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     list_: bool = typer.Option(False, "--list", help="List the claims and exit."),
+    rerun: bool = typer.Option(
+        False, "--rerun", help="Run again runs already finished (the cache keys on params, not code); resume a stopped rerun without it."
+    ),
 ) -> None:
     """Run each paper's claim (its cell and baseline, several seeds) through prepare, train and evaluate,
     then write reports/reproduction.md and reports/reproduction/<claim>.png with a verdict per claim."""
@@ -356,11 +359,14 @@ def reproduce(
     except claims_module.ClaimError as error:
         raise _fail(error, 2) from None
     for claim in chosen:
-        runs = _run_stage(reproduce_module.run_claim, claim, scale.value, data, _device(device), console.print)
+        runs = _run_stage(reproduce_module.run_claim, claim, scale.value, data, _device(device), console.print, rerun=rerun)
         verdict = claim.rule(reproduce_module.values_by_arm(claim, runs))
         console.print(f"[bold]{claim.name}[/bold] ({scale.value}): {verdict.verdict}: {escape(verdict.reason)}", soft_wrap=True)
-    path = _run_stage(claim_report.write, data)
-    console.print(f"saved {path} and the plots in {claim_report.PLOTS}")
+    path = _run_stage(claim_report.write)
+    if path is None:
+        console.print("no claim has all its runs finished yet: no report written")
+    else:
+        console.print(f"saved {path} and the plots in {claim_report.PLOTS}")
 
 
 @app.command()

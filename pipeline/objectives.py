@@ -59,9 +59,11 @@ class MetricAccumulator:
 
 
 def selection_metric(spec: TaskSpec) -> tuple[str, bool]:
-    """The metric a checkpoint is selected on, and whether higher is better: accuracy where the
-    task is a classification (as the JANET and IndRNN papers select), else the loss."""
-    if spec.loss_name == "cross_entropy" and spec.head != "language_model":
+    """The metric a checkpoint is selected on, and whether higher is better: accuracy where one
+    label is predicted per example (MNIST, frequency: the JANET and IndRNN papers select so), else
+    the loss (regression, language models, and per-step labels such as the copy task's, whose
+    papers judge the loss against its memoryless baseline)."""
+    if spec.head in ("last_classification", "vector_classification"):
         return "accuracy", True
     return "loss", False
 

@@ -29,10 +29,10 @@ from pipeline.stages.train import train
 
 STAMP = "reproduce.json"
 # The files whose presence says a data folder is usable, per kind (either compressed or not for MNIST).
-_REQUIRED = {
-    "mnist": (("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"), ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")),
-    "ptb": (("ptb.valid.txt",), ("ptb.test.txt",)),
-}
+_MNIST_TEST = (("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"), ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte"))
+_MNIST_TRAIN = (("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"), ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"))
+_REQUIRED = {"mnist": _MNIST_TEST, "mnist_standard": _MNIST_TRAIN + _MNIST_TEST, "ptb": (("ptb.valid.txt",), ("ptb.test.txt",))}
+FOLDERS = {"mnist": "mnist", "mnist_standard": "mnist", "ptb": "ptb"}  # a kind of data -> its subfolder of --data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +50,16 @@ def run_name(claim: str, scale: str, arm: str, seed: int) -> str:
 
 
 def data_folder(claim: Claim, scale: str, data: Path | None) -> Path | None:
-    """The folder the scale's runs read real data from (``data / <kind>``), checked; None when
-    they read none. Raises ClaimError saying which files to put where."""
+    """The folder the scale's runs read real data from (``data / FOLDERS[kind]``), checked; None
+    when they read none. Raises ClaimError saying which files to put where."""
     kind = claim.scales[scale].data
     if kind is None:
         return None
     if data is None:
-        raise ClaimError(f"claim {claim.name} at scale {scale} reads {kind}: pass --data DIR, where DIR/{kind} holds {DATA_FILES[kind]}")
-    folder = data / kind
+        raise ClaimError(
+            f"claim {claim.name} at scale {scale} reads {kind}: pass --data DIR, where DIR/{FOLDERS[kind]} holds {DATA_FILES[kind]}"
+        )
+    folder = data / FOLDERS[kind]
     missing = [names[0] for names in _REQUIRED[kind] if not any((folder / name).is_file() for name in names)]
     if missing:
         raise ClaimError(f"claim {claim.name} at scale {scale}: {folder} lacks {', '.join(missing)}; put {DATA_FILES[kind]} there")
@@ -98,12 +100,15 @@ def plan(claim: Claim, scale: str, data: Path | None, device: str = "auto") -> t
     return config_module.parse(raw), planned
 
 
+def _stamp(name: str) -> dict[str, Any] | None:
+    path = files.reports_dir(name) / STAMP
+    return files.load_json(path, "reproduction stamp", f"rnnzoo reproduce (run {name})") if path.is_file() else None
+
+
 def _finished(config: config_module.Config, name: str) -> bool:
-    stamp = files.reports_dir(name) / STAMP
-    if not stamp.is_file():
-        return False
-    held = files.load_json(stamp, "reproduction stamp", f"rnnzoo reproduce (run {name})")
-    return held.get("params_hash") == config.experiment(name).params_hash()
+    """The run finished with exactly these params (device and data folder included)."""
+    stamp = _stamp(name)
+    return stamp is not None and stamp.get("params_hash") == config.experiment(name).params_hash()
 
 
 def _resumable(config: config_module.Config, name: str) -> bool:
@@ -132,34 +137,56 @@ def load_run(planned: Planned) -> Run:
     )
 
 
-def finished_runs(claim: Claim, scale: str, data: Path | None = None) -> list[Run] | None:
-    """The claim's runs at ``scale`` if every one has finished (with today's params), else None."""
-    try:
-        config, planned = plan(claim, scale, data, "cpu")
-    except ClaimError:  # its data is not at hand: look for the runs under the names alone
-        return _runs_by_name(claim, scale)
-    if not all(_finished(config, p.experiment) for p in planned):
-        return None
-    return [load_run(p) for p in planned]
+def finished_runs(claim: Claim, scale: str) -> list[Run] | None:
+    """The claim's runs at ``scale`` if every one has finished with today's params, else None.
 
-
-def _runs_by_name(claim: Claim, scale: str) -> list[Run] | None:
+    Each run is checked against the params that the claim makes today on the device and with
+    the data folder its stamp records, so a report needs neither ``--data`` nor the same machine."""
     setting = claim.scales[scale]
     planned = [Planned(arm.label, seed, run_name(claim.name, scale, arm.label, seed)) for arm in setting.arms for seed in setting.seeds]
-    if not all((files.reports_dir(p.experiment) / STAMP).is_file() for p in planned):
-        return None
-    return [load_run(p) for p in planned]
+    configs: dict[tuple[str, str | None], config_module.Config] = {}
+    for each in planned:
+        stamp = _stamp(each.experiment)
+        if stamp is None:
+            return None
+        where = (str(stamp.get("device", "cpu")), stamp.get("data"))
+        if where not in configs:
+            try:
+                configs[where] = plan(claim, scale, None if where[1] is None else Path(where[1]), where[0])[0]
+            except ClaimError:  # the data folder it read is gone: its params cannot be checked
+                return None
+        if not _finished(configs[where], each.experiment):
+            return None
+    return [load_run(each) for each in planned]
 
 
 def run_claim(
-    claim: Claim, scale: str, data: Path | None, device: str = "auto", say: Callable[[str], None] = print, progress: bool = True
+    claim: Claim,
+    scale: str,
+    data: Path | None,
+    device: str = "auto",
+    say: Callable[[str], None] = print,
+    progress: bool = True,
+    rerun: bool = False,
 ) -> list[Run]:
-    """Run (or read back) every run of ``claim`` at ``scale``; ``say`` gets one line per run."""
+    """Run (or read back) every run of ``claim`` at ``scale``; ``say`` gets one line per run.
+
+    A run finished with the same params is read back, unless ``rerun``: the cache keys on params,
+    not on code, so after a change to a cell, task or the training loop pass ``rerun``. A rerun
+    first forgets the run (stamp, metrics, checkpoint), so a rerun that is stopped is resumed by a
+    plain call, which reruns only what the stopped one had not redone."""
     config, planned = plan(claim, scale, data, device)
     runs = []
     for index, each in enumerate(planned, 1):
         head = f"[{index}/{len(planned)}] {claim.name} {scale} {each.arm} seed {each.seed}"
-        if _finished(config, each.experiment):
+        if rerun:
+            for path in (
+                files.reports_dir(each.experiment) / STAMP,
+                files.reports_dir(each.experiment) / "metrics.json",
+                files.checkpoint_path(each.experiment),
+            ):
+                path.unlink(missing_ok=True)
+        elif _finished(config, each.experiment):
             runs.append(load_run(each))
             say(f"{head}: done before, {claim.metric} {claim.value(runs[-1]):.4g}")
             continue
@@ -177,6 +204,8 @@ def run_claim(
             "scale": scale,
             "arm": each.arm,
             "seed": each.seed,
+            "device": device,
+            "data": None if data is None else str(data.resolve()),
         }
         files.write_json(stamp, files.reports_dir(each.experiment) / STAMP)
         runs.append(load_run(each))

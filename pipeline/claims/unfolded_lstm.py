@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from pipeline.claims.base import Arm, Better, Claim, Run, Scale
+from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Run, Scale
 
 
 def gradient_reach(run: Run) -> float:
@@ -50,7 +50,7 @@ CLAIM = Claim(
             "seconds-long check of the machinery, not a result",
         ),
         "cpu": Scale(
-            _arms((10, 20), 100, {"source": "mnist"}),
+            _arms((10, 20), 100, CPU_MNIST),
             (0, 1, 2),
             {"steps": 1000, "batch_size": 100, "lr": 0.001, "eval_every": 100},
             "L in {10, 20}, state 100, untied, no dropout, batch norm, default (not orthogonal) init; MNIST's 10,000 test "
@@ -62,7 +62,7 @@ CLAIM = Claim(
             (0, 1, 2),
             {"steps": 30_000, "batch_size": 100, "lr": 0.001, "eval_every": 1000},
             "L in {10, 20, 30}, state 200, untied, batch norm; the standard files (the grid's other axes: run them by hand)",
-            data="mnist",
+            data="mnist_standard",
         ),
     },
 )

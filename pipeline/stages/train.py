@@ -181,6 +181,8 @@ def validate(model: nn.Module, task: Task, split: dict, batch_size: int, state: 
     model.eval()
     metrics = objectives.split_metrics(model, task, split, batch_size)
     model.train()
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise TrainingDiverged(f"the valid figures are not finite at step {state.step}: {metrics}; lower train.lr or check the data")
     name, _ = objectives.selection_metric(model.spec)
     if logged.get(state.step) != metrics[name]:  # a resumed or repeated run logs each record once
         tracking.log_metrics(mlflow, {f"valid.{key}": value for key, value in metrics.items()}, step=state.step)

@@ -74,6 +74,7 @@ class ImageOptions:
     test_fraction: float = 0.5  # of the held-out part, the share that is test (one set split in three)
     limit: int | None = None  # at most this many train examples
     download: bool = True  # fetch missing MNIST files from the mirrors
+    train_files: bool = True  # false: the t10k pair alone, split in three, even where the train pair is present
     image_size: int | None = None  # side after average pooling: null (the source's side) or a divisor of it
 
     def __post_init__(self) -> None:
@@ -209,7 +210,9 @@ def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Genera
             f"MNIST files missing in {data_dir}: put {wanted} there (.gz or unzipped; the t10k pair alone is "
             f"enough: it is then split into train, valid and test).{reasons}"
         )
-    train = _pair(data_dir, "train", options.download, failures)
+    train = _pair(data_dir, "train", options.download, failures) if options.train_files else None
+    if train is None and not options.train_files:
+        return _split(*t10k, options, generator)
     if train is None:
         log.warning(
             "MNIST train files not in %s (%s): splitting the 10k t10k images into train, valid and test "

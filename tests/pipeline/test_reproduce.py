@@ -66,6 +66,9 @@ def test_a_run_whose_params_changed_is_run_again(project: Path):
     said: list[str] = []
     reproduce.run_claim(claim, "smoke", None, "cpu", say=said.append, progress=False)
     assert "done before" not in said[0] and all("done before" in line for line in said[1:])
+    said.clear()
+    reproduce.run_claim(claim, "smoke", None, "cpu", say=said.append, progress=False, rerun=True)
+    assert len(said) == len(planned) and not any("done before" in line for line in said), "--rerun runs everything again"
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(project: Path, tmp_path_factory):
