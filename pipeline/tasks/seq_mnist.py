@@ -15,6 +15,8 @@ Splits. Train, valid (to select a checkpoint on) and test (to report on) are dis
     MNIST train and t10k files   train file minus valid_fraction of it | that part | t10k
     t10k alone (warned), digits  one seeded shuffle: 1 - valid_fraction | the held-out part split
                                  by test_fraction: valid then test
+    train_files: false           as t10k alone, even where the train files are (not warned): the
+                                 same split on every machine, whatever its data folder holds
 
 With the defaults (valid_fraction 0.2, test_fraction 0.5) the 10,000 t10k images give 8,000 /
 1,000 / 1,000 and the 1,797 digits 1,438 / 179 / 180. What changed when the test split came: train

@@ -93,6 +93,22 @@ def test_mnist_without_train_files_splits_t10k_and_warns(tmp_path: Path, caplog:
     assert "splitting the 10k t10k images" in caplog.text
 
 
+def test_train_files_false_splits_t10k_even_beside_the_train_pair(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # rnnzoo reproduce's cpu scale: the same 8,000 / 1,000 / 1,000 of the test images on every machine.
+    write_mnist_part(tmp_path, "train", 30, seed=1)
+    t10k_images, _ = write_mnist_part(tmp_path, "t10k", 50, seed=2)
+    options = {"source": "mnist", "download": False, "valid_fraction": 0.2}
+    with caplog.at_level(logging.WARNING, logger="pipeline.tasks.seq_mnist"):
+        alone = prepare({**options, "train_files": False}, tmp_path)
+    assert "splitting the 10k t10k images" not in caplog.text, "asked for: no warning"
+    sizes = {name: split["x"].shape[0] for name, split in alone.items()}
+    assert sizes == {"train": 40, "valid": 5, "test": 5}
+    together = torch.cat([split["x"] for split in alone.values()]).reshape(50, -1)
+    expected = t10k_images.reshape(50, -1).float() / 255
+    assert sorted(map(tuple, together.tolist())) == sorted(map(tuple, expected.tolist())), "a partition of the t10k images"
+    assert prepare(options, tmp_path)["train"]["x"].shape[0] == 24, "by default the train pair is read"
+
+
 def test_missing_mnist_files_say_which_files_go_where(tmp_path: Path) -> None:
     wanted = r"train-images-idx3-ubyte.gz, .*t10k-labels-idx1-ubyte.gz"
     with pytest.raises(TaskError, match=rf"(?s)MNIST files missing in {tmp_path}: put {wanted} there"):
