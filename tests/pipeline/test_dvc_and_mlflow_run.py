@@ -54,6 +54,7 @@ def _repro(copy: Path, env: dict[str, str]) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", result.stdout)
 
 
+@pytest.mark.slow  # 160 s: the default run stays under 10 minutes on 2 cores
 def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, dict[str, str]]) -> None:
     copy, env = project
     experiments = list(tiny_params()["experiments"])

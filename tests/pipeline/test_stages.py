@@ -92,6 +92,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(workdir: Path) -> None:
     assert not marker.exists(), "loading the checkpoint ran code"
 
 
+@pytest.mark.slow  # 51 s; tests/pipeline/test_resume.py holds resume to the uninterrupted run in-process
 def test_resume_after_a_real_kill_gives_the_uninterrupted_metrics(workdir: Path) -> None:
     overrides = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5"]
     rnnzoo = [sys.executable, "-m", "pipeline.cli"]
