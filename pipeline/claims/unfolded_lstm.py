@@ -10,7 +10,7 @@ from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Run, Scale
 
 
 def gradient_reach(run: Run) -> float:
-    """Median over training of log10(|grad layer 1| / |grad layer L|): 0 when the bottom layer gets
+    """Median over training of log10(norm of the gradient of layer 1 / that of layer L): 0 when the bottom layer gets
     as much gradient as the top one, very negative when gradients vanish on the way down."""
     ratios = [
         math.log10(norms[0] / norms[-1])
@@ -37,7 +37,7 @@ CLAIM = Claim(
     paper="the seed repository's hypothesis (no paper figure): an LSTM unrolled over depth is a deep network whose gates keep gradients alive",
     figure="none: the seed's grid L in {10, 20, 30} x state {100, 200, 300} x {tied, untied} x {dropout, none}, batch norm, orthogonal init",
     statement="at the scale's deepest depth, the unfolded LSTM's bottom layer gets a larger share of the top layer's gradient than an MLP's of the same depth and width",
-    metric="log10 |grad layer 1| / |grad layer L| (median over training)",
+    metric="log10 of the gradient norm of layer 1 over layer L (median over training)",
     higher_is_better=True,
     measure=gradient_reach,
     rule=Better("unfolded", "mlp", higher_is_better=True),
