@@ -261,9 +261,26 @@ def _end_abandoned_runs(mlflow: Any, experiment_id: str) -> None:
             client.set_terminated(run.info.run_id, "KILLED")
 
 
+def _retry_locked(write: Callable[[], Any], attempts: int = 8) -> Any:
+    """Run ``write``, retrying while SQLite says the database is locked (another process, a stage
+    or a reader, holds it past sqlite's own wait); backs off 0.25 s doubling, about a minute in all."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as error:  # MlflowException wraps sqlite3.OperationalError
+            if "database is locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.25 * 2**attempt)
+    return None
+
+
 def _record_outcome(mlflow: Any, run_id: str, stage: str, outcome: str | None) -> None:
     """Tag how ``stage`` ended (``outcome``: FAILED_TAG, KILLED_TAG, or None for success), dropping
     what an earlier attempt of the same stage left, so the tags describe the run as it is now."""
+    _retry_locked(lambda: _set_outcome_tags(mlflow, run_id, stage, outcome))
+
+
+def _set_outcome_tags(mlflow: Any, run_id: str, stage: str, outcome: str | None) -> None:
     client = mlflow.MlflowClient()
     tags = client.get_run(run_id).data.tags
     for tag in (FAILED_TAG, KILLED_TAG):
@@ -320,11 +337,11 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
                 yield mlflow
             except (StageStopped, KeyboardInterrupt):
                 _record_outcome(mlflow, run.info.run_id, stage, KILLED_TAG)
-                mlflow.end_run(status="KILLED")
+                _retry_locked(lambda: mlflow.end_run(status="KILLED"))
                 raise
             except BaseException:
                 _record_outcome(mlflow, run.info.run_id, stage, FAILED_TAG)
-                mlflow.end_run(status="FAILED")
+                _retry_locked(lambda: mlflow.end_run(status="FAILED"))
                 raise
             _record_outcome(mlflow, run.info.run_id, stage, None)
 

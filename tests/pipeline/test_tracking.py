@@ -332,3 +332,26 @@ def test_the_ui_command_keeps_the_ui_telemetry_off_unless_chosen(monkeypatch: py
     assert tracking.ui_command().startswith("MLFLOW_DISABLE_TELEMETRY=true .venv/bin/mlflow ui --backend-store-uri ")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     assert tracking.ui_command().startswith(".venv/bin/mlflow ui ")
+
+
+def test_writes_retry_while_sqlite_says_the_database_is_locked() -> None:
+    calls: list[int] = []
+
+    def locked_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "written"
+
+    assert tracking._retry_locked(locked_twice) == "written" and len(calls) == 3
+    with pytest.raises(RuntimeError, match="database is locked"):
+        tracking._retry_locked(lambda: (_ for _ in ()).throw(RuntimeError("database is locked")), attempts=2)
+    other: list[int] = []
+
+    def broken() -> None:
+        other.append(1)
+        raise ValueError("no such table")
+
+    with pytest.raises(ValueError):
+        tracking._retry_locked(broken)
+    assert len(other) == 1, "other errors are not retried"
