@@ -14,7 +14,8 @@ A run's status and tags say how its last stage ended. Success: FINISHED, and the
 ``rnnzoo.failed_stage`` / ``rnnzoo.killed_stage`` tag (from an earlier attempt) is deleted. An
 exception: FAILED, ``rnnzoo.failed_stage=<stage>``. Stopped from outside (Ctrl-C, or SIGTERM or
 SIGHUP, as ``kill``, DVC and CI send): KILLED, ``rnnzoo.killed_stage=<stage>``; after a signal the
-process exits with 128 + its number, as a shell reports a process the signal killed. SIGKILL
+process exits with 128 + its number, as a shell reports a process the signal killed; how a signal
+is turned into an exception safely is `pipeline.stop_signals`. SIGKILL
 leaves no chance to clean up, so every stage tags the run with the process holding it
 (``rnnzoo.process``: host, pid namespace, pid, start time); the next stage in that MLflow
 experiment ends any RUNNING run whose holder is gone as KILLED, with ``rnnzoo.killed_stage``
@@ -43,10 +44,8 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -56,6 +55,9 @@ try:
     import fcntl
 except ImportError:  # not on Windows: there the store is used without the lock
     fcntl = None  # type: ignore[assignment]
+
+from pipeline import stop_signals
+from pipeline.stop_signals import StageStopped
 
 if TYPE_CHECKING:
     from pipeline.config import ExperimentConfig
@@ -168,47 +170,6 @@ def _mlflow() -> Any:
     return mlflow
 
 
-class StageStopped(SystemExit):
-    """SIGTERM or SIGHUP during a stage: unwinds the stage like an exception, then exits with 128 + the signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def _stop_signals_raise() -> Iterator[None]:
-    """Within the block, a stop signal raises :class:`StageStopped` in the main thread, so the run can be ended.
-
-    Only where the signal would otherwise kill the process at once (its handler is SIG_DFL): an
-    ignored signal (``nohup``) or someone else's handler is left alone. Signals can only be handled
-    in the main thread; elsewhere the block runs as it is. The previous handlers come back after.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
-    stopping = False
-
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if not stopping:  # a second signal must not break off the cleanup the first one started
-            stopping = True
-            raise StageStopped(signum)
-
-    taken = [signum for signum, handler in previous.items() if handler is signal.SIG_DFL]
-    for signum in taken:
-        signal.signal(signum, stop)
-    try:
-        yield
-    finally:
-        for signum in taken:
-            signal.signal(signum, previous[signum])
-
-
 def _process_state(pid: int) -> tuple[str, str] | None:
     """Linux's (state letter, start time in clock ticks) of ``pid``, or None where /proc cannot tell."""
     try:
@@ -314,7 +275,7 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done; one
     stopped from outside marks it KILLED (see the module's docstring).
     """
-    with _stop_signals_raise():
+    with stop_signals.raising() as stop:
         params_hash = exp.params_hash()
         mlflow = _mlflow()
         tags = {
@@ -336,10 +297,12 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
             try:
                 yield mlflow
             except (StageStopped, KeyboardInterrupt):
+                stop.acknowledge()
                 _record_outcome(mlflow, run.info.run_id, stage, KILLED_TAG)
                 _retry_locked(lambda: mlflow.end_run(status="KILLED"))
                 raise
             except BaseException:
+                stop.acknowledge()  # a failing stage's cleanup is not broken off by a stop signal either
                 _record_outcome(mlflow, run.info.run_id, stage, FAILED_TAG)
                 _retry_locked(lambda: mlflow.end_run(status="FAILED"))
                 raise
