@@ -269,13 +269,26 @@ def tagged(tags: Mapping[str, Any]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _invocation_run_kept() -> Iterator[None]:
+    """Keep ``MLFLOW_RUN_ID`` (the run ``mlflow run`` made for this invocation) set for the next
+    stage: MLflow's own ``start_run`` and ``end_run`` unset it, which split ``rnnzoo run``'s stages
+    between the invocation's run and another."""
+    invocation = os.environ.get("MLFLOW_RUN_ID")
+    try:
+        yield
+    finally:
+        if invocation:
+            os.environ["MLFLOW_RUN_ID"] = invocation
+
+
+@contextlib.contextmanager
 def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
     """Reopen (or create) the run of the experiment's configuration for ``stage``; yields the mlflow module.
 
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done; one
     stopped from outside marks it KILLED (see the module's docstring).
     """
-    with stop_signals.raising() as stop:
+    with stop_signals.raising() as stop, _invocation_run_kept():
         params_hash = exp.params_hash()
         mlflow = _mlflow()
         tags = {
@@ -288,7 +301,8 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
         with store_lock(tracking_uri()):
             # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
             run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, exp.name, exp.task, params_hash)
-            active = mlflow.start_run(run_id=run_id, run_name=None if run_id else exp.name, tags=tags)
+            # Named with the params hash: two configurations of one experiment are told apart in the UI.
+            active = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{exp.name} {params_hash[:8]}", tags=tags)
         with active as run:
             # Once per run; `mlflow run` may already have logged its entry point's own parameters.
             missing = {key: str(value) for key, value in flatten(exp.params()).items() if key not in run.data.params}

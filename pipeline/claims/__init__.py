@@ -7,6 +7,7 @@ import difflib
 from pipeline.claims import (
     chrono_copy,
     indrnn_adding,
+    indrnn_smnist,
     janet_adding,
     janet_pmnist,
     janet_smnist,
@@ -28,6 +29,7 @@ _MODULES = (
     phased_high_res,
     phased_smnist,
     indrnn_adding,
+    indrnn_smnist,
     rhn_depth,
 )
 CLAIMS: dict[str, Claim] = {module.CLAIM.name: module.CLAIM for module in _MODULES}

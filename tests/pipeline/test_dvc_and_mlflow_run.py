@@ -88,12 +88,13 @@ def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, 
 
 def test_mlflow_run_records_one_run_with_every_stage(project: tuple[Path, dict[str, str]]) -> None:
     copy, env = project
-    command = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "rnnzoo-adding", "-P", "experiment=add-janet"]
+    # As the README has it, with no --experiment-name: the invocation's run is in MLflow's Default experiment.
+    command = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "-P", "experiment=add-janet"]
     result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
-    assert len(runs) == 1
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) == 1, [(r.info.experiment_id, r.data.tags.get("rnnzoo.stage")) for r in runs]
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate", "export", "bench")} <= set(run.data.tags)
