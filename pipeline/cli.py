@@ -1,20 +1,24 @@
-"""The ``rnnzoo`` command line."""
+"""The ``rnnzoo`` command line.
+
+torch, the cells and the pipeline's modules are imported inside the commands that use them, so
+``rnnzoo --help``, ``--version`` and a refused option answer without the seconds torch takes to
+import.
+"""
 
 from __future__ import annotations
 
 import enum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import cells
-from pipeline import cell_bench, files, config as config_module
-from pipeline.tasks import TASKS
+if TYPE_CHECKING:
+    from pipeline import config as config_module
 
 app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better LSTMs.", no_args_is_help=True)
 # Wide enough for the report table when output is piped (rich falls back to 80 columns).
@@ -27,13 +31,26 @@ def _summary(cls: type) -> str:
     return " ".join(module_doc.strip().split("\n\n")[0].split())
 
 
+def _version(value: bool) -> None:
+    if value:
+        try:
+            console.print(f"rnnzoo {version('rnnzoo')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            console.print("rnnzoo (not installed: no version)")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the installed version and exit."),
+) -> None:
     """rnnzoo: recurrent cells that papers proposed as better LSTMs."""
 
 
 def _device(device: str) -> str:
     """auto -> cuda where present, else cpu; refuse what is not there."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
@@ -54,6 +71,9 @@ def list_cells(
     device: str = typer.Option("auto", help="auto, cpu or cuda (auto picks cuda when present)."),
 ) -> None:
     """List the registered cells with their parameter counts at a given width."""
+    import cells
+    from pipeline import cell_bench
+
     device = _device(device)
     table = Table(title=f"rnnzoo cells at input_size={input_size}, hidden_size={hidden_size}")
     table.add_column("cell")
@@ -93,6 +113,8 @@ def _fail(error: Exception, code: int) -> typer.Exit:
 
 
 def _load(params: Path, overrides: list[str] | None) -> config_module.Config:
+    from pipeline import config as config_module
+
     try:
         return config_module.load(params, overrides)
     except ValueError as error:  # ConfigError: a bad params file or --set
@@ -187,6 +209,10 @@ def bench_command(
 ) -> None:
     """onnxruntime vs torch eager for each experiment; `rnnzoo bench cells`: every cell vs torch.nn.LSTM."""
     if targets == ["cells"]:
+        import torch
+
+        from pipeline import cell_bench, files
+
         devices = (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]) if device == "all" else [_device(device)]
         for name in devices:
             shapes = list(cell_bench.SHAPES[name]) + ([cell_bench.FLASHRNN] if shape is BenchShape.flashrnn else [])
@@ -269,9 +295,10 @@ def load_test(
     url: str = typer.Argument("http://127.0.0.1:8000", help="The server's base URL."),
     clients: int = typer.Option(32, min=1), seconds: float = typer.Option(20.0, min=0.5),
     api_key: str = typer.Option(None, envvar="RNNZOO_API_KEY"),
-    out: Path = typer.Option(files.REPORTS_DIR / "serve_load.json", help="Where to write the results."),
+    out: Path = typer.Option(None, help="Where to write the results (default: reports/serve_load.json)."),
 ) -> None:
     """A bounded load test of /predict on a running server: requests/s, p50/p99 latency, errors."""
+    from pipeline import files
     from pipeline.serve.load import run_load
 
     try:
@@ -279,7 +306,7 @@ def load_test(
     except (OSError, ValueError) as error:  # no server there, a refused /metadata, a key HTTP cannot carry
         console.print(f"[red]error:[/red] cannot load-test {escape(url)}: {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    files.write_json(result, out)
+    files.write_json(result, out or files.REPORTS_DIR / "serve_load.json")
     console.print(result)
 
 
@@ -311,7 +338,7 @@ def report(experiments: list[str] = typer.Argument(None, help="Experiments to re
 
 
 def _print_report(config: config_module.Config, names: list[str]) -> None:
-    from pipeline import summary
+    from pipeline import files, summary
 
     console.print(summary.table(config, names))
     bench = summary.bench_markdown(list(config.experiments))  # the file covers every experiment, whichever were named
@@ -342,7 +369,9 @@ def reproduce(
 ) -> None:
     """Run each paper's claim (its cell and baseline, several seeds) through prepare, train and evaluate,
     then write reports/reproduction.md and reports/reproduction/<claim>.png with a verdict per claim."""
-    from pipeline import claim_report, claims as claims_module, reproduce as reproduce_module
+    from pipeline import claim_report
+    from pipeline import claims as claims_module
+    from pipeline import reproduce as reproduce_module
 
     if list_:
         table = Table(title="rnnzoo claims")
@@ -373,6 +402,8 @@ def reproduce(
 def tasks() -> None:
     """List the tasks with their options."""
     import dataclasses
+
+    from pipeline.tasks import TASKS
 
     table = Table(title="rnnzoo tasks")
     table.add_column("task")

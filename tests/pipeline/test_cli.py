@@ -1,17 +1,21 @@
 """The rnnzoo CLI: listing cells and the speed baseline."""
 
+import importlib.metadata
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
-
 from typer.testing import CliRunner
 
 import cells
-from pipeline import cell_bench
-from pipeline import cli
+from pipeline import cell_bench, cli
 from pipeline.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cells_lists_every_cell_with_its_parameter_count() -> None:
@@ -78,3 +82,25 @@ def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) ->
     assert "CPU" in table and f"| {cell_bench.REFERENCE} |" in table
     assert all(f"| {name} |" in table for name in cells.names())
     assert "T=6 over T=3" in table
+
+
+# The answers that need no model: each must come without importing torch (seconds) or the cells.
+NO_TORCH_ARGS = [["--help"], ["--version"], ["train", "--help"], ["serve", "--help"], ["reproduce", "--help"], ["bench", "--help"]]
+
+
+@pytest.mark.parametrize("args", NO_TORCH_ARGS, ids=" ".join)
+def test_help_and_version_answer_without_importing_torch(args: list[str]) -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom pipeline.cli import app\n"
+        f"result = CliRunner().invoke(app, {args!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(name for name in ('torch', 'cells', 'mlflow') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"rnnzoo {importlib.metadata.version('rnnzoo')}"
