@@ -68,6 +68,7 @@ _DVC_TEMP_WORKSPACE = os.sep.join(("", ".dvc", "tmp", "exps", ""))
 TELEMETRY_OPT_IN = "RNNZOO_MLFLOW_TELEMETRY"
 FAILED_TAG, KILLED_TAG, PROCESS_TAG = "rnnzoo.failed_stage", "rnnzoo.killed_stage", "rnnzoo.process"
 CONTENT_TAG, FLAVOR_TAG = "rnnzoo.content_sha256", "rnnzoo.flavor"
+PARAMS_ARTIFACT = "params/experiment.yaml"
 
 
 def _telemetry_off_unless_chosen() -> None:
@@ -308,6 +309,8 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
             missing = {key: str(value) for key, value in flatten(exp.params()).items() if key not in run.data.params}
             if missing:
                 mlflow.log_params(missing)
+                # The effective configuration (overrides applied), whole and readable, once per run.
+                mlflow.log_dict(exp.params(), PARAMS_ARTIFACT)
             try:
                 yield mlflow
             except (StageStopped, KeyboardInterrupt):

@@ -57,8 +57,6 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
         tracking.log_metrics(mlflow, {key: value for key, value in metrics.items() if key not in curve})
         for path in made:
             mlflow.log_artifact(str(report / "plots" / path.name), artifact_path="plots")
-        if config.path is not None:
-            mlflow.log_artifact(str(config.path), artifact_path="params")
     return metrics
 
 

@@ -355,3 +355,19 @@ def test_writes_retry_while_sqlite_says_the_database_is_locked() -> None:
     with pytest.raises(ValueError):
         tracking._retry_locked(broken)
     assert len(other) == 1, "other errors are not retried"
+
+
+def test_the_effective_params_are_logged_once_per_run_with_overrides_applied(workdir: Path) -> None:
+    import yaml
+
+    exp = config.load(workdir / "params.yaml", ["experiments.add-janet.train.lr=0.003", "train.batch_size=5"]).experiment("add-janet")
+    for stage in ("prepare", "train", "evaluate"):
+        with tracking.stage_run(stage, exp):
+            pass
+    run = _run_of("add-janet", exp.params_hash())
+    client = mlflow.MlflowClient()
+    listed = [item.path for item in client.list_artifacts(run.info.run_id, "params")]
+    assert listed == [tracking.PARAMS_ARTIFACT]
+    logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, tracking.PARAMS_ARTIFACT, str(workdir))).read_text())
+    assert logged["train"]["lr"] == 0.003 and logged["train"]["batch_size"] == 5
+    assert logged == json.loads(json.dumps(exp.params(), default=str))
