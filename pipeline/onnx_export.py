@@ -27,7 +27,7 @@ from onnxscript.function_libs.torch_lib.ops.core import aten_lstm
 from torch import Tensor, nn
 
 import cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
-from pipeline import files
+from pipeline import files, known_noise
 from pipeline.model import PredictionModule, SequenceModel, from_record
 from pipeline.tasks import Batch, TaskSpec
 
@@ -149,12 +149,13 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
             dynamic.append({0: batch, 1: time})
         else:
             dynamic.append({0: batch})
-    program = torch.onnx.export(
-        wrapper, args, dynamo=True, opset_version=OPSET, input_names=input_names, output_names=output_names,
-        # forward(x, *rest): the shapes of *rest go in one nested tuple.
-        dynamic_shapes=(dynamic[0], tuple(dynamic[1:])) if len(dynamic) > 1 else (dynamic[0],), verbose=False,
-        custom_translation_table=TRANSLATIONS,
-    )
+    with known_noise.silenced():
+        program = torch.onnx.export(
+            wrapper, args, dynamo=True, opset_version=OPSET, input_names=input_names, output_names=output_names,
+            # forward(x, *rest): the shapes of *rest go in one nested tuple.
+            dynamic_shapes=(dynamic[0], tuple(dynamic[1:])) if len(dynamic) > 1 else (dynamic[0],), verbose=False,
+            custom_translation_table=TRANSLATIONS,
+        )
     proto = program.model_proto
     # Servers read it: a bidirectional model's outputs depend on later steps, so it cannot stream.
     bidirectional = bool(getattr(getattr(model, "layer", None), "bidirectional", False))

@@ -56,7 +56,7 @@ try:
 except ImportError:  # not on Windows: there the store is used without the lock
     fcntl = None  # type: ignore[assignment]
 
-from pipeline import stop_signals
+from pipeline import known_noise, stop_signals
 from pipeline.stop_signals import StageStopped
 
 if TYPE_CHECKING:
@@ -510,13 +510,15 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
     requirements = [runtime.distribution(), f"onnx=={onnx.__version__}"]
     # The example is random (onnx_export.example_inputs): it is not part of what the model is.
     content = onnx_content_hash(Path(path), [*requirements, str(providers), str(signature.to_dict())])
-    _register_once(mlflow, registered_name, "onnx", content, lambda: mlflow.onnx.log_model(
-        onnx.load(str(path)),
-        name="onnx_model",
-        signature=signature,
-        input_example=example,
-        registered_model_name=registered_name,
-        save_as_external_data=False,
-        onnx_execution_providers=providers,
-        pip_requirements=requirements,
-    ))
+    # Logging runs the model on the example (MLflow's check), asking for CUDA first: known noise on a CPU.
+    with known_noise.silenced():
+        _register_once(mlflow, registered_name, "onnx", content, lambda: mlflow.onnx.log_model(
+            onnx.load(str(path)),
+            name="onnx_model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_name,
+            save_as_external_data=False,
+            onnx_execution_providers=providers,
+            pip_requirements=requirements,
+        ))
