@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/rnnzoo cells --bench --hidden-size 256 --steps 100 --batch-size 64
+	$(BIN)/rnnzoo bench cells --hidden-size 256 --steps 100 --batch-size 64
 
 clean:
 	rm -rf $(VENV) build *.egg-info

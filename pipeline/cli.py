@@ -64,37 +64,18 @@ def _device(device: str) -> str:
 def list_cells(
     input_size: int = typer.Option(32, min=1, help="Input features per step."),
     hidden_size: int = typer.Option(128, min=1, help="Units per layer (the width)."),
-    bench: bool = typer.Option(False, "--bench", help="Time every cell against torch.nn.LSTM at this shape (see `rnnzoo bench cells`)."),
-    batch_size: int = typer.Option(32, min=1, help="Benchmark batch size."),
-    steps: int = typer.Option(100, min=3, help="Benchmark sequence length (and chrono_lstm's max_timescale)."),
-    repeats: int = typer.Option(10, min=1, help="Paired rounds per cell; the median and min-max of the ratios are shown."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda (auto picks cuda when present)."),
 ) -> None:
-    """List the registered cells with their parameter counts at a given width."""
+    """List the registered cells with their parameter counts at a given width (their speed: `rnnzoo bench cells`)."""
     import cells
     from pipeline import cell_bench
 
-    device = _device(device)
     table = Table(title=f"rnnzoo cells at input_size={input_size}, hidden_size={hidden_size}")
     table.add_column("cell")
     table.add_column("parameters", justify="right")
-    if bench:
-        shape = cell_bench.Shape(hidden_size, batch_size, steps, input_size)
-        with console.status("timing every cell against torch.nn.LSTM, interleaved..."):
-            rows = cell_bench.measure(device, shape, rounds=repeats)
-        table.title += f", batch {batch_size} x {steps} steps on {cell_bench.device_name(device)}"
-        for column in ("forward ms / step", "forward ratio", "training ms / step", f"training ratio to {cell_bench.REFERENCE}"):
-            table.add_column(column, justify="right")
-        for row in rows:
-            table.add_row(
-                row.name, f"{row.parameters:,}", f"{row.forward_ms_per_step:.4g}", str(row.forward_ratio),
-                f"{row.training_ms_per_step:.4g}", str(row.training_ratio),
-            )
-    else:
-        table.add_column("paper")
-        for name in cells.names():
-            model = cells.make(name, input_size, hidden_size, **cell_bench.required_options(name, steps))
-            table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(type(model.cells[0]) if hasattr(model, "cells") else type(model)))
+    table.add_column("paper")
+    for name in cells.names():
+        model = cells.make(name, input_size, hidden_size, **cell_bench.required_options(name, 100))
+        table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(type(model.cells[0]) if hasattr(model, "cells") else type(model)))
     console.print(table)
 
 
@@ -206,6 +187,10 @@ def bench_command(
     rounds: int = typer.Option(10, min=2, help="`bench cells`: paired rounds per cell."),
     block: int = typer.Option(3, min=1, help="`bench cells`: back-to-back calls per side and round."),
     flatness: bool = typer.Option(True, help="`bench cells`: also time T=400 against T=50."),
+    hidden_size: int = typer.Option(None, min=1, help="`bench cells`: time this one shape instead of the device's (width H)..."),
+    batch_size: int = typer.Option(None, min=1, help="...batch B..."),
+    steps: int = typer.Option(None, min=3, help="...steps T..."),
+    input_size: int = typer.Option(None, min=1, help="...and input features I (defaults H=128 B=32 T=100 I=32 for the ones not given)."),
 ) -> None:
     """onnxruntime vs torch eager for each experiment; `rnnzoo bench cells`: every cell vs torch.nn.LSTM."""
     if targets == ["cells"]:
@@ -214,8 +199,11 @@ def bench_command(
         from pipeline import cell_bench, files
 
         devices = (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]) if device == "all" else [_device(device)]
+        chosen = (hidden_size, batch_size, steps, input_size)
+        one = None if chosen == (None,) * 4 else cell_bench.Shape(hidden_size or 128, batch_size or 32, steps or 100, input_size or 32)
         for name in devices:
-            shapes = list(cell_bench.SHAPES[name]) + ([cell_bench.FLASHRNN] if shape is BenchShape.flashrnn else [])
+            shapes = [one] if one else list(cell_bench.SHAPES[name])
+            shapes += [cell_bench.FLASHRNN] if shape is BenchShape.flashrnn else []
             rows = []
             for each in shapes:
                 with console.status(f"{name}: timing every cell at {each.label()}..."):
@@ -225,7 +213,7 @@ def bench_command(
             flat_rows = []
             if flatness:
                 with console.status(f"{name}: timing T={cell_bench.FLATNESS_STEPS[1]} against T={cell_bench.FLATNESS_STEPS[0]}..."):
-                    flat_rows = cell_bench.flatness(name, cell_bench.SHAPES[name][0])
+                    flat_rows = cell_bench.flatness(name, shapes[0])
             table = cell_bench.markdown(name, rows, flat_rows, rounds, block)
             path = files.atomic_write(files.REPORTS_DIR / f"bench_cells_{name}.md", lambda tmp, t=table: tmp.write_text(t))
             console.print(table, markup=False)

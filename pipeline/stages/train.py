@@ -222,7 +222,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     with tracking.stage_run("train", exp) as mlflow:
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
         model.train()
-        bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", disable=not progress)
+        bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", unit="step", disable=not progress)
         # The run may hold records already: a killed run's past its last checkpoint, which --resume
         # recomputes (equal, timings aside), or a whole earlier run of the same params (a rerun).
         # A record equal to the one held is not logged twice; one that differs is.
@@ -266,7 +266,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                     tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
                 record["layer_grad_norms"] = layer_gradient_norms(model)
                 state.history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{record['steps_per_second']:.3g}")
+                bar.set_postfix(loss=f"{record['loss']:.4f}")  # the speed is tqdm's own step/s, one figure
                 state.window_loss, state.window_first_step = 0.0, state.step
                 clock, clock_step = time.perf_counter(), state.step
             if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):

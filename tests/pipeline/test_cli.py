@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import cells
-from pipeline import cell_bench, cli
+from pipeline import cell_bench
 from pipeline.cli import app
 
 runner = CliRunner()
@@ -27,20 +27,31 @@ def test_cells_lists_every_cell_with_its_parameter_count() -> None:
         assert re.search(rf"{name}\s*│\s*{count:,}\s", result.output), (name, count, result.output)
 
 
-def test_cells_bench_prints_paired_ratios_for_every_cell(monkeypatch) -> None:
-    monkeypatch.setattr(cli.console, "width", 400)  # one line a row: rich wraps a narrow table's cells
-    args = ["cells", "--bench", "--hidden-size", "8", "--input-size", "2", "--batch-size", "2", "--steps", "4", "--repeats", "2", "--device", "cpu"]
-    result = runner.invoke(app, args)
+def test_bench_cells_at_one_shape_of_the_users_prints_paired_ratios_for_every_cell(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "cells", "--hidden-size", "8", "--input-size", "2", "--batch-size", "2", "--steps", "4"]
+    result = runner.invoke(app, [*args, "--rounds", "2", "--block", "1", "--device", "cpu", "--no-flatness"])
     assert result.exit_code == 0, result.output
-    # cell │ parameters │ forward ms │ forward ratio median (min–max) │ training ms │ training ratio median (min–max)
-    ratios = dict(re.findall(r"│ (\S+)\s*│[^│]+│[^│]+│[^│]+│[^│]+│\s*([0-9.e+-]+) \([0-9.e+-]+–[0-9.e+-]+\) │", result.output))
-    assert set(ratios) == {cell_bench.REFERENCE, *cells.names()}, result.output
-    assert all(float(ratio) > 0 for ratio in ratios.values())
+    table = (tmp_path / "reports" / "bench_cells_cpu.md").read_text()
+    # | shape | cell | forward ms/step | forward ratio median (min–max) | training ms/step | training ratio ...
+    rows = re.findall(
+        r"^\| (H=\S+ B=\S+ T=\S+ I=\S+) \S+ \| (\S+) \|[^|]+\| ([0-9.e+-]+) \([0-9.e+-]+–[0-9.e+-]+\)", table, re.MULTILINE
+    )
+    assert {shape for shape, _, _ in rows} == {"H=8 B=2 T=4 I=2"}, table
+    assert {cell for _, cell, _ in rows} == {cell_bench.REFERENCE, *cells.names()}, table
+    assert all(float(ratio) > 0 for _, _, ratio in rows)
+
+
+def test_cells_has_no_second_benchmark() -> None:
+    result = runner.invoke(app, ["cells", "--bench"])
+    assert result.exit_code == 2 and "No such option" in result.output
 
 
 def test_paired_timing_interleaves_blocks_and_alternates_which_side_goes_first() -> None:
     calls: list[str] = []
-    seconds_a, seconds_b = cell_bench.paired(lambda: calls.append("a"), lambda: calls.append("b"), torch.device("cpu"), rounds=4, block=2)
+    seconds_a, seconds_b = cell_bench.paired(
+        lambda: calls.append("a"), lambda: calls.append("b"), torch.device("cpu"), rounds=4, block=2
+    )
     warm_up, timed = calls[:4], calls[4:]
     assert warm_up == ["a", "b", "a", "b"]
     assert "".join(timed) == "aabb" + "bbaa" + "aabb" + "bbaa"
@@ -60,8 +71,8 @@ def test_bench_table_judges_each_target_and_rhn_per_micro_layer() -> None:
     assert met == {"janet": "yes", "indrnn": "no", "rhn": "yes", "phased_lstm": "yes"}, table
 
 
-def test_cells_rejects_an_unknown_device() -> None:
-    result = runner.invoke(app, ["cells", "--bench", "--device", "tpu"])
+def test_bench_cells_rejects_an_unknown_device() -> None:
+    result = runner.invoke(app, ["bench", "cells", "--device", "tpu"])
     assert result.exit_code != 0
     assert "tpu" in result.output
 
@@ -85,7 +96,14 @@ def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) ->
 
 
 # The answers that need no model: each must come without importing torch (seconds) or the cells.
-NO_TORCH_ARGS = [["--help"], ["--version"], ["train", "--help"], ["serve", "--help"], ["reproduce", "--help"], ["bench", "--help"]]
+NO_TORCH_ARGS = [
+    ["--help"],
+    ["--version"],
+    ["train", "--help"],
+    ["serve", "--help"],
+    ["reproduce", "--help"],
+    ["bench", "--help"],
+]
 
 
 @pytest.mark.parametrize("args", NO_TORCH_ARGS, ids=" ".join)

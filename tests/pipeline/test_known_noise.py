@@ -1,8 +1,10 @@
-"""The third-party messages known to be noise are silenced by their exact text, and nothing else is."""
+"""The third-party messages known to be noise are silenced by their exact text, and nothing else is; the
+progress bar shows one speed."""
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -70,3 +72,13 @@ def test_export_prints_none_of_the_known_noise(workdir: Path, capfd: pytest.Capt
     assert [path.name for path in paths] == ["sequence.onnx", "step.onnx"]
     for sample in [*WARNING_SAMPLES.values(), *RECORD_SAMPLES.values()]:
         assert sample[:40] not in printed, sample
+
+
+def test_the_training_progress_bar_shows_one_speed_in_steps(workdir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    capfd.readouterr()
+    train(params, "add-janet", progress=True)
+    bar = [line for line in capfd.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("train add-janet")][-1]
+    assert re.search(r"[\d.]+(step/s|s/step)", bar), bar
+    assert len(re.findall(r"/s\b|per_s", bar)) <= 1 and "it/s" not in bar and "s/it" not in bar, bar
