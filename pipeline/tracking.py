@@ -30,7 +30,9 @@ happen under an exclusive lock on ``<database>.lock`` (``fcntl.flock``), one pro
 The registry holds each distinct model once. ``log_model`` and ``log_onnx_model`` tag every
 version with a content hash and flavour; when the latest version of that name and flavour holds
 the same content, nothing is logged or registered again and the run is tagged with that version
-(``rnnzoo.model_version.<flavour>``), as it is after registering a new one.
+(``rnnzoo.model_version.<flavour>``), as it is after registering a new one. Each flavour's latest
+version carries the alias ``pytorch`` or ``onnx`` (``models:/<name>@onnx``), and each new version a
+description naming its experiment, params hash and run.
 
 MLflow's usage telemetry is off unless the user opts in (``RNNZOO_MLFLOW_TELEMETRY=1``, or
 MLflow's own ``MLFLOW_DISABLE_TELEMETRY`` set explicitly): the pipeline runs offline. MLflow reads
@@ -474,8 +476,22 @@ def _register_once(mlflow: Any, registered_name: str, flavor: str, content: str,
         version = str(log().registered_model_version)
         client.set_model_version_tag(registered_name, version, FLAVOR_TAG, flavor)
         client.set_model_version_tag(registered_name, version, CONTENT_TAG, content)
+        run = client.get_run(mlflow.active_run().info.run_id)
+        client.update_model_version(registered_name, version, description=_describe_version(registered_name, flavor, run))
+    # PyTorch and ONNX versions alternate under one name: the alias is each flavour's fixed address.
+    client.set_registered_model_alias(registered_name, flavor, version)
     mlflow.set_tag(f"rnnzoo.model_version.{flavor}", version)
     return version
+
+
+def _describe_version(registered_name: str, flavor: str, run: Any) -> str:
+    tags = run.data.tags
+    what = {"pytorch": "the PyTorch model (mlflow.pytorch)", "onnx": "the ONNX sequence graph (mlflow.onnx)"}[flavor]
+    return (
+        f"{what} of rnnzoo experiment {tags.get('rnnzoo.experiment')} (cell {tags.get('rnnzoo.cell')}, task "
+        f"{tags.get('rnnzoo.task')}, params hash {tags.get('rnnzoo.params_hash')}), logged by run {run.info.run_id}. "
+        f"The latest {flavor} version is always models:/{registered_name}@{flavor}."
+    )
 
 
 def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:

@@ -45,7 +45,9 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
 
     versions = mlflow.MlflowClient().search_model_versions("name='rnnzoo-janet-adding'")
     onnx_version = max(versions, key=lambda v: int(v.version))
-    info = mlflow.models.get_model_info(f"models:/rnnzoo-janet-adding/{onnx_version.version}")
+    # The README's address: the alias, whichever number the ONNX version got.
+    assert mlflow.MlflowClient().get_model_version_by_alias("rnnzoo-janet-adding", "onnx").version == onnx_version.version
+    info = mlflow.models.get_model_info("models:/rnnzoo-janet-adding@onnx")
     signature = info.signature
     # Served on CUDA with TF32 off where onnxruntime-gpu has a GPU, else on the CPU.
     assert info.flavors["onnx"]["providers"] == [["CUDAExecutionProvider", {"use_tf32": "0"}], "CPUExecutionProvider"]
@@ -53,7 +55,7 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
     assert x_spec.name == "x" and x_spec.shape == (-1, -1, 2), "batch and time must be -1 in the signature"
 
     port = _free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/rnnzoo-janet-adding/{onnx_version.version}",
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/rnnzoo-janet-adding@onnx",
                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     # MLflow starts `uvicorn` by name: the venv's bin must be on PATH, as with an activated venv.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -263,6 +263,13 @@ def test_unchanged_model_is_registered_once_and_a_changed_one_again(workdir: Pat
     latest_onnx = max((v for v in versions if v.tags[tracking.FLAVOR_TAG] == "onnx"), key=lambda v: int(v.version))
     changed_run = _run_of(experiment, changed.experiment(experiment).params_hash())
     assert changed_run.data.tags["rnnzoo.model_version.onnx"] == str(latest_onnx.version)
+    client = mlflow.MlflowClient()
+    for flavor in ("pytorch", "onnx"):  # each flavour's fixed address is its latest version
+        latest = max((v for v in versions if v.tags[tracking.FLAVOR_TAG] == flavor), key=lambda v: int(v.version))
+        assert client.get_model_version_by_alias(name, flavor).version == latest.version
+        description = client.get_model_version(name, latest.version).description
+        assert experiment in description and changed.experiment(experiment).params_hash() in description
+        assert changed_run.info.run_id in description and f"models:/{name}@{flavor}" in description
 
 
 def test_onnx_content_hash_ignores_the_commit_and_stack_traces_but_not_the_graph(tmp_path: Path) -> None:
