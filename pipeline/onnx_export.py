@@ -17,6 +17,7 @@ would be unrolled and T fixed to the example's length; the TorchScript exporter 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,45 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
     onnx.helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return files.atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False))
+
+
+ZERO_STATE_PREFIX = "rnnzoo_zero_"
+
+
+def with_zero_state(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The sequence graph with its ``state_*`` inputs taken away and fed zeros inside the graph:
+    ``(x, [times]) -> (prediction, *final_state)`` from a fresh start, for MLflow's signature, which
+    cannot mark an input optional. The zeros take their batch size from ``x``'s first axis and
+    the rest, ``(L·D, ·, H)``, from the state input's declared shape. A graph without state inputs
+    (the vector graph) comes back as it is. Raises ValueError for a state input whose first or
+    last axis is not a fixed size.
+    """
+    proto = copy.deepcopy(proto)
+    graph = proto.graph
+    states = [value for value in graph.input if value.name.startswith("state_")]
+    if not states:
+        return proto
+    nodes = [
+        onnx.helper.make_node("Shape", ["x"], [f"{ZERO_STATE_PREFIX}x_shape"], start=0, end=1),
+    ]
+    for value in states:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 3 or not dims[0].HasField("dim_value") or not dims[2].HasField("dim_value"):
+            raise ValueError(f"state input {value.name!r} must be (layers, batch, hidden) with fixed layers and hidden")
+        prefix = f"{ZERO_STATE_PREFIX}{value.name}"
+        layers = onnx.helper.make_tensor(f"{prefix}_layers", onnx.TensorProto.INT64, [1], [dims[0].dim_value])
+        hidden = onnx.helper.make_tensor(f"{prefix}_hidden", onnx.TensorProto.INT64, [1], [dims[2].dim_value])
+        graph.initializer.extend([layers, hidden])
+        zero = onnx.helper.make_tensor(f"{prefix}_value", value.type.tensor_type.elem_type, [1], [0])
+        nodes += [
+            onnx.helper.make_node("Concat", [layers.name, f"{ZERO_STATE_PREFIX}x_shape", hidden.name], [f"{prefix}_shape"], axis=0),
+            onnx.helper.make_node("ConstantOfShape", [f"{prefix}_shape"], [value.name], value=zero),
+        ]
+    kept = [value for value in graph.input if not value.name.startswith("state_")]
+    del graph.input[:]
+    graph.input.extend(kept)
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)  # first: every node after reads the zeros by the input's old name
+    onnx.checker.check_model(proto)
+    return proto

@@ -514,13 +514,19 @@ def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
 
 def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_name: str) -> None:
     """Log an exported graph with the ``mlflow.onnx`` flavor, registered as ``registered_name``
-    unless that name's latest ONNX version holds the same graph (:func:`_register_once`)."""
+    unless that name's latest ONNX version holds the same graph (:func:`_register_once`). Its state
+    inputs are zeroed inside the logged graph (:func:`onnx_export.with_zero_state`): MLflow serves
+    fresh sequences, a bare ``x`` (and ``times``); streaming with state is ``rnnzoo serve``'s."""
     import onnx
+    import onnxruntime
 
-    from pipeline import runtime
+    from pipeline import onnx_export, runtime
 
-    session = runtime.open_session(path)
+    # A fresh start: the state inputs zeroed inside the graph, so a bare x is a whole request.
+    proto = onnx_export.with_zero_state(onnx.load(str(path)))
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=[runtime.CPU])
     signature = onnx_signature(session.get_inputs(), session.get_outputs())
+    example = {name: value for name, value in example.items() if name in {i.name for i in session.get_inputs()}}
     # CUDA (TF32 off) wherever the model is served with onnxruntime-gpu and a GPU, else the CPU.
     providers = runtime.provider_list(runtime.CUDA)
     requirements = [runtime.distribution(), f"onnx=={onnx.__version__}"]
@@ -529,7 +535,7 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
     # Logging runs the model on the example (MLflow's check), asking for CUDA first: known noise on a CPU.
     with known_noise.silenced():
         _register_once(mlflow, registered_name, "onnx", content, lambda: mlflow.onnx.log_model(
-            onnx.load(str(path)),
+            proto,
             name="onnx_model",
             signature=signature,
             input_example=example,

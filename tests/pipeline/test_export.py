@@ -150,3 +150,19 @@ def test_export_writes_one_self_contained_file_with_metadata(exported: dict) -> 
         meaning = json.loads(props["io"])
         assert list(meaning["inputs"]) == [i.name for i in model.graph.input]
         assert list(meaning["outputs"]) == [o.name for o in model.graph.output]
+
+
+def test_the_zero_state_graph_is_the_sequence_graph_from_a_fresh_start(exported: dict) -> None:
+    """What MLflow serves: state inputs gone, zeros fed inside; the same outputs as the sequence
+    graph given zero states, at a batch and length the export never saw."""
+    path = exported["paths"].get("sequence") or exported["paths"]["vector"]
+    proto = onnx_export.with_zero_state(onnx.load(str(path)))
+    fresh = onnxruntime.InferenceSession(proto.SerializeToString(), providers=[runtime.CPU])
+    full = _session(path)
+    reference = exported["reference"]
+    given = 1 if "vector" in exported["paths"] else 1 + reference.layer.takes_time
+    assert [i.name for i in fresh.get_inputs()] == [i.name for i in full.get_inputs()][:given]
+    assert [o.name for o in fresh.get_outputs()] == [o.name for o in full.get_outputs()]
+    inputs = onnx_export.example_inputs(reference, 3, None if "vector" in exported["paths"] else 7)
+    for got, want in zip(_run(fresh, inputs[:given]), _run(full, inputs), strict=True):
+        assert got.shape == want.shape and np.abs(got - want).max() == 0.0

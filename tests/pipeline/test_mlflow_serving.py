@@ -53,6 +53,7 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
     assert info.flavors["onnx"]["providers"] == [["CUDAExecutionProvider", {"use_tf32": "0"}], "CPUExecutionProvider"]
     x_spec = signature.inputs.inputs[0]
     assert x_spec.name == "x" and x_spec.shape == (-1, -1, 2), "batch and time must be -1 in the signature"
+    assert signature.inputs.input_names() == ["x"], "the state is zeroed inside the served graph, not asked for"
 
     port = _free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/rnnzoo-janet-adding@onnx",
@@ -71,7 +72,7 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
                 time.sleep(0.5)
         x = np.random.default_rng(0).random((3, 11, 2), dtype=np.float32)  # T = 11: not the export example's
         state = np.zeros((1, 3, 8), dtype=np.float32)
-        answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"x": x.tolist(), "state_c": state.tolist()}})
+        answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"x": x.tolist()}})  # a bare x: a fresh start
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
