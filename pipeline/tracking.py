@@ -388,8 +388,12 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
     x, y = example_input.numpy(), example_output.numpy()
     # (B, T, ...) in; out (B, T, O) from a per-step head, (B, O) from a last-step or vector head.
     signature = ModelSignature(Schema([spec(x, 2 if sequence else 1)]), Schema([spec(y, 2 if sequence and y.ndim == 3 else 1)]))
-    # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run.
-    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+    # Listed, not inferred: inference re-loads the model in a subprocess, seconds per run. What the
+    # pickled module's classes import (the cells and the pipeline's model code, shipped below).
+    import numpy
+    import tqdm
+
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"tqdm=={tqdm.__version__}"]
     content = torch_content_hash(module, x, y, [*requirements, str(signature.to_dict())])
     _register_once(mlflow, registered_name, "pytorch", content, lambda: mlflow.pytorch.log_model(
         module,
@@ -400,7 +404,17 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
         # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.
         serialization_format="pickle",
         pip_requirements=requirements,
+        # The pickle names classes of `cells` and `pipeline`: shipped with the model, so it loads
+        # where rnnzoo is not installed (mlflow models serve --env-manager virtualenv, build-docker).
+        code_paths=_package_folders(),
     ))
+
+
+def _package_folders() -> list[str]:
+    import cells
+    import pipeline
+
+    return [str(Path(package.__file__).parent) for package in (cells, pipeline)]
 
 
 def _digest(parts: list[str | bytes]) -> str:

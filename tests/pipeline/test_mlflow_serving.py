@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -79,3 +80,40 @@ def test_registered_onnx_model_is_served_by_mlflow_at_any_length(workdir: Path) 
     expected = onnxruntime.InferenceSession(str(files.onnx_dir("add-janet") / "sequence.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x, "state_c": state})
     served = np.asarray(answer["predictions"]["prediction"], dtype=np.float32)
     assert np.abs(served - expected[0]).max() <= 1e-5  # served on CUDA where onnxruntime-gpu has a GPU
+
+
+# Loads the registered PyTorch model with the venv's site-packages on the path but not the
+# project: no cwd, no PYTHONPATH, no .pth files (-S, so rnnzoo's editable install is not seen).
+LOAD_ALONE = """
+import json, sys
+sys.path.append(sys.argv[3])  # the venv's site-packages, as a plain folder
+try:
+    import pipeline
+    sys.exit("rnnzoo is importable here: the check proves nothing")
+except ImportError:
+    pass
+import numpy as np
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+x = np.asarray(json.loads(sys.argv[2]), dtype=np.float32)
+print(json.dumps(np.asarray(model.predict(x)).tolist()))
+"""
+
+
+def test_registered_torch_model_loads_where_rnnzoo_is_not_installed(workdir: Path, tmp_path: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    prepare(params, "add-janet")
+    train(params, "add-janet", progress=False)
+    uri = "models:/rnnzoo-janet-adding@pytorch"
+    x = np.random.default_rng(0).random((2, 9, 2), dtype=np.float32)
+    expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(x))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_ALONE, uri, json.dumps(x.tolist()), sysconfig.get_paths()["purelib"]], cwd=elsewhere, env={**env, "RNNZOO_NATIVE": "0"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.asarray(json.loads(result.stdout.strip().splitlines()[-1]), dtype=np.float32)
+    assert served.shape == expected.shape and np.abs(served - expected).max() <= 1e-5
