@@ -3,8 +3,8 @@
 For each provider (CPU, and CUDA where onnxruntime and torch both see a GPU) and for torch
 eager on the matching device: latency p50/p99 at batch 1 and throughput across batch sizes, at
 a few sequence lengths, after warm-up, with thread counts set and recorded. Writes
-``reports/<experiment>/bench.json`` (DVC metrics), ``bench_latency.json`` and a latency-vs-batch
-PNG (DVC plots), and MLflow metrics.
+``reports/<experiment>/bench.json`` (DVC metrics), ``bench_latency/`` (one file per runtime and
+length, so DVC draws one line each) and a latency-vs-batch PNG (DVC plots), and MLflow metrics.
 
 The two sides are timed **interleaved**, call by call, the side that goes first alternating
 (:func:`pipeline.cell_bench.paired`, the cell bench's method): a stall or a burst of load on a
@@ -16,6 +16,7 @@ with their min–max. A figure is *unsteady* when its ratios span more than ``UN
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,16 @@ def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, 
     return result
 
 
+def latency_series(latency: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The latency rows split into one series per runtime and length, each in batch order, keyed
+    by a file name (``onnxruntime_CPU_T50``): DVC draws each file of a plot folder as its own line."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in latency:
+        name = re.sub(r"[^A-Za-z0-9]+", "_", f"{row['runtime']} T{row['length']}").strip("_")
+        series.setdefault(name, []).append(row)
+    return {name: sorted(rows, key=lambda row: row["batch"]) for name, rows in series.items()}
+
+
 def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
     """Headline figures: batch-1 latency and largest-batch throughput at the task's length."""
     metrics = {}
@@ -203,7 +214,9 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     with outputs.together() as staged:  # the figures, their table and plot appear together or not at all
         files.write_json({**metrics, "detail": result}, staged.file(report / "bench.json"))
         files.atomic_write(staged.file(report / "bench.md"), lambda tmp: tmp.write_text(table))
-        files.write_json(latency, staged.file(report / "bench_latency.json"))
+        series = staged.folder(report / "bench_latency")
+        for name, rows in latency_series(latency).items():
+            files.write_json(rows, series / f"{name}.json")
         plot = plots.latency_vs_batch(latency, f"{experiment}: latency by batch", staged.folder(report / "bench_plots") / "latency_vs_batch.png")
     with tracking.stage_run("bench", exp) as mlflow:
         tracking.log_metrics(mlflow, metrics)

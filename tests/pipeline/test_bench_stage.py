@@ -132,3 +132,22 @@ def test_bench_stage_records_paired_speedups_in_its_files_and_run(workdir: Path)
     run = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list")[0]
     for key in ("batch1_speedup_vs_torch", "batch1_speedup_low", "batch1_speedup_high", "batch1_speedup_unsteady"):
         assert run.data.metrics[f"bench.cpu.{key}"] == metrics[f"bench.cpu.{key}"]
+    # DVC's latency plot: one file, so one line, per runtime and length, each in batch order.
+    series = sorted((files.reports_dir("add-janet") / "bench_latency").glob("*.json"))
+    lines = {name: json.loads(path.read_text()) for name, path in ((p.stem, p) for p in series)}
+    measured_rows = [row for m in detail["providers"].values() for row in m["rows"]]
+    assert len(lines) == 2 * len({(p, row["length"]) for p, m in detail["providers"].items() for row in m["rows"]})
+    for name, rows in lines.items():
+        assert len({(row["runtime"], row["length"]) for row in rows}) == 1, name
+        assert [row["batch"] for row in rows] == sorted(row["batch"] for row in rows)
+    assert sum(len(rows) for rows in lines.values()) == 2 * len(measured_rows)
+
+
+def test_latency_series_split_by_runtime_and_length_whatever_the_row_order() -> None:
+    rows = [
+        {"runtime": runtime, "batch": batch, "length": length, "p50_ms": 1.0}
+        for batch in (16, 1, 256) for length in (5, 20) for runtime in ("onnxruntime CPU", "torch cpu")
+    ]
+    series = bench.latency_series(rows)
+    assert sorted(series) == ["onnxruntime_CPU_T20", "onnxruntime_CPU_T5", "torch_cpu_T20", "torch_cpu_T5"]
+    assert all([row["batch"] for row in each] == [1, 16, 256] for each in series.values())

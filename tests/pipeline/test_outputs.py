@@ -121,7 +121,7 @@ STAGES = {
     "train": (_train, ["models/add-janet/model.pt", "reports/add-janet/train_history.json"]),
     "train, checkpoint": (_checkpoint, ["models/add-janet/checkpoint/last.pt", "models/add-janet/model.pt"]),
     "evaluate": (_evaluate, ["reports/add-janet/metrics.json", "reports/add-janet/plots"]),
-    "bench": (_bench, [f"reports/add-janet/{name}" for name in ("bench.json", "bench.md", "bench_latency.json", "bench_plots")]),
+    "bench": (_bench, [f"reports/add-janet/{name}" for name in ("bench.json", "bench.md", "bench_latency", "bench_plots")]),
 }
 
 
