@@ -12,9 +12,11 @@ handler that simply raises can land
 
 So within :func:`raising`, a signal that arrives inside the store's code is held and raised at
 the first instruction back in the code that called the store (a trace function on that frame, set
-only while a signal is held); and a raised stop is delivered again after :data:`REDELIVER_SECONDS`
-unless the stage acknowledged it (:meth:`Stop.acknowledge`) by then, in case it was dropped. Under
-a debugger or coverage (another trace function set) a held signal is delivered again every
+only while a signal is held); a second signal while one is held raises at once (the user insists:
+a store call may block for minutes). A raised stop is delivered again after
+:data:`REDELIVER_SECONDS` unless the stage acknowledged it (:meth:`Stop.acknowledge`) by then, in
+case it was dropped, and one never acknowledged is raised again as the block ends. Under a debugger
+or coverage (another trace function set) a held signal is delivered again every
 :data:`HOLD_SECONDS` instead, until it lands outside the store. Once acknowledged, further signals
 are ignored: a second Ctrl-C must not break off the cleanup the first one started.
 """
@@ -26,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -67,71 +70,103 @@ def _no_tracing(frame: FrameType, event: str, arg: Any) -> None:
 
 
 class Stop:
-    """The stop signals taken over by one :func:`raising` block, and whether one was acknowledged."""
+    """The stop signals taken over by one :func:`raising` block, and whether one was acknowledged.
+
+    The handler runs in the main thread between any two bytecodes, possibly inside itself (a second
+    signal), so it takes no lock and starts no thread: it only sets attributes. A watchdog thread,
+    started with the block, sends a signal again when :attr:`_resend_at` has passed.
+    """
 
     def __init__(self) -> None:
         self.acknowledged = False
+        self.pending: int | None = None  # a stop raised or held and not acknowledged yet
         self._held: FrameType | None = None  # the frame that raises a held signal on its next instruction
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
+        self._resend_at: float | None = None  # when the watchdog sends ``pending`` again (monotonic s)
+        self._closing = False
+        self._closed = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def acknowledge(self) -> None:
         """The stop reached the stage's handler: its cleanup runs now, undisturbed by later signals."""
         self.acknowledged = True
-        self.cancel()
+        self._resend_at = None
+        self._release()
 
-    def cancel(self) -> None:
-        """Drop a held signal and any pending delivery."""
-        if self._held is not None:
-            self._held.f_trace = None
-            self._held = None
+    def start(self) -> None:
+        self._watchdog = threading.Thread(target=self._watch, name="rnnzoo-stop-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def close(self) -> None:
+        """Stop the watchdog before the handlers go back, so no resend meets the default handler."""
+        self._closing = True
+        self._release()
+        self._closed.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
+
+    def lost(self) -> BaseException | None:
+        """The exception of a stop that was raised or held but never acknowledged (dropped in a
+        ``__del__``, swallowed, or still held when the block ended): it must not vanish."""
+        if self.pending is None or self.acknowledged:
+            return None
+        return _exception(self.pending)
+
+    def _watch(self) -> None:
+        while not self._closed.wait(HOLD_SECONDS):
+            at, signum = self._resend_at, self.pending
+            if at is not None and signum is not None and not self.acknowledged and time.monotonic() >= at:
+                self._resend_at = None
+                os.kill(os.getpid(), signum)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.f_trace = None
+            held.f_trace_opcodes = False
             sys.settrace(None)
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-    def _again(self, signum: int, delay: float) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
-            self._timer.daemon = True
-            self._timer.start()
 
     def _hold(self, signum: int, caller: FrameType) -> None:
         def trace(frame: FrameType, event: str, arg: Any) -> None:
-            self.cancel()
+            self._release()
             self._raise(signum)
 
-        self._held = caller
+        self.pending, self._resend_at, self._held = signum, None, caller
         caller.f_trace_opcodes = True  # the very next instruction, not the next line
         caller.f_trace = trace
         sys.settrace(_no_tracing)
 
     def _raise(self, signum: int) -> None:
-        self._again(signum, REDELIVER_SECONDS)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise StageStopped(signum)
+        self.pending, self._resend_at = signum, time.monotonic() + REDELIVER_SECONDS
+        raise _exception(signum)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.acknowledged or self._held is not None:
+        if self.acknowledged:
             return
+        if self._closing:  # the block is ending: recorded, raised by raising() once the handlers are back
+            self.pending = self.pending or signum
+            return
+        if self._held is not None:  # a second signal while one is held: the user insists, raise now
+            self._release()
+            self._raise(signum)
         store = outermost(frame)
         if store is None:
             self._raise(signum)
         elif store.f_back is not None and sys.gettrace() is None:
             self._hold(signum, store.f_back)
-        else:
-            self._again(signum, HOLD_SECONDS)
+        else:  # another trace function is set (a debugger, coverage): send again until it lands outside
+            self.pending, self._resend_at = signum, time.monotonic() + HOLD_SECONDS
+
+
+def _exception(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else StageStopped(signum)
 
 
 @contextlib.contextmanager
 def raising() -> Iterator[Stop]:
     """Within the block, SIGTERM and SIGHUP raise :class:`StageStopped` and SIGINT raises
     ``KeyboardInterrupt`` in the main thread, outside the tracking store's code (see the module's
-    docstring); the caller calls :meth:`Stop.acknowledge` when one reaches its handler.
+    docstring); the caller calls :meth:`Stop.acknowledge` when one reaches its handler. A stop that
+    was raised but never acknowledged (dropped, swallowed) is raised again as the block ends.
 
     Only signals whose handler is the default one are taken (SIG_DFL, or Python's own
     ``default_int_handler`` for SIGINT): an ignored signal (``nohup``) or someone else's handler is
@@ -148,9 +183,13 @@ def raising() -> Iterator[Stop]:
     taken = [signum for signum, handler in previous.items() if handler is defaults[signum]]
     for signum in taken:
         signal.signal(signum, stop.handle)
+    stop.start()
     try:
         yield stop
     finally:
-        stop.cancel()
+        stop.close()
         for signum in taken:
             signal.signal(signum, previous[signum])
+        lost = stop.lost()
+        if lost is not None:
+            raise lost

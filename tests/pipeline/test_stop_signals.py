@@ -192,3 +192,34 @@ def test_sigterm_while_a_stage_logs_metrics_ends_its_run_killed(workdir: Path, d
     (run,) = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list")
     assert run.info.status == "KILLED" and run.data.tags[tracking.KILLED_TAG] == "train"
     assert b"Exception ignored" not in stderr
+
+
+STORE_BLOCKING = """
+import os, signal
+def write(signum, log):
+    os.kill(os.getpid(), signum)  # held: inside the store
+    for i in range(1000):
+        log.append(i)
+        if i == 10:
+            os.kill(os.getpid(), signum)  # the user insists: a store call can block for minutes
+    return "written"
+"""
+
+
+def test_a_second_signal_while_one_is_held_raises_at_once() -> None:
+    module = types.ModuleType("mlflow.fake_blocking")
+    exec(compile(STORE_BLOCKING, "<store>", "exec"), module.__dict__)  # noqa: S102 (our own code, named as the store)
+    log: list[int] = []
+    with pytest.raises(StageStopped), stop_signals.raising():
+        module.write(signal.SIGTERM, log)
+    assert len(log) == 11, "the second signal must not wait for the store to return"
+    assert sys.gettrace() is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped stop, as expected
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_dropped_stop_is_raised_when_the_block_ends_before_its_redelivery(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    monkeypatch.setattr(stop_signals, "REDELIVER_SECONDS", 60.0)
+    with pytest.raises(_raised(signum)), stop_signals.raising():
+        _StopsInDel(signum)  # dropped; the block ends at once, long before any redelivery
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handlers are back before the stop is raised"
