@@ -20,6 +20,8 @@ import onnxruntime
 import pytest
 
 from pipeline import config, files
+from pipeline.serve.predictor import Predictor
+from pipeline.serve.resolve import resolve_model
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.export import export
 from pipeline.stages.prepare import prepare
@@ -58,6 +60,9 @@ def test_registered_models_are_served_by_mlflow_and_load_without_rnnzoo(
 
     versions = mlflow.MlflowClient().search_model_versions("name='rnnzoo-janet-adding'")
     onnx_version = max(versions, key=lambda v: int(v.version))
+    # rnnzoo serve takes the same address and streams: it serves the exported graph, state inputs and all.
+    served_here = Predictor(resolve_model("models:/rnnzoo-janet-adding@onnx"), 100)
+    assert served_here.streams, served_here.stream_refusal
     # The README's address: the alias, whichever number the ONNX version got.
     assert mlflow.MlflowClient().get_model_version_by_alias("rnnzoo-janet-adding", "onnx").version == onnx_version.version
     info = mlflow.models.get_model_info("models:/rnnzoo-janet-adding@onnx")
