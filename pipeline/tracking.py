@@ -302,8 +302,13 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
         }
         # Find-or-create, one process at a time: two stages started at once would make two runs.
         with store_lock(tracking_uri()):
-            # Under `mlflow run`, MLflow made the run for this invocation: record everything there.
-            run_id = os.environ.get("MLFLOW_RUN_ID") or _find_run(mlflow, exp.name, exp.task, params_hash)
+            # Under `mlflow run`, MLflow made the run for this invocation: record this configuration
+            # there, but never a second configuration of the same invocation (`rnnzoo run` of several).
+            invocation = os.environ.get("MLFLOW_RUN_ID")
+            run_id = invocation if invocation and _holds_or_free(mlflow, invocation, exp.name, params_hash) else None
+            if run_id is None:
+                os.environ.pop("MLFLOW_RUN_ID", None)  # else start_run would reopen it; _invocation_run_kept restores it
+                run_id = _find_run(mlflow, exp.name, exp.task, params_hash)
             # Named with the params hash: two configurations of one experiment are told apart in the UI.
             active = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{exp.name} {params_hash[:8]}", tags=tags)
         with active as run:
@@ -326,6 +331,16 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
                 _retry_locked(lambda: mlflow.end_run(status="FAILED"))
                 raise
             _record_outcome(mlflow, run.info.run_id, stage, None)
+
+
+def _holds_or_free(mlflow: Any, run_id: str, experiment: str, params_hash: str) -> bool:
+    """Whether run ``run_id`` holds this configuration already or no configuration yet."""
+    run = mlflow.MlflowClient().get_run(run_id)
+    tags = run.data.tags
+    fits = tags.get("rnnzoo.experiment") in (None, experiment) and tags.get("rnnzoo.params_hash") in (None, params_hash)
+    if fits:  # MLflow refuses to reopen it while another experiment is active (an earlier configuration's)
+        mlflow.set_experiment(experiment_id=run.info.experiment_id)
+    return fits
 
 
 def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str | None:

@@ -378,3 +378,21 @@ def test_the_effective_params_are_logged_once_per_run_with_overrides_applied(wor
     logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, tracking.PARAMS_ARTIFACT, str(workdir))).read_text())
     assert logged["train"]["lr"] == 0.003 and logged["train"]["batch_size"] == 5
     assert logged == json.loads(json.dumps(exp.params(), default=str))
+
+
+def test_an_invocations_run_holds_its_first_configuration_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `mlflow run`, the run MLflow made takes the invocation's configuration; another one
+    (`rnnzoo run` of several experiments) gets its own run, not merged into it."""
+    _here_tracking()
+    client = mlflow.MlflowClient()
+    client.search_experiments()  # the store made, its Default experiment with it
+    invocation = client.create_run(experiment_id="0").info.run_id  # as `mlflow run` makes it
+    monkeypatch.setenv("MLFLOW_RUN_ID", invocation)
+    first = config.load(workdir / "params.yaml").experiment("add-janet")
+    other = config.load(workdir / "params.yaml", ["train.seed=1"]).experiment("add-janet")
+    for exp in (first, other, first):
+        with tracking.stage_run("prepare", exp):
+            pass
+        assert os.environ["MLFLOW_RUN_ID"] == invocation
+    assert mlflow.MlflowClient().get_run(invocation).data.tags["rnnzoo.params_hash"] == first.params_hash()
+    assert _run_of("add-janet", other.params_hash()).info.run_id != invocation
