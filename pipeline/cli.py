@@ -80,7 +80,7 @@ def list_cells(
 
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one section a stage, plus experiments).")
-SetOption = typer.Option(None, "--set", "-s", help="Override a param, e.g. --set train.lr=0.01 (repeatable; values are YAML).")
+SetOption = typer.Option(None, "--set", "-s", help="Override a param, e.g. --set experiments.adding-janet.train.lr=0.01 (an experiment's own train map wins over the train section; repeatable; values are YAML).")
 
 
 def _fail(error: Exception, code: int) -> typer.Exit:

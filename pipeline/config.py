@@ -427,8 +427,24 @@ def load(path: Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"params file {path} holds {_show(raw)}; expected a mapping with the sections {', '.join(SECTIONS)}")
     for override in overrides or []:
+        _refuse_shadowed(raw, override)
         apply_override(raw, override)
     return parse(raw, path)
+
+
+def _refuse_shadowed(raw: dict[str, Any], override: str) -> None:
+    """``--set train.X=...`` where every experiment sets its own ``train.X`` would change nothing:
+    refused, naming the keys that would (an experiment's own train map wins over the section)."""
+    parts = override.split("=", 1)[0].strip().split(".")
+    experiments = raw.get("experiments")
+    if len(parts) != 2 or parts[0] != "train" or not isinstance(experiments, dict) or not experiments:
+        return
+    own = [name for name, exp in experiments.items() if isinstance(exp, dict) and isinstance(exp.get("train"), dict) and parts[1] in exp["train"]]
+    if len(own) == len(experiments):
+        raise ConfigError(
+            f"--set {_show(override)} would change nothing: every experiment sets its own train.{parts[1]}; "
+            f"set it per experiment, e.g. experiments.{own[0]}.train.{parts[1]}=..."
+        )
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:

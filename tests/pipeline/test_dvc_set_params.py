@@ -35,3 +35,10 @@ def test_dvc_set_of_a_global_train_key_reaches_every_experiment_without_its_own(
     loaded = config.load(params)
     assert {loaded.experiment(name).train.batch_size for name in EXPERIMENTS} == {8}
     assert loaded.experiment("adding-janet").train.grad_clip == 0.5
+
+
+@pytest.mark.parametrize("key", ["lr", "steps"])
+def test_a_global_train_override_that_every_experiment_shadows_is_refused(key: str) -> None:
+    with pytest.raises(config.ConfigError, match=rf"would change nothing.*experiments\.\S+\.train\.{key}="):
+        config.load(ROOT / "params.yaml", [f"train.{key}=3"])
+    assert config.load(ROOT / "params.yaml", ["train.batch_size=3"]).experiment(EXPERIMENTS[0]).train.batch_size == 3
