@@ -86,6 +86,7 @@ def test_dvc_repro_runs_every_stage_then_only_what_changed(project: tuple[Path, 
     assert all(run.info.status == "FINISHED" for run in runs)
 
 
+@pytest.mark.slow  # 75 s (mlflow run starts rnnzoo run, all five stages): the default run keeps to its 10 minutes
 def test_mlflow_run_records_one_run_with_every_stage(project: tuple[Path, dict[str, str]]) -> None:
     copy, env = project
     # As the README has it, with no --experiment-name: the invocation's run is in MLflow's Default experiment.
