@@ -51,13 +51,12 @@ class StageStopped(SystemExit):
         self.signum = signum
 
 
-def outermost(frame: FrameType | None, packages: frozenset[str] | None = None) -> FrameType | None:
+def outermost(frame: FrameType | None) -> FrameType | None:
     """The outermost frame, of ``frame`` and the frames that called it, running code of one of
-    ``packages`` (top-level package names; default :data:`STORE_PACKAGES`); None when none does."""
-    packages = STORE_PACKAGES if packages is None else packages
+    :data:`STORE_PACKAGES`; None when none does."""
     found = None
     while frame is not None:
-        if str(frame.f_globals.get("__name__", "")).partition(".")[0] in packages:
+        if str(frame.f_globals.get("__name__", "")).partition(".")[0] in STORE_PACKAGES:
             found = frame
         frame = frame.f_back
     return found

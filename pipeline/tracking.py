@@ -272,13 +272,13 @@ def tagged(tags: Mapping[str, Any]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _invocation_run_kept() -> Iterator[None]:
-    """Keep ``MLFLOW_RUN_ID`` (the run ``mlflow run`` made for this invocation) set for the next
-    stage: MLflow's own ``start_run`` and ``end_run`` unset it, which split ``rnnzoo run``'s stages
-    between the invocation's run and another."""
+def _invocation_run_kept() -> Iterator[str | None]:
+    """Yield ``MLFLOW_RUN_ID`` (the run ``mlflow run`` made for this invocation) and keep it set for
+    the next stage: MLflow's own ``start_run`` and ``end_run`` unset it, which split ``rnnzoo run``'s
+    stages between the invocation's run and another."""
     invocation = os.environ.get("MLFLOW_RUN_ID")
     try:
-        yield
+        yield invocation
     finally:
         if invocation:
             os.environ["MLFLOW_RUN_ID"] = invocation
@@ -291,7 +291,7 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
     A stage that raises marks the run FAILED, so a crashed or diverged stage never looks done; one
     stopped from outside marks it KILLED (see the module's docstring).
     """
-    with stop_signals.raising() as stop, _invocation_run_kept():
+    with stop_signals.raising() as stop, _invocation_run_kept() as invocation:
         params_hash = exp.params_hash()
         mlflow = _mlflow()
         tags = {
@@ -304,7 +304,6 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
         with store_lock(tracking_uri()):
             # Under `mlflow run`, MLflow made the run for this invocation: record this configuration
             # there, but never a second configuration of the same invocation (`rnnzoo run` of several).
-            invocation = os.environ.get("MLFLOW_RUN_ID")
             run_id = invocation if invocation and _holds_or_free(mlflow, invocation, exp.name, params_hash) else None
             if run_id is None:
                 os.environ.pop("MLFLOW_RUN_ID", None)  # else start_run would reopen it; _invocation_run_kept restores it
@@ -555,7 +554,8 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
     proto = onnx_export.with_zero_state(onnx.load(str(path)))
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=[runtime.CPU])
     signature = onnx_signature(session.get_inputs(), session.get_outputs())
-    example = {name: value for name, value in example.items() if name in {i.name for i in session.get_inputs()}}
+    inputs = {spec.name for spec in session.get_inputs()}
+    example = {name: value for name, value in example.items() if name in inputs}
     # CUDA (TF32 off) wherever the model is served with onnxruntime-gpu and a GPU, else the CPU.
     providers = runtime.provider_list(runtime.CUDA)
     requirements = [runtime.distribution(), f"onnx=={onnx.__version__}"]

@@ -22,10 +22,12 @@ def _exported_graph(mlflow: Any, model: str) -> Path | None:
         return None
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
+    from pipeline import tracking
+
     client = mlflow.MlflowClient()
     name, version = get_model_name_and_version(client, model)
     registered = client.get_model_version(name, version)
-    if registered.tags.get("rnnzoo.flavor") != "onnx":
+    if registered.tags.get(tracking.FLAVOR_TAG) != "onnx":
         return None
     run_id = registered.run_id
     logged = {item.path for item in client.list_artifacts(run_id, "onnx")} if run_id else set()
