@@ -7,8 +7,8 @@ was built. The build runs ``torch.utils.cpp_extension.load`` once per machine an
 (under a minute on 2 cores; ``make`` runs it at install time: ``python -c 'import cells.loops;
 cells.loops.native.load()'``) and is cached under
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a folder named by a hash of
-the sources, flags, torch version and CPU, so a changed source or torch rebuilds and nothing
-stale is loaded. Where no compiler is found or the build fails, ``load()`` warns once and
+the sources (their folder among it), flags, torch version and CPU, so a changed source or torch rebuilds, nothing
+stale is loaded, and two checkouts do not rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once and
 returns False: the layers then run their reference Python loop.
 """
 
@@ -49,6 +49,9 @@ def cpu_name() -> str:
 def build_name() -> str:
     """The extension's name: a digest of everything that makes its binary."""
     digest = hashlib.sha256()
+    # The folder too: torch's build files name the sources by path, so two checkouts sharing one
+    # build folder would rebuild it each time the other loads it.
+    digest.update(str(Path(__file__).resolve().parent).encode())
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(" ".join([*_flags(), torch.__version__, cpu_name(), platform.python_version()]).encode())

@@ -315,6 +315,25 @@ def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the build
 
 
+def test_two_checkouts_of_the_same_sources_build_into_different_folders(tmp_path):
+    # torch's build files name the sources by path: sharing a folder, two checkouts would rebuild
+    # each other's build every time one of them loads it (30 s each).
+    import importlib.util
+    import shutil
+
+    from cells.loops import native
+
+    here = Path(native.__file__).parent
+    shutil.copytree(here / "csrc", tmp_path / "csrc")
+    shutil.copy(native.__file__, tmp_path / "native.py")
+    spec = importlib.util.spec_from_file_location("native_of_another_checkout", tmp_path / "native.py")
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    assert [p.read_bytes() for p in other.SOURCES] == [p.read_bytes() for p in native.SOURCES]
+    assert other.build_name() != native.build_name()
+    assert native.build_name() == native.build_name(), "one checkout keeps one name"
+
+
 # The loops whose per-step GEMM goes through gemm.h's gemm_accumulate (BLAS on raw pointers, or
 # at::addmm_ where torch's BLAS does not export sgemm_/dgemm_ or RNNZOO_BLAS=0).
 ON_GEMM_ACCUMULATE = ("janet", "phased_lstm", "lstm")

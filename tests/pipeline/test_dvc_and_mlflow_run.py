@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from tests.pipeline.conftest import tiny_params, write_params
+from tests.project_copy import copy_project
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROJECT_FILES = ("cells", "pipeline", "dvc.yaml", "MLproject", "conda.yaml", "pyproject.toml")
 
@@ -23,14 +22,7 @@ PROJECT_FILES = ("cells", "pipeline", "dvc.yaml", "MLproject", "conda.yaml", "py
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A git + DVC repository holding a copy of the project and a tiny params.yaml."""
-    copy = tmp_path / "project"
-    copy.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, copy / name)
+    copy = copy_project(tmp_path / "project", PROJECT_FILES)
     write_params(copy / "params.yaml", tiny_params())
     (copy / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlruns/\n/mlartifacts/\n")
     env = {

@@ -33,11 +33,23 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, ["reproduce", *args])
 
 
-def test_every_claims_smoke_scale_runs_writes_its_report_and_plot_and_is_not_run_twice(project: Path):
-    result = _invoke("--scale", "smoke")
+# One claim per kind of verdict rule (Reaches, Contrast, Better, Trend), across four task kinds: the
+# default run's share; every claim runs in the slow test (64 s on 2 cores).
+REPRESENTATIVE = ("janet_adding", "chrono_copy", "phased_async", "rhn_depth")
+
+
+def test_the_representative_claims_cover_every_rule_kind():
+    kinds = {type(claim.rule) for claim in claims.CLAIMS.values()}
+    assert {type(claims.CLAIMS[name].rule) for name in REPRESENTATIVE} == kinds
+
+
+def _check_smoke_run(project: Path, names: tuple[str, ...]) -> None:
+    """Run ``names`` (all claims when empty) at smoke scale, check report, plots and runs, and that a rerun reads them back."""
+    result = _invoke("--scale", "smoke", *names)
     assert result.exit_code == 0, result.output
+    chosen = {name: claims.CLAIMS[name] for name in names} if names else claims.CLAIMS
     report = (project / "reports" / "reproduction.md").read_text()
-    for name, claim in claims.CLAIMS.items():
+    for name, claim in chosen.items():
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         assert "| smoke: " in row and any(f"**{verdict}**" in row for verdict in (HOLDS, FAILS, INCONCLUSIVE)), row
         assert claim.figure in row
@@ -45,7 +57,7 @@ def test_every_claims_smoke_scale_runs_writes_its_report_and_plot_and_is_not_run
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"reproduction/{name}.png" in report
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    expected = {(name, str(seed)) for name, claim in claims.CLAIMS.items() for seed in claim.scales["smoke"].seeds}
+    expected = {(name, str(seed)) for name, claim in chosen.items() for seed in claim.scales["smoke"].seeds}
     assert {(r.data.tags["rnnzoo.claim"], r.data.tags["rnnzoo.seed"]) for r in runs} == expected
     assert {r.data.tags["rnnzoo.scale"] for r in runs} == {"smoke"}
     assert all("valid.loss" in r.data.metrics and "test.loss" in r.data.metrics for r in runs)
@@ -55,6 +67,15 @@ def test_every_claims_smoke_scale_runs_writes_its_report_and_plot_and_is_not_run
     progress = [line for line in again.output.splitlines() if line.startswith("[")]
     assert progress and all("done before" in line for line in progress), "a claim already run is read back, not rerun"
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == len(runs)
+
+
+def test_representative_claims_smoke_scale_run_write_their_report_and_plot_and_are_not_run_twice(project: Path):
+    _check_smoke_run(project, REPRESENTATIVE)
+
+
+@pytest.mark.slow
+def test_every_claims_smoke_scale_runs_writes_its_report_and_plot_and_is_not_run_twice(project: Path):
+    _check_smoke_run(project, ())
 
 
 # One arm, one seed: the cache and resume tests need one run, not a claim's several.
