@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
-	$(BIN)/python -m pip install --quiet -e '.[dev,$(ORT)]'
+	$(BIN)/python -m pip install --quiet -e '.[pipeline,dev,$(ORT)]'
 	# The fused CPU time loops (C++): built once here rather than on first use; a failed build
 	# only warns, and the layers then run their reference loop.
-	-$(BIN)/python -c 'import cells.loops; cells.loops.native.load()'
+	-$(BIN)/python -c 'from rnnzoo.cells.loops import native; native.load()'
 	touch $@
 
 # The default pipeline (params.yaml) through DVC, then the table of results.

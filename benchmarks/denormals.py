@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import cells
-
-
+from rnnzoo import cells
 def mnist_pixels(folder: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` test images as (count, 784, 1) in [0, 1] and their labels."""
     with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as handle:

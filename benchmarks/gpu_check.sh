@@ -16,12 +16,13 @@ SECTIONS=${*:-tests cells determinism onnxruntime pmnist}
 ROOT=$PWD
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-rnnzoo() { python3 -m pipeline.cli "$@"; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # rnnzoo from this checkout, installed or not
+rnnzoo() { python3 -m rnnzoo.pipeline.cli "$@"; }
 work=$(mktemp -d)
 export MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
 
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), 'cudnn', torch.backends.cudnn.version())" | tee "$OUT/device.txt"
-python3 -c "from pipeline import runtime; print(runtime.distribution(), 'providers here:', runtime.providers_here())" | tee -a "$OUT/device.txt"
+python3 -c "from rnnzoo.pipeline import runtime; print(runtime.distribution(), 'providers here:', runtime.providers_here())" | tee -a "$OUT/device.txt"
 
 for section in $SECTIONS; do
   echo "== $section"

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from cells import loops
-from cells.loops.ops import op
+from rnnzoo.cells import loops
+from rnnzoo.cells.loops.ops import op
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """rnnzoo's cells: the recurrent cells papers proposed as better LSTMs, behind one layer API.
 
-    import cells
+    from rnnzoo import cells
     cells.names()                       # ['chrono_lstm', 'indrnn', 'janet', 'lstm', ...]
     layer = cells.make("janet", input_size=1, hidden_size=128, num_layers=2)
     outputs, state = layer(x)           # x: (B, T, I) -> outputs (B, T, H)
@@ -14,17 +14,17 @@ from typing import Any
 
 from torch import nn
 
-from cells.base import RecurrentCell, constructor_options
-from cells.chrono import chrono_forget_bias, chrono_initialize_
-from cells.chrono_lstm import ChronoLSTMCell
-from cells.convert import from_torch_lstm, to_torch_lstm
-from cells.indrnn import IndRNNCell
-from cells.janet import JANETCell
-from cells.layer import RecurrentLayer
-from cells.lstm import LSTMCell
-from cells.phased_lstm import PhasedLSTMCell
-from cells.rhn import RHNCell
-from cells.unfolded_lstm import UnfoldedLSTM
+from rnnzoo.cells.base import RecurrentCell, constructor_options
+from rnnzoo.cells.chrono import chrono_forget_bias, chrono_initialize_
+from rnnzoo.cells.chrono_lstm import ChronoLSTMCell
+from rnnzoo.cells.convert import from_torch_lstm, to_torch_lstm
+from rnnzoo.cells.indrnn import IndRNNCell
+from rnnzoo.cells.janet import JANETCell
+from rnnzoo.cells.layer import RecurrentLayer
+from rnnzoo.cells.lstm import LSTMCell
+from rnnzoo.cells.phased_lstm import PhasedLSTMCell
+from rnnzoo.cells.rhn import RHNCell
+from rnnzoo.cells.unfolded_lstm import UnfoldedLSTM
 
 # Sequence cells run through RecurrentLayer; unfolded_lstm is a network of its own (no time axis).
 SEQUENCE_CELLS: dict[str, type[RecurrentCell]] = {

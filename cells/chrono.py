@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cells.base import require_in_range
+from rnnzoo.cells.base import require_in_range
 
 
 def chrono_forget_bias(hidden_size: int, max_timescale: float, generator: torch.Generator | None = None) -> Tensor:

@@ -13,8 +13,8 @@ default init; the cell runs on ``torch.nn.LSTM``'s kernel like the plain LSTM.
 
 from __future__ import annotations
 
-from cells.chrono import chrono_initialize_
-from cells.lstm import LSTMCell
+from rnnzoo.cells.chrono import chrono_initialize_
+from rnnzoo.cells.lstm import LSTMCell
 
 
 class ChronoLSTMCell(LSTMCell):

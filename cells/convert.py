@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cells.layer import RecurrentLayer
-from cells.lstm import LSTMCell
+from rnnzoo.cells.layer import RecurrentLayer
+from rnnzoo.cells.lstm import LSTMCell
 
 _FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
-from cells import loops
-from cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
-from cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
+from rnnzoo.cells import loops
+from rnnzoo.cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
+from rnnzoo.cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
 
 # "python": a Python loop over steps (eager, fastest to run); "scan": torch's scan operator,

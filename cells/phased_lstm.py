@@ -35,9 +35,9 @@ from torch import Tensor, nn
 
 from torch.nn import functional as F
 
-from cells.loops import ops as loop_ops
-from cells.base import Masks, require_in_range
-from cells.lstm import LSTMCell, lstm_pointwise
+from rnnzoo.cells.loops import ops as loop_ops
+from rnnzoo.cells.base import Masks, require_in_range
+from rnnzoo.cells.lstm import LSTMCell, lstm_pointwise
 
 
 class PhasedLSTMState(NamedTuple):

@@ -14,8 +14,8 @@ from torch import Tensor
 from torch.backends.cudnn import rnn as cudnn_rnn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from cells.lstm import LSTMCell, LSTMState
-from cells.lstm_stack_op import lstm_stack
+from rnnzoo.cells.lstm import LSTMCell, LSTMState
+from rnnzoo.cells.lstm_stack_op import lstm_stack
 
 
 def flat_weights(cells: Sequence[LSTMCell]) -> list[Tensor]:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from cells.base import constructor_options, require_bool, require_choice, require_positive_int, require_rate
+from rnnzoo.cells.base import constructor_options, require_bool, require_choice, require_positive_int, require_rate
 
 ACTIVATIONS = ("relu", "tanh")
 

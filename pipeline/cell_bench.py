@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-import cells
-from cells.loops.native import cpu_name
+from rnnzoo import cells
+from rnnzoo.cells.loops.native import cpu_name
 
 REFERENCE = "torch.nn.LSTM"
 # The targets, as ratios to torch.nn.LSTM (rhn: per micro-layer, i.e. divided by depth).

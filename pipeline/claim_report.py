@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import outputs
-from pipeline.claims import CLAIMS
-from pipeline.claims.base import SCALES, Claim, Run, Verdict, mean_std
-from pipeline.plots import plt, save_figure
-from pipeline.reproduce import finished_runs, values_by_arm
+from rnnzoo.pipeline import outputs
+from rnnzoo.pipeline.claims import CLAIMS
+from rnnzoo.pipeline.claims.base import SCALES, Claim, Run, Verdict, mean_std
+from rnnzoo.pipeline.plots import plt, save_figure
+from rnnzoo.pipeline.reproduce import finished_runs, values_by_arm
 
 REPORT = Path("reports") / "reproduction.md"
 PLOTS = Path("reports") / "reproduction"

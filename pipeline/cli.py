@@ -8,7 +8,6 @@ import.
 from __future__ import annotations
 
 import enum
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import rnnzoo
+
 if TYPE_CHECKING:
-    from pipeline import config as config_module
+    from rnnzoo.pipeline import config as config_module
 
 app = typer.Typer(help="rnnzoo: recurrent cells that papers proposed as better LSTMs.", no_args_is_help=True)
 # Wide enough for the report table when output is piped (rich falls back to 80 columns).
@@ -33,10 +34,7 @@ def _summary(cls: type) -> str:
 
 def _version(value: bool) -> None:
     if value:
-        try:
-            console.print(f"rnnzoo {version('rnnzoo')}")
-        except PackageNotFoundError:  # run from a source tree that was never installed
-            console.print("rnnzoo (not installed: no version)")
+        console.print(f"rnnzoo {rnnzoo.__version__}")
         raise typer.Exit()
 
 
@@ -66,8 +64,8 @@ def list_cells(
     hidden_size: int = typer.Option(128, min=1, help="Units per layer (the width)."),
 ) -> None:
     """List the registered cells with their parameter counts at a given width (their speed: `rnnzoo bench cells`)."""
-    import cells
-    from pipeline import cell_bench
+    from rnnzoo import cells
+    from rnnzoo.pipeline import cell_bench
 
     table = Table(title=f"rnnzoo cells at input_size={input_size}, hidden_size={hidden_size}")
     table.add_column("cell")
@@ -94,7 +92,7 @@ def _fail(error: Exception, code: int) -> typer.Exit:
 
 
 def _load(params: Path, overrides: list[str] | None) -> config_module.Config:
-    from pipeline import config as config_module
+    from rnnzoo.pipeline import config as config_module
 
     try:
         return config_module.load(params, overrides)
@@ -114,8 +112,8 @@ def _names(config: config_module.Config, experiments: list[str] | None) -> list[
 
 def _run_stage(stage: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a stage; expected failures print one clear line and exit 1, not a traceback."""
-    from pipeline.outputs import StageOutputError
-    from pipeline.stages.train import TrainingDiverged
+    from rnnzoo.pipeline.outputs import StageOutputError
+    from rnnzoo.pipeline.stages.train import TrainingDiverged
 
     try:
         return stage(*args, **kwargs)
@@ -127,7 +125,7 @@ def _run_stage(stage: Any, *args: Any, **kwargs: Any) -> Any:
 @app.command()
 def prepare(experiments: list[str] = typer.Argument(None, help="Experiments to prepare (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Make or load each experiment's data into data/<experiment>/."""
-    from pipeline.stages.prepare import prepare as run
+    from rnnzoo.pipeline.stages.prepare import prepare as run
 
     config = _load(params, set_)
     for name in _names(config, experiments):
@@ -143,7 +141,7 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", min=1, hidden=True, help="Stop after this step, keeping a checkpoint."),
 ) -> None:
     """Train each experiment's model into models/<experiment>/ (GPU when there is one)."""
-    from pipeline.stages.train import train as run
+    from rnnzoo.pipeline.stages.train import train as run
 
     config = _load(params, set_)
     for name in _names(config, experiments):
@@ -153,7 +151,7 @@ def train(
 @app.command()
 def evaluate(experiments: list[str] = typer.Argument(None, help="Experiments to evaluate (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Write metrics and plots of each trained model to reports/<experiment>/."""
-    from pipeline.stages.evaluate import evaluate as run
+    from rnnzoo.pipeline.stages.evaluate import evaluate as run
 
     config = _load(params, set_)
     for name in _names(config, experiments):
@@ -164,7 +162,7 @@ def evaluate(experiments: list[str] = typer.Argument(None, help="Experiments to 
 @app.command("export")
 def export_command(experiments: list[str] = typer.Argument(None, help="Experiments to export (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Export each trained model to ONNX (sequence and step graphs) under models/<experiment>/onnx/."""
-    from pipeline.stages.export import export as run
+    from rnnzoo.pipeline.stages.export import export as run
 
     config = _load(params, set_)
     for name in _names(config, experiments):
@@ -196,7 +194,7 @@ def bench_command(
     if targets == ["cells"]:
         import torch
 
-        from pipeline import cell_bench, files
+        from rnnzoo.pipeline import cell_bench, files
 
         devices = (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]) if device == "all" else [_device(device)]
         chosen = (hidden_size, batch_size, steps, input_size)
@@ -219,7 +217,7 @@ def bench_command(
             console.print(table, markup=False)
             console.print(f"saved {path}")
         return
-    from pipeline.stages.bench import bench as run
+    from rnnzoo.pipeline.stages.bench import bench as run
 
     config = _load(params, set_)
     for name in _names(config, targets):
@@ -254,11 +252,11 @@ def serve(
 
     import uvicorn
 
-    from pipeline import runtime
-    from pipeline.serve.app import create_app
-    from pipeline.serve.connections import uvicorn_options
-    from pipeline.serve.predictor import Predictor
-    from pipeline.serve.resolve import resolve_model
+    from rnnzoo.pipeline import runtime
+    from rnnzoo.pipeline.serve.app import create_app
+    from rnnzoo.pipeline.serve.connections import uvicorn_options
+    from rnnzoo.pipeline.serve.predictor import Predictor
+    from rnnzoo.pipeline.serve.resolve import resolve_model
 
     if api_key is None and os.environ.get("RNNZOO_API_KEY") == "":
         api_key = ""  # click reads an empty variable as unset: that would serve without the key the user meant to set
@@ -286,8 +284,8 @@ def load_test(
     out: Path = typer.Option(None, help="Where to write the results (default: reports/serve_load.json)."),
 ) -> None:
     """A bounded load test of /predict on a running server: requests/s, p50/p99 latency, errors."""
-    from pipeline import files
-    from pipeline.serve.load import run_load
+    from rnnzoo.pipeline import files
+    from rnnzoo.pipeline.serve.load import run_load
 
     try:
         result = run_load(url.rstrip("/"), clients, seconds, api_key)
@@ -301,11 +299,11 @@ def load_test(
 @app.command("run")
 def run_all(experiments: list[str] = typer.Argument(None, help="Experiments to run (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
     """Run prepare, train, evaluate, export and bench of each experiment in this one process, then report."""
-    from pipeline.stages.bench import bench as run_bench
-    from pipeline.stages.evaluate import evaluate as run_evaluate
-    from pipeline.stages.export import export as run_export
-    from pipeline.stages.prepare import prepare as run_prepare
-    from pipeline.stages.train import train as run_train
+    from rnnzoo.pipeline.stages.bench import bench as run_bench
+    from rnnzoo.pipeline.stages.evaluate import evaluate as run_evaluate
+    from rnnzoo.pipeline.stages.export import export as run_export
+    from rnnzoo.pipeline.stages.prepare import prepare as run_prepare
+    from rnnzoo.pipeline.stages.train import train as run_train
 
     config = _load(params, set_)
     names = _names(config, experiments)
@@ -326,7 +324,7 @@ def report(experiments: list[str] = typer.Argument(None, help="Experiments to re
 
 
 def _print_report(config: config_module.Config, names: list[str]) -> None:
-    from pipeline import files, summary
+    from rnnzoo.pipeline import files, summary
 
     console.print(summary.table(config, names))
     bench = summary.bench_markdown(list(config.experiments))  # the file covers every experiment, whichever were named
@@ -357,9 +355,9 @@ def reproduce(
 ) -> None:
     """Run each paper's claim (its cell and baseline, several seeds) through prepare, train and evaluate,
     then write reports/reproduction.md and reports/reproduction/<claim>.png with a verdict per claim."""
-    from pipeline import claim_report
-    from pipeline import claims as claims_module
-    from pipeline import reproduce as reproduce_module
+    from rnnzoo.pipeline import claim_report
+    from rnnzoo.pipeline import claims as claims_module
+    from rnnzoo.pipeline import reproduce as reproduce_module
 
     if list_:
         table = Table(title="rnnzoo claims")
@@ -391,7 +389,7 @@ def tasks() -> None:
     """List the tasks with their options."""
     import dataclasses
 
-    from pipeline.tasks import TASKS
+    from rnnzoo.pipeline.tasks import TASKS
 
     table = Table(title="rnnzoo tasks")
     table.add_column("task")

@@ -35,10 +35,10 @@ from typing import Any
 import torch
 import yaml
 
-import cells
-from pipeline import baselines
-from pipeline.model import SequenceModel, build_model
-from pipeline.tasks import TASKS, TaskSpec
+from rnnzoo import cells
+from rnnzoo.pipeline import baselines
+from rnnzoo.pipeline.model import SequenceModel, build_model
+from rnnzoo.pipeline.tasks import TASKS, TaskSpec
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import cells
-from pipeline import baselines
-from pipeline.tasks.base import Batch, TaskSpec
+from rnnzoo import cells
+from rnnzoo.pipeline import baselines
+from rnnzoo.pipeline.tasks.base import Batch, TaskSpec
 
 LAST_STEP_HEADS = ("last_regression", "last_classification")
 

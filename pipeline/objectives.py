@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pipeline.model import detach_state
-from pipeline.tasks.base import IGNORE_INDEX, Batch, Split, Task, TaskSpec
+from rnnzoo.pipeline.model import detach_state
+from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Batch, Split, Task, TaskSpec
 
 
 def loss(spec: TaskSpec, prediction: Tensor, batch: Batch) -> Tensor:

@@ -27,10 +27,10 @@ import torch
 from onnxscript.function_libs.torch_lib.ops.core import aten_lstm
 from torch import Tensor, nn
 
-import cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
-from pipeline import files, known_noise
-from pipeline.model import PredictionModule, SequenceModel, from_record
-from pipeline.tasks import Batch, TaskSpec
+import rnnzoo.cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
+from rnnzoo.pipeline import files, known_noise
+from rnnzoo.pipeline.model import PredictionModule, SequenceModel, from_record
+from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
 

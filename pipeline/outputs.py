@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.files import _umask
+from rnnzoo.pipeline.files import _umask
 
 # What a failed write of an output looks like: no space, no quota, a read-only or forbidden folder.
 # A folder in the way of a file, or a file in the way of a folder, too.

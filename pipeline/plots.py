@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from pipeline import files  # noqa: E402
+from rnnzoo.pipeline import files  # noqa: E402
 
 
 def save_figure(figure: Any, path: Path) -> Path:

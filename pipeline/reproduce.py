@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import config as config_module
-from pipeline import files, tracking
-from pipeline.claims import ClaimError
-from pipeline.claims.base import DATA_FILES, Claim, Run, Scale
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config as config_module
+from rnnzoo.pipeline import files, tracking
+from rnnzoo.pipeline.claims import ClaimError
+from rnnzoo.pipeline.claims.base import DATA_FILES, Claim, Run, Scale
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 STAMP = "reproduce.json"
 # The files whose presence says a data folder is usable, per kind (either compressed or not for MNIST).

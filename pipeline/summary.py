@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from pipeline import files, tracking
-from pipeline.config import Config
+from rnnzoo.pipeline import files, tracking
+from rnnzoo.pipeline.config import Config
 
 # What the report reads of each metrics.json.
 METRICS = ("valid.loss", "baseline_loss", "valid.loss_over_baseline")
@@ -35,7 +35,7 @@ def table(config: Config, names: list[str]) -> Table:
 def bench_markdown(names: list[str]) -> str | None:
     """One row per benchmarked experiment and provider, at the task's length: batch-1 latency and
     largest-batch throughput of onnxruntime, each against torch eager on the same device."""
-    from pipeline.stages.bench import UNSTEADY_SPREAD, speedup_text  # how a speedup is judged and shown: one place
+    from rnnzoo.pipeline.stages.bench import UNSTEADY_SPREAD, speedup_text  # how a speedup is judged and shown: one place
 
     rows = []
     for name in names:

@@ -46,8 +46,10 @@ import contextlib
 import hashlib
 import math
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -58,11 +60,11 @@ try:
 except ImportError:  # not on Windows: there the store is used without the lock
     fcntl = None  # type: ignore[assignment]
 
-from pipeline import known_noise, stop_signals
-from pipeline.stop_signals import StageStopped
+from rnnzoo.pipeline import known_noise, stop_signals
+from rnnzoo.pipeline.stop_signals import StageStopped
 
 if TYPE_CHECKING:
-    from pipeline.config import ExperimentConfig
+    from rnnzoo.pipeline.config import ExperimentConfig
 
 DATABASE_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -409,26 +411,39 @@ def log_model(mlflow: Any, module: Any, example_input: Any, registered_name: str
 
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"tqdm=={tqdm.__version__}"]
     content = torch_content_hash(module, x, y, [*requirements, str(signature.to_dict())])
-    _register_once(mlflow, registered_name, "pytorch", content, lambda: mlflow.pytorch.log_model(
-        module,
-        name="model",
-        signature=signature,
-        input_example=example_input.numpy(),
-        registered_model_name=registered_name,
-        # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.
-        serialization_format="pickle",
-        pip_requirements=requirements,
-        # The pickle names classes of `cells` and `pipeline`: shipped with the model, so it loads
-        # where rnnzoo is not installed (mlflow models serve --env-manager virtualenv, build-docker).
-        code_paths=_package_folders(),
-    ))
+
+    def log() -> Any:
+        with tempfile.TemporaryDirectory(prefix="rnnzoo-code-") as staging:
+            return mlflow.pytorch.log_model(
+                module,
+                name="model",
+                signature=signature,
+                input_example=example_input.numpy(),
+                registered_model_name=registered_name,
+                # Pickled, not "pt2": torch.export unrolls the Python time loop, fixing T to the example's.
+                serialization_format="pickle",
+                pip_requirements=requirements,
+                # The pickle names classes of rnnzoo.cells and rnnzoo.pipeline: shipped with the model, so it
+                # loads where rnnzoo is not installed (mlflow models serve --env-manager virtualenv, build-docker).
+                code_paths=[str(_package_copy(Path(staging)))],
+            )
+
+    _register_once(mlflow, registered_name, "pytorch", content, log)
 
 
-def _package_folders() -> list[str]:
-    import cells
-    import pipeline
+def _package_copy(folder: Path) -> Path:
+    """``folder/rnnzoo``: the package as the wheel lays it out (``rnnzoo/{cells,pipeline}``), which a
+    source checkout keeps in two top-level folders. MLflow copies it into the model."""
+    import rnnzoo
+    from rnnzoo import cells, pipeline
 
-    return [str(Path(package.__file__).parent) for package in (cells, pipeline)]
+    package = folder / "rnnzoo"
+    package.mkdir()
+    shutil.copy(rnnzoo.__file__, package / "__init__.py")
+    for subpackage in (cells, pipeline):
+        source = Path(subpackage.__file__).parent
+        shutil.copytree(source, package / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    return package
 
 
 def _digest(parts: list[str | bytes]) -> str:
@@ -548,7 +563,7 @@ def log_onnx_model(mlflow: Any, path: Any, example: dict[str, Any], registered_n
     import onnx
     import onnxruntime
 
-    from pipeline import onnx_export, runtime
+    from rnnzoo.pipeline import onnx_export, runtime
 
     # A fresh start: the state inputs zeroed inside the graph, so a bare x is a whole request.
     proto = onnx_export.with_zero_state(onnx.load(str(path)))

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on import
+from rnnzoo.cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on import
 
 
 # Traced as a constant by torch.compile: the answer (a build on disk) does not change within a process.
@@ -36,7 +36,7 @@ MAX_TRITON_HIDDEN = 1024
 @functools.cache
 def _triton_registered() -> bool:
     try:
-        import cells.loops.gpu  # noqa: F401  registers the CUDA kernels
+        import rnnzoo.cells.loops.gpu  # noqa: F401  registers the CUDA kernels
     except ImportError:  # no triton (a CPU-only install): the reference loop, as before
         return False
     return True

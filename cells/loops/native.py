@@ -7,8 +7,8 @@ was built. The build runs ``torch.utils.cpp_extension.load`` once per machine an
 (under a minute on 2 cores; ``make`` runs it at install time: ``python -c 'import cells.loops;
 cells.loops.native.load()'``) and is cached under
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a folder named by a hash of
-the sources (their folder among it), flags, torch version and CPU, so a changed source or torch rebuilds, nothing
-stale is loaded, and two checkouts do not rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once and
+the sources (and their folder), flags, torch version (and its folder) and CPU, so a changed source or torch rebuilds,
+nothing stale is loaded, and two checkouts or environments do not rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once and
 returns False: the layers then run their reference Python loop.
 """
 
@@ -49,9 +49,12 @@ def cpu_name() -> str:
 def build_name() -> str:
     """The extension's name: a digest of everything that makes its binary."""
     digest = hashlib.sha256()
-    # The folder too: torch's build files name the sources by path, so two checkouts sharing one
-    # build folder would rebuild it each time the other loads it.
+    # The paths on the build's command line too (the sources' folder, torch's headers as torch
+    # names them: a virtual environment reached through a symlink names them differently): ninja
+    # rebuilds when the command line changes, so two checkouts or environments sharing one build
+    # folder would rebuild it each time the other loads it.
     digest.update(str(Path(__file__).resolve().parent).encode())
+    digest.update(os.path.dirname(torch.__file__).encode())
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(" ".join([*_flags(), torch.__version__, cpu_name(), platform.python_version()]).encode())
@@ -59,7 +62,7 @@ def build_name() -> str:
 
 
 def _flags() -> list[str]:
-    from cells.loops.ops import VERSION  # the ops' names carry it; the kernels register under them
+    from rnnzoo.cells.loops.ops import VERSION  # the ops' names carry it; the kernels register under them
 
     return [*CFLAGS, f"-DRNNZOO_OPS_VERSION={VERSION}"]
 
@@ -88,7 +91,7 @@ def load() -> bool:
     """Build (once) and load the CPU loops; False, with one warning, where that is not possible."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return False
-    from cells.loops import ops  # noqa: F401  the schemas must exist before the kernels register
+    from rnnzoo.cells.loops import ops  # noqa: F401  the schemas must exist before the kernels register
 
     try:
         from torch.utils import cpp_extension

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from pipeline.claims import (
+from rnnzoo.pipeline.claims import (
     chrono_copy,
     indrnn_adding,
     indrnn_smnist,
@@ -17,7 +17,7 @@ from pipeline.claims import (
     rhn_depth,
     unfolded_lstm,
 )
-from pipeline.claims.base import SCALES, Claim
+from rnnzoo.pipeline.claims.base import SCALES, Claim
 
 _MODULES = (
     janet_adding,

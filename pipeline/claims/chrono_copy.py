@@ -1,6 +1,6 @@
 """Claim 3 (seed 000): chrono initialisation lets an LSTM solve the copy task where the usual one stalls."""
 
-from pipeline.claims.base import Arm, Claim, Contrast, Run, Scale
+from rnnzoo.pipeline.claims.base import Arm, Claim, Contrast, Run, Scale
 
 
 def _arms(length: int, hidden: int, sizes: dict) -> tuple[Arm, ...]:

@@ -1,6 +1,6 @@
 """Claim 6 (seed 003): IndRNN solves the adding problem at T = 1000 where an LSTM stays on the baseline."""
 
-from pipeline.claims.base import Arm, Claim, Contrast, Scale
+from rnnzoo.pipeline.claims.base import Arm, Claim, Contrast, Scale
 
 
 def _arms(length: int, hidden: int, sizes: dict) -> tuple[Arm, ...]:

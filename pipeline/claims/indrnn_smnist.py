@@ -7,7 +7,7 @@ which the layer here does not have: a difference the runs state.
 
 from typing import Any
 
-from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
+from rnnzoo.pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
 
 
 def _arms(hidden: int, task: dict[str, Any], side: int) -> tuple[Arm, ...]:

@@ -1,6 +1,6 @@
 """Claim 1 (seed 000): JANET learns the adding problem, leaving the 0.167 baseline early."""
 
-from pipeline.claims.base import Arm, Claim, Reaches, Scale
+from rnnzoo.pipeline.claims.base import Arm, Claim, Reaches, Scale
 
 
 def _arms(length: int, hidden: int, sizes: dict) -> tuple[Arm, ...]:

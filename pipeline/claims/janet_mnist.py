@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
+from rnnzoo.pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
 
 PAPER = "van der Westhuizen & Lasenby, 'The unreasonable effectiveness of the forget gate', arXiv:1804.04849, 2018"
 

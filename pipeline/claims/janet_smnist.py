@@ -1,6 +1,6 @@
 """Claim 2a (seed 000): JANET is more accurate than an LSTM on sequential MNIST."""
 
-from pipeline.claims.janet_mnist import mnist_claim
+from rnnzoo.pipeline.claims.janet_mnist import mnist_claim
 
 CLAIM = mnist_claim(
     "janet_smnist",

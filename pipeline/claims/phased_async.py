@@ -1,6 +1,6 @@
 """Claim 5a (seed 002): Phased LSTM beats a timestamp-fed LSTM under asynchronous sampling."""
 
-from pipeline.claims.phased_frequency import frequency_claim
+from rnnzoo.pipeline.claims.phased_frequency import frequency_claim
 
 CLAIM = frequency_claim(
     "phased_async",

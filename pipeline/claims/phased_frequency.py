@@ -6,7 +6,7 @@ feature (the task's ``time_feature``), beside the Phased LSTM whose time gate re
 
 from __future__ import annotations
 
-from pipeline.claims.base import Arm, Better, Claim, Scale
+from rnnzoo.pipeline.claims.base import Arm, Better, Claim, Scale
 
 PAPER = "Neil, Pfeiffer & Liu, 'Phased LSTM: accelerating recurrent network training for long or event-based sequences', NIPS 2016"
 

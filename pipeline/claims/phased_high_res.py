@@ -1,6 +1,6 @@
 """Claim 5b (seed 002): Phased LSTM beats a timestamp-fed LSTM on high-resolution sampling."""
 
-from pipeline.claims.phased_frequency import frequency_claim
+from rnnzoo.pipeline.claims.phased_frequency import frequency_claim
 
 CLAIM = frequency_claim(
     "phased_high_res",

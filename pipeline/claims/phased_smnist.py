@@ -1,6 +1,6 @@
 """Claim 5c (seed 002's own experiment): with 32 units, a Phased LSTM learns sequential MNIST where an LSTM does not."""
 
-from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
+from rnnzoo.pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Scale
 
 
 def _arms(task: dict) -> tuple[Arm, ...]:

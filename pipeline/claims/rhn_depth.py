@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-import cells
-from pipeline.claims.base import Arm, Claim, Scale, Trend
+from rnnzoo import cells
+from rnnzoo.pipeline.claims.base import Arm, Claim, Scale, Trend
 
 DEPTHS = (1, 2, 4)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Run, Scale
+from rnnzoo.pipeline.claims.base import CPU_MNIST, Arm, Better, Claim, Run, Scale
 
 
 def gradient_reach(run: Run) -> float:

@@ -17,10 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from pipeline.serve.guard import Guard, api_key_bytes
-from pipeline.serve.parse import show
-from pipeline.serve.predictor import NotStreamable, Predictor, RequestError
-from pipeline.serve.sessions import SessionLimit, SessionStore
+from rnnzoo.pipeline.serve.guard import Guard, api_key_bytes
+from rnnzoo.pipeline.serve.parse import show
+from rnnzoo.pipeline.serve.predictor import NotStreamable, Predictor, RequestError
+from rnnzoo.pipeline.serve.sessions import SessionLimit, SessionStore
 
 
 class PredictRequest(BaseModel):

@@ -16,7 +16,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.serve.parse import show
+from rnnzoo.pipeline.serve.parse import show
 
 
 def api_key_bytes(api_key: str | None) -> bytes | None:

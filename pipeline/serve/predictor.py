@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import runtime
-from pipeline.serve import parse
-from pipeline.serve.parse import RequestError
-from pipeline.serve.resolve import ModelError
+from rnnzoo.pipeline import runtime
+from rnnzoo.pipeline.serve import parse
+from rnnzoo.pipeline.serve.parse import RequestError
+from rnnzoo.pipeline.serve.resolve import ModelError
 
 __all__ = ["ModelError", "NotFinite", "NotStreamable", "Predictor", "RequestError"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline import files
+from rnnzoo.pipeline import files
 
 GRAPHS = ("sequence.onnx", "vector.onnx")
 
@@ -22,7 +22,7 @@ def _exported_graph(mlflow: Any, model: str) -> Path | None:
         return None
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
-    from pipeline import tracking
+    from rnnzoo.pipeline import tracking
 
     client = mlflow.MlflowClient()
     name, version = get_model_name_and_version(client, model)
@@ -41,7 +41,7 @@ def resolve_model(model: str) -> Path:
     """An ONNX path, a folder holding one, an experiment name, or an MLflow URI (``models:/name/3``,
     ``models:/name@onnx``, ``runs:/...``)."""
     if model.startswith(("models:/", "runs:/")):
-        from pipeline import tracking
+        from rnnzoo.pipeline import tracking
 
         mlflow = tracking._mlflow()  # the same tracking URI as the pipeline
         try:

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cells.loops.native import cpu_name
+from rnnzoo.cells.loops.native import cpu_name
 
-from pipeline.model import from_record
-from pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
-from pipeline.config import BenchConfig, Config
-from pipeline.tasks import make_task
+from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
+from rnnzoo.pipeline.config import BenchConfig, Config
+from rnnzoo.pipeline.tasks import make_task
 
 
 UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import files, objectives, outputs, plots, tracking
-from pipeline.config import Config
-from pipeline.model import VectorModel, from_record
-from pipeline.tasks import Batch, TaskSpec, make_task
+from rnnzoo.pipeline import files, objectives, outputs, plots, tracking
+from rnnzoo.pipeline.config import Config
+from rnnzoo.pipeline.model import VectorModel, from_record
+from rnnzoo.pipeline.tasks import Batch, TaskSpec, make_task
 
 
 @torch.no_grad()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import files, onnx_export, outputs, tracking
-from pipeline.config import Config
+from rnnzoo.pipeline import files, onnx_export, outputs, tracking
+from rnnzoo.pipeline.config import Config
 
 
 def graphs_of(record: dict) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import files, outputs, tracking
-from pipeline.config import Config
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import files, outputs, tracking
+from rnnzoo.pipeline.config import Config
+from rnnzoo.pipeline.tasks import make_task
 
 
 def prepare(config: Config, experiment: str) -> Path:

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cells import RecurrentCell
-from pipeline import files, objectives, outputs, tracking
-from pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
-from pipeline.model import PredictionModule, VectorModel, build_model, detach_state
-from pipeline.tasks import Batch, Task, TaskSpec, make_task
+from rnnzoo.cells import RecurrentCell
+from rnnzoo.pipeline import files, objectives, outputs, tracking
+from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
+from rnnzoo.pipeline.model import PredictionModule, VectorModel, build_model, detach_state
+from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
 
 # Epoch e of seed s shuffles with Generator(s * _EPOCH_STRIDE + e): distinct streams per seed.
 _EPOCH_STRIDE = 1_000_003

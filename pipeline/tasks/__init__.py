@@ -1,12 +1,12 @@
 """The tasks: one file each; ``TASKS`` maps a name to its class."""
 
-from pipeline.tasks.adding import AddingTask
-from pipeline.tasks.base import Batch, Task, TaskError, TaskSpec
-from pipeline.tasks.copy import CopyTask
-from pipeline.tasks.frequency import FrequencyTask
-from pipeline.tasks.mnist_vector import MNISTVectorTask
-from pipeline.tasks.ptb import PTBTask
-from pipeline.tasks.seq_mnist import SeqMNISTTask
+from rnnzoo.pipeline.tasks.adding import AddingTask
+from rnnzoo.pipeline.tasks.base import Batch, Task, TaskError, TaskSpec
+from rnnzoo.pipeline.tasks.copy import CopyTask
+from rnnzoo.pipeline.tasks.frequency import FrequencyTask
+from rnnzoo.pipeline.tasks.mnist_vector import MNISTVectorTask
+from rnnzoo.pipeline.tasks.ptb import PTBTask
+from rnnzoo.pipeline.tasks.seq_mnist import SeqMNISTTask
 
 TASKS: dict[str, type[Task]] = {
     task.name: task for task in (AddingTask, CopyTask, SeqMNISTTask, MNISTVectorTask, FrequencyTask, PTBTask)

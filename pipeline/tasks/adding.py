@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
 
 BASELINE_MSE = 1.0 / 6.0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, drawn_splits, require
 
 RECALL = 10  # symbols to remember
 SYMBOLS = 8  # drawn from 1..SYMBOLS

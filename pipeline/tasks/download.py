@@ -12,8 +12,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import files
-from pipeline.tasks.base import TaskError
+from rnnzoo.pipeline import files
+from rnnzoo.pipeline.tasks.base import TaskError
 
 TIMEOUT_S = 10.0  # per connection attempt: an offline machine fails fast, a slow mirror is skipped
 CHUNK = 1 << 20

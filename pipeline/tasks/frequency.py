@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
 
 SAMPLINGS = ("regular", "high_res", "async")
 STEP_MS = {"regular": 1.0, "high_res": 0.1, "async": 1.0}  # async: the regular count, at random times

@@ -14,8 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline.tasks.base import Splits, Task, TaskSpec
-from pipeline.tasks.seq_mnist import CLASSES, ImageOptions, class_prior_baseline, load_images
+from rnnzoo.pipeline.tasks.base import Splits, Task, TaskSpec
+from rnnzoo.pipeline.tasks.seq_mnist import CLASSES, ImageOptions, class_prior_baseline, load_images
 
 
 @dataclasses.dataclass(frozen=True)

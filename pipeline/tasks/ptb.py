@@ -38,8 +38,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
-from pipeline.tasks.download import download
+from rnnzoo.pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
+from rnnzoo.pipeline.tasks.download import download
 
 log = logging.getLogger(__name__)
 SOURCES = ("embedded", "ptb", "files")

@@ -41,9 +41,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
-from pipeline.tasks.download import download
-from pipeline.tasks.idx import read_labelled_images
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
+from rnnzoo.pipeline.tasks.download import download
+from rnnzoo.pipeline.tasks.idx import read_labelled_images
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-import cells
-from cells.chrono_lstm import ChronoLSTMCell
-from cells.janet import JANETCell
-from cells.lstm import LSTMState
+from rnnzoo import cells
+from rnnzoo.cells.chrono_lstm import ChronoLSTMCell
+from rnnzoo.cells.janet import JANETCell
+from rnnzoo.cells.lstm import LSTMState
 from tests.cells.references import gradcheck_cell, lstm_cell_step, randomize_
 
 B, T, I, H = 2, 5, 3, 4

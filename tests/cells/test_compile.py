@@ -14,8 +14,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-
+from rnnzoo import cells
 OPTIONS = {
     "chrono_lstm": {"max_timescale": 10},
     "phased_lstm": {"ratio_on": 0.6},

@@ -5,8 +5,7 @@ import warnings
 import pytest
 import torch
 
-import cells
-
+from rnnzoo import cells
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-import cells.layer
-from cells import loops
-from cells.loops.ops import op
+from rnnzoo import cells
+import rnnzoo.cells.layer
+from rnnzoo.cells import loops
+from rnnzoo.cells.loops.ops import op
 
 FUSED = ("janet", "indrnn", "phased_lstm", "rhn", "lstm")
 # Options that make each cell show its behaviour at tiny sizes: a Phased LSTM gate open often
@@ -207,7 +207,8 @@ def test_a_missing_compiler_falls_back_to_the_reference_loop_with_one_warning(tm
     # A fresh extension folder and a compiler that does not exist: the build must fail, warn once,
     # and every layer must still run (the reference loop) and give the reference's results.
     script = """
-import warnings, torch, cells
+import warnings, torch
+from rnnzoo import cells
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     layer = cells.make("janet", 3, 4)
@@ -304,7 +305,7 @@ def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     # The next builder takes the flock (released by the kernel when its holder dies) and clears it.
     import fcntl
 
-    from cells.loops.native import _build_lock
+    from rnnzoo.cells.loops.native import _build_lock
 
     (tmp_path / "lock").write_text("")
     with _build_lock(tmp_path):
@@ -321,7 +322,7 @@ def test_two_checkouts_of_the_same_sources_build_into_different_folders(tmp_path
     import importlib.util
     import shutil
 
-    from cells.loops import native
+    from rnnzoo.cells.loops import native
 
     here = Path(native.__file__).parent
     shutil.copytree(here / "csrc", tmp_path / "csrc")
@@ -338,7 +339,8 @@ def test_two_checkouts_of_the_same_sources_build_into_different_folders(tmp_path
 # at::addmm_ where torch's BLAS does not export sgemm_/dgemm_ or RNNZOO_BLAS=0).
 ON_GEMM_ACCUMULATE = ("janet", "phased_lstm", "lstm")
 _ADDMM_PROBE = """
-import torch, cells, cells.layer
+import torch, rnnzoo.cells.layer
+from rnnzoo import cells
 from torch.profiler import profile
 cells.layer.RecurrentLayer.runs_on_torch_lstm = property(lambda self: False)
 for name in {names!r}:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-from cells.indrnn import IndRNNCell, IndRNNState
+from rnnzoo import cells
+from rnnzoo.cells.indrnn import IndRNNCell, IndRNNState
 from tests.cells.references import gradcheck_cell, indrnn_step, randomize_
 
 B, T, I, H = 2, 5, 3, 4

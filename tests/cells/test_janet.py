@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-from cells.janet import JANETCell, JANETState
+from rnnzoo import cells
+from rnnzoo.cells.janet import JANETCell, JANETState
 from tests.cells.references import gradcheck_cell, janet_original_step, janet_step, randomize_
 
 B, T, I, H = 2, 5, 3, 4

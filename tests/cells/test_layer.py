@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-from cells.layer import RecurrentLayer
+from rnnzoo import cells
+from rnnzoo.cells.layer import RecurrentLayer
 
 SEQUENCE_CELLS = ("lstm", "janet", "chrono_lstm", "indrnn", "phased_lstm", "rhn")
 FUSED_CELLS = ("lstm", "chrono_lstm")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-import cells
-from cells.lstm import LSTMCell, LSTMState
+from rnnzoo import cells
+from rnnzoo.cells.lstm import LSTMCell, LSTMState
 from tests.cells.references import gradcheck_cell, lstm_cell_step, randomize_
 
 B, T, I, H = 2, 5, 3, 4

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-import cells
-from cells.lstm_stack_op import lstm_stack
+from rnnzoo import cells
+from rnnzoo.cells.lstm_stack_op import lstm_stack
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -57,6 +57,6 @@ def test_exporting_the_fused_layer_keeps_time_symbolic_through_the_operator(name
 
 def test_eager_runs_never_reach_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = cells.make("lstm", 3, 4).eval()
-    monkeypatch.setattr("cells.torch_lstm.lstm_stack", lambda *args: pytest.fail("called outside an export"))
+    monkeypatch.setattr("rnnzoo.cells.torch_lstm.lstm_stack", lambda *args: pytest.fail("called outside an export"))
     layer(torch.randn(2, 5, 3))
     layer.train()(torch.randn(2, 5, 3))[0].sum().backward()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-from cells.lstm import LSTMCell, LSTMState
-from cells.phased_lstm import PhasedLSTMCell, PhasedLSTMState
+from rnnzoo import cells
+from rnnzoo.cells.lstm import LSTMCell, LSTMState
+from rnnzoo.cells.phased_lstm import PhasedLSTMCell, PhasedLSTMState
 from tests.cells.references import gradcheck_cell, lstm_cell_step, phased_lstm_step, phased_time_gate, randomize_
 
 B, T, I, H = 2, 5, 3, 4

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-import cells
-from cells.layer import RecurrentLayer
+from rnnzoo import cells
+from rnnzoo.cells.layer import RecurrentLayer
 
 SEQUENCE_CELLS = ("lstm", "janet", "chrono_lstm", "indrnn", "phased_lstm", "rhn")
 VECTOR_MODELS = ("unfolded_lstm",)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import cells
-from cells.rhn import RHNCell, RHNState
+from rnnzoo import cells
+from rnnzoo.cells.rhn import RHNCell, RHNState
 from tests.cells.references import affine, gradcheck_cell, randomize_, rhn_step, sigmoid
 
 B, T, I, H = 2, 5, 3, 4

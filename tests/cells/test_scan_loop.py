@@ -9,8 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-import cells
-
+from rnnzoo import cells
 SEQUENCE_CELLS = [name for name in cells.names() if cells.is_sequence_model(name)]
 OPTIONS = {"chrono_lstm": {"max_timescale": 10}, "phased_lstm": {"ratio_on": 0.6}, "rhn": {"depth": 2}}
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cells import loops
-from cells.loops.ops import op
+from rnnzoo.cells import loops
+from rnnzoo.cells.loops.ops import op
 
-gpu = pytest.importorskip("cells.loops.gpu", reason="triton is not installed")  # installed by the dev extra
+gpu = pytest.importorskip("rnnzoo.cells.loops.gpu", reason="triton is not installed")  # installed by the dev extra
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 T, B, H, DEPTH = 5, 19, 20, 3  # B and H not multiples of the tiles, so the padding lanes are exercised

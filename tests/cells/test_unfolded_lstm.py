@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-import cells
-from cells.unfolded_lstm import UnfoldedLSTM
+from rnnzoo import cells
+from rnnzoo.cells.unfolded_lstm import UnfoldedLSTM
 from tests.cells.references import gradcheck_cell, randomize_, sigmoid
 
 B, I, H = 6, 3, 4

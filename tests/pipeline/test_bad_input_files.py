@@ -15,11 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import config, files
-from pipeline.cli import app
-from pipeline.model import build_model
-from pipeline.stages.train import model_record
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import config, files
+from rnnzoo.pipeline.cli import app
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.stages.train import model_record
+from rnnzoo.pipeline.tasks import make_task
 from tests.pipeline.conftest import tiny_params, write_params
 from tests.pipeline.test_bad_input_params import refused
 

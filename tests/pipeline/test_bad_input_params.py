@@ -12,8 +12,8 @@ import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
-from pipeline import config
-from pipeline.cli import app
+from rnnzoo.pipeline import config
+from rnnzoo.pipeline.cli import app
 from tests.pipeline.conftest import tiny_params, write_params
 
 runner = CliRunner()

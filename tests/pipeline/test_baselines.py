@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import config, files, onnx_export, runtime
-from pipeline.baselines import CNN, MLP
-from pipeline.model import VectorModel, build_model, from_record
-from pipeline.objectives import loss
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import layer_gradient_norms, train
-from pipeline.tasks import Batch, TaskSpec
+from rnnzoo.pipeline import config, files, onnx_export, runtime
+from rnnzoo.pipeline.baselines import CNN, MLP
+from rnnzoo.pipeline.model import VectorModel, build_model, from_record
+from rnnzoo.pipeline.objectives import loss
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import layer_gradient_norms, train
+from rnnzoo.pipeline.tasks import Batch, TaskSpec
 from tests.pipeline.conftest import tiny_params, write_params
 
 DIGITS = TaskSpec(input_size=64, output_size=10, head="vector_classification", baseline_loss=2.3, baseline="", loss_name="cross_entropy")

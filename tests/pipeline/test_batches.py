@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import config, files
-from pipeline.config import ConfigError
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import batch_stream, min_batch_examples, train
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import config, files
+from rnnzoo.pipeline.config import ConfigError
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import batch_stream, min_batch_examples, train
+from rnnzoo.pipeline.tasks import make_task
 from tests.pipeline.conftest import tiny_params, write_params
 
 BATCH_NORM = {"cell": "unfolded_lstm", "task": "mnist_vector", "hidden_size": 8, "cell_options": {"depth": 2, "batch_norm": True},
@@ -75,8 +75,8 @@ def test_evaluation_with_a_last_batch_of_one_runs_in_eval_mode(workdir: Path) ->
 
 @pytest.mark.parametrize(("batch_norm", "needed"), [(True, 2), (False, 1)])
 def test_min_batch_examples_follows_the_model(batch_norm: bool, needed: int) -> None:
-    from pipeline.model import build_model
-    from pipeline.tasks.base import TaskSpec
+    from rnnzoo.pipeline.model import build_model
+    from rnnzoo.pipeline.tasks.base import TaskSpec
 
     spec = TaskSpec(input_size=4, output_size=3, head="vector_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")
     model = build_model("unfolded_lstm", spec, 4, depth=2, batch_norm=batch_norm)

@@ -11,13 +11,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import config, files, summary, tracking
-from pipeline.cell_bench import Spread
-from pipeline.stages import bench
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.export import export
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config, files, summary, tracking
+from rnnzoo.pipeline.cell_bench import Spread
+from rnnzoo.pipeline.stages import bench
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.export import export
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 TORCH_S, ONNXRUNTIME_S = 0.02, 0.01  # the true speedup: 2
 

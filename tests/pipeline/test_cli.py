@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import cells
-from pipeline import cell_bench
-from pipeline.cli import app
+from rnnzoo import cells
+from rnnzoo.pipeline import cell_bench
+from rnnzoo.pipeline.cli import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,10 +109,10 @@ NO_TORCH_ARGS = [
 @pytest.mark.parametrize("args", NO_TORCH_ARGS, ids=" ".join)
 def test_help_and_version_answer_without_importing_torch(args: list[str]) -> None:
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom pipeline.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom rnnzoo.pipeline.cli import app\n"
         f"result = CliRunner().invoke(app, {args!r})\n"
         "assert result.exit_code == 0, result.output\n"
-        "print(sorted(name for name in ('torch', 'cells', 'mlflow') if name in sys.modules))"
+        "print(sorted(name for name in ('torch', 'rnnzoo.cells', 'mlflow') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import config
-from pipeline.cli import app
+from rnnzoo.pipeline import config
+from rnnzoo.pipeline.cli import app
 from tests.pipeline.conftest import tiny_params, write_params
 
 runner = CliRunner()
@@ -82,7 +82,7 @@ def test_set_override_without_equals_is_rejected(tmp_path: Path) -> None:
 
 
 def test_bad_task_option_is_named(tmp_path: Path) -> None:
-    from pipeline.tasks import TaskError, make_task
+    from rnnzoo.pipeline.tasks import TaskError, make_task
 
     with pytest.raises(TaskError, match="length"):
         make_task("adding", {"length": 1})
@@ -90,15 +90,14 @@ def test_bad_task_option_is_named(tmp_path: Path) -> None:
 
 def test_default_params_file_is_valid() -> None:
     loaded = config.load(Path(__file__).resolve().parents[2] / "params.yaml")
-    import cells
-
+    from rnnzoo import cells
     assert {exp.cell for exp in loaded.experiments.values()} == set(cells.names())
 
 
 @pytest.mark.parametrize("profile", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml")))
 def test_every_profile_is_valid_and_builds_its_models(profile: str) -> None:
-    import cells
-    from pipeline.tasks import make_task
+    from rnnzoo import cells
+    from rnnzoo.pipeline.tasks import make_task
 
     loaded = config.load(Path(__file__).resolve().parents[2] / "profiles" / profile)
     for exp in loaded.experiments.values():

@@ -16,7 +16,7 @@ from tests.pipeline.conftest import tiny_params, write_params
 from tests.project_copy import copy_project
 
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ("cells", "pipeline", "dvc.yaml", "MLproject", "conda.yaml", "pyproject.toml")
+PROJECT_FILES = ("rnnzoo", "cells", "pipeline", "dvc.yaml", "MLproject", "conda.yaml", "pyproject.toml")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dvc.utils.hydra import apply_overrides
 
-from pipeline import config
+from rnnzoo.pipeline import config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(config.load(ROOT / "params.yaml").experiments)

@@ -12,10 +12,10 @@ import onnxruntime
 import pytest
 import torch
 
-from pipeline import onnx_export, runtime
-from pipeline.model import build_model, from_record
-from pipeline.stages.export import graphs_of
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import onnx_export, runtime
+from rnnzoo.pipeline.model import build_model, from_record
+from rnnzoo.pipeline.stages.export import graphs_of
+from rnnzoo.pipeline.tasks import make_task
 
 # (cell, task, task options, cell options, model options): every cell, every head.
 CASES = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import files
+from rnnzoo.pipeline import files
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:

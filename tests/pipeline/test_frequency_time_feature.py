@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.model import build_model
-from pipeline.objectives import loss
-from pipeline.tasks import make_task
-from pipeline.tasks.base import TaskError
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.objectives import loss
+from rnnzoo.pipeline.tasks import make_task
+from rnnzoo.pipeline.tasks.base import TaskError
 
 OPTIONS = {"duration": 12.0, "train_size": 20, "valid_size": 6, "test_size": 6}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, known_noise
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config, known_noise
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 # Each silenced message as the library prints it (copied from a real export on this machine).
 WARNING_SAMPLES = {

@@ -19,13 +19,13 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from pipeline import config, files
-from pipeline.serve.predictor import Predictor
-from pipeline.serve.resolve import resolve_model
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.export import export
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config, files
+from rnnzoo.pipeline.serve.predictor import Predictor
+from rnnzoo.pipeline.serve.resolve import resolve_model
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.export import export
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 from tests.pipeline.test_known_noise import known_noise_samples
 
 
@@ -118,7 +118,7 @@ LOAD_ALONE = """
 import json, sys
 sys.path.append(sys.argv[3])  # the venv's site-packages, as a plain folder
 try:
-    import pipeline
+    from rnnzoo import pipeline
     sys.exit("rnnzoo is importable here: the check proves nothing")
 except ImportError:
     pass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.model import SequenceModel
-from pipeline.tasks import Batch, TaskSpec
+from rnnzoo.pipeline.model import SequenceModel
+from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 CLASSIFY = TaskSpec(input_size=3, output_size=4, head="last_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")
 
@@ -51,7 +51,7 @@ REGRESS = TaskSpec(input_size=2, output_size=1, head="last_regression", baseline
 
 
 def test_the_mlflow_module_of_a_timestamped_cell_on_a_task_without_timestamps_numbers_the_steps() -> None:
-    from pipeline.model import PredictionModule
+    from rnnzoo.pipeline.model import PredictionModule
 
     torch.manual_seed(0)
     model = SequenceModel("phased_lstm", REGRESS, 5).eval()

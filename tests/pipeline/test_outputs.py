@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline import config, files, outputs
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config, files, outputs
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 
 def _disk_full(*args: Any, **kwargs: Any) -> None:
@@ -81,11 +81,11 @@ def _fail_to_save(what: str, monkeypatch: pytest.MonkeyPatch) -> None:
             _disk_full()
         real_save(obj, *args, **kwargs)
 
-    monkeypatch.setattr("pipeline.files.torch.save", save)
+    monkeypatch.setattr("rnnzoo.pipeline.files.torch.save", save)
 
 
 def _prepare(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipeline.files.torch.save", _disk_full)
+    monkeypatch.setattr("rnnzoo.pipeline.files.torch.save", _disk_full)
     prepare(params, "add-janet")
 
 
@@ -106,8 +106,8 @@ def _evaluate(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _bench(params: config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.stages.bench import bench
-    from pipeline.stages.export import export
+    from rnnzoo.pipeline.stages.bench import bench
+    from rnnzoo.pipeline.stages.export import export
 
     train(params, "add-janet", progress=False)
     export(params, "add-janet")
@@ -138,7 +138,7 @@ def test_a_stage_whose_write_fails_leaves_none_of_its_outputs(stage: str, workdi
 
 
 def test_a_failed_write_names_the_output_not_its_hidden_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import files
+    from rnnzoo.pipeline import files
 
     def full(self: Path, data: Any) -> None:  # as a real full disk: the write fails, no file named
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -11,11 +11,11 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import claims, files, reproduce
-from pipeline.claims.base import FAILS, HOLDS, INCONCLUSIVE, SCALES, Arm, Better, Claim, Contrast, Reaches, Scale, Trend
-from pipeline.cli import app
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import claims, files, reproduce
+from rnnzoo.pipeline.claims.base import FAILS, HOLDS, INCONCLUSIVE, SCALES, Arm, Better, Claim, Contrast, Reaches, Scale, Trend
+from rnnzoo.pipeline.cli import app
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 ALL = list(claims.CLAIMS)
 
@@ -180,7 +180,7 @@ def test_each_claims_rule_reads_arms_that_every_scale_runs_with_three_seeds_at_c
 
 
 def test_the_rhn_depths_are_matched_in_parameters():
-    from pipeline.claims.rhn_depth import recurrent_parameters
+    from rnnzoo.pipeline.claims.rhn_depth import recurrent_parameters
 
     claim = claims.get("rhn_depth")
     for scale in ("cpu", "paper"):

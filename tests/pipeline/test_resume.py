@@ -16,10 +16,10 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import config, files
-from pipeline.stages import train as train_stage
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
+from rnnzoo.pipeline import config, files
+from rnnzoo.pipeline.stages import train as train_stage
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
 from tests.pipeline.conftest import tiny_params, write_params
 
 TIMING = {"train.steps_per_second", "steps_per_second"}

@@ -12,9 +12,9 @@ import onnxruntime
 import pytest
 import torch
 
-from pipeline import onnx_export, runtime
-from pipeline.model import build_model
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import onnx_export, runtime
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.tasks import make_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_distribution_names_the_installed_build_as_a_requirement() -> None:
 
 
 def test_a_missing_onnxruntime_says_how_to_install_one() -> None:
-    code = "import sys; sys.modules['onnxruntime'] = None; import pipeline.runtime"
+    code = "import sys; sys.modules['onnxruntime'] = None; import rnnzoo.pipeline.runtime"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert "pip install -e '.[cpu]'" in result.stderr and "'.[gpu]'" in result.stderr
@@ -117,7 +117,7 @@ def test_make_installs_onnxruntime_gpu_only_where_an_nvidia_driver_answers(tmp_p
     commands = result.stdout.splitlines()
     # Both builds go first (they share the module's files), then exactly the chosen one comes back.
     uninstall = next(i for i, line in enumerate(commands) if "pip uninstall --quiet --yes onnxruntime onnxruntime-gpu" in line)
-    install = next(i for i, line in enumerate(commands) if f"pip install --quiet -e '.[dev,{extra}]'" in line)
+    install = next(i for i, line in enumerate(commands) if f"pip install --quiet -e '.[pipeline,dev,{extra}]'" in line)
     assert uninstall < install
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import config, files, runtime, summary
-from pipeline.model import from_record
-from pipeline.tasks.base import Batch
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import TrainingDiverged, train
+from rnnzoo.pipeline import config, files, runtime, summary
+from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.tasks.base import Batch
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import TrainingDiverged, train
 
 
 def _run_all(params: config.Config, name: str) -> dict[str, float]:
@@ -95,7 +95,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(workdir: Path) -> None:
 @pytest.mark.slow  # 51 s; tests/pipeline/test_resume.py holds resume to the uninterrupted run in-process
 def test_resume_after_a_real_kill_gives_the_uninterrupted_metrics(workdir: Path) -> None:
     overrides = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5"]
-    rnnzoo = [sys.executable, "-m", "pipeline.cli"]
+    rnnzoo = [sys.executable, "-m", "rnnzoo.pipeline.cli"]
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     subprocess.run([*rnnzoo, "prepare", "add-janet", *overrides], check=True, env=env, capture_output=True)
@@ -199,8 +199,8 @@ def test_mixed_precision_trains_to_finite_metrics_that_differ_from_float32(workd
 
 
 def test_bench_measures_onnxruntime_against_torch_and_records_it(workdir: Path) -> None:
-    from pipeline.stages.bench import bench
-    from pipeline.stages.export import export
+    from rnnzoo.pipeline.stages.bench import bench
+    from rnnzoo.pipeline.stages.export import export
 
     params = config.load(workdir / "params.yaml")
     metrics_of = {}
@@ -256,7 +256,7 @@ def test_stages_after_train_refuse_a_model_trained_with_other_params(workdir: Pa
 
 
 def test_export_that_fails_part_way_keeps_the_previous_graphs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.stages import export as export_stage
+    from rnnzoo.pipeline.stages import export as export_stage
 
     params = config.load(workdir / "params.yaml")
     _run_all(params, "add-janet")

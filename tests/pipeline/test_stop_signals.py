@@ -15,8 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import config, stop_signals, tracking
-from pipeline.stop_signals import StageStopped
+from rnnzoo.pipeline import config, stop_signals, tracking
+from rnnzoo.pipeline.stop_signals import StageStopped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,7 +158,7 @@ def test_handlers_come_back_and_foreign_handlers_are_left_alone() -> None:
 LOGGING_STAGE = """
 import sys
 from pathlib import Path
-from pipeline import config, tracking
+from rnnzoo.pipeline import config, tracking
 exp = config.load(Path("params.yaml")).experiment(sys.argv[1])
 with tracking.stage_run("train", exp) as mlflow:
     Path("ready").touch()

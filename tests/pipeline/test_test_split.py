@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline import files
-from pipeline.tasks import TASKS, make_task
-from pipeline.tasks.adding import adding_sequences
-from pipeline.tasks.base import TaskError
-from pipeline.tasks.copy import copy_sequences
-from pipeline.tasks.frequency import FrequencyOptions, frequency_examples
-from pipeline.tasks.ptb import EOS, embedded_corpus, tokenize
-from pipeline.tasks.seq_mnist import ImageOptions, _split, pixel_permutation
+from rnnzoo.pipeline import files
+from rnnzoo.pipeline.tasks import TASKS, make_task
+from rnnzoo.pipeline.tasks.adding import adding_sequences
+from rnnzoo.pipeline.tasks.base import TaskError
+from rnnzoo.pipeline.tasks.copy import copy_sequences
+from rnnzoo.pipeline.tasks.frequency import FrequencyOptions, frequency_examples
+from rnnzoo.pipeline.tasks.ptb import EOS, embedded_corpus, tokenize
+from rnnzoo.pipeline.tasks.seq_mnist import ImageOptions, _split, pixel_permutation
 from tests.pipeline.tasks.fake_mnist import write_mnist_part
 from tests.pipeline.tasks.test_task_contract import SMALL
 
@@ -98,7 +98,7 @@ def test_a_ten_thousand_image_set_splits_8000_1000_1000_by_default() -> None:
 
 def test_mnist_t10k_alone_is_split_in_three_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_mnist_part(tmp_path, "t10k", 50, seed=2)
-    with caplog.at_level(logging.WARNING, logger="pipeline.tasks.seq_mnist"):
+    with caplog.at_level(logging.WARNING, logger="rnnzoo.pipeline.tasks.seq_mnist"):
         splits = make_task("mnist_vector", {"source": "mnist", "download": False}).prepare(tmp_path, 0)
     assert [splits[s]["x"].shape[0] for s in ("train", "valid", "test")] == [40, 5, 5]
     assert "train, valid and test" in caplog.text
@@ -176,7 +176,7 @@ def test_ptb_with_only_valid_and_test_trains_on_valid_and_halves_test(tmp_path: 
     (tmp_path / "ptb.valid.txt").write_text(" a b \n b a \n")
     (tmp_path / "ptb.test.txt").write_text(" a \n b \n a b \n b a \n a a \n")  # 5 lines: 2 valid, 3 test
     task = make_task("ptb", {"source": "ptb", "download": False})
-    with caplog.at_level(logging.WARNING, logger="pipeline.tasks.ptb"):
+    with caplog.at_level(logging.WARNING, logger="rnnzoo.pipeline.tasks.ptb"):
         texts = task.texts(tmp_path, 0)
         splits = task.prepare(tmp_path, 0)
     assert texts == (" a b \n b a \n", " a \n b \n", " a b \n b a \n a a \n")

@@ -16,10 +16,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import config, tracking
-from pipeline.stages.export import export
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import train
+from rnnzoo.pipeline import config, tracking
+from rnnzoo.pipeline.stages.export import export
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDING_STAGE = """
 import sys, time
 from pathlib import Path
-from pipeline import config, tracking
+from rnnzoo.pipeline import config, tracking
 exp = config.load(Path("params.yaml")).experiment(sys.argv[1])
 with tracking.stage_run(sys.argv[2], exp):
     Path("ready").touch()
@@ -199,7 +199,7 @@ def _stage_in_thread(exp: config.ExperimentConfig) -> str:
 CONCURRENT_STAGE = """
 import sys, time
 from pathlib import Path
-from pipeline import config, tracking
+from rnnzoo.pipeline import config, tracking
 import mlflow  # imported before the start: the race is in the store's first use, not the imports
 exp = config.load(Path("params.yaml")).experiment(sys.argv[1])
 Path(f"ready-{sys.argv[2]}").touch()
@@ -296,7 +296,7 @@ import json, sys
 from pathlib import Path
 if sys.argv[1] == "mlflow-first":
     import mlflow
-from pipeline import config, tracking
+from rnnzoo.pipeline import config, tracking
 exp = config.load(Path("params.yaml")).experiment("add-janet")
 if sys.argv[2] == "open-run":
     with tracking.stage_run("prepare", exp):

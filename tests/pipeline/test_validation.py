@@ -11,13 +11,13 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import config, files, objectives
-from pipeline.config import ConfigError, TrainConfig
-from pipeline.model import from_record
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.prepare import prepare
-from pipeline.stages.train import make_schedule, train
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import config, files, objectives
+from rnnzoo.pipeline.config import ConfigError, TrainConfig
+from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.stages.evaluate import evaluate
+from rnnzoo.pipeline.stages.prepare import prepare
+from rnnzoo.pipeline.stages.train import make_schedule, train
+from rnnzoo.pipeline.tasks import make_task
 from tests.pipeline.conftest import tiny_params, write_params
 
 EVERY = 3

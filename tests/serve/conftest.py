@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from pipeline.serve.app import create_app
-from pipeline.serve.predictor import Predictor
+from rnnzoo.pipeline.serve.app import create_app
+from rnnzoo.pipeline.serve.predictor import Predictor
 from tests.serve.exported import export
 
 ADDING = ("adding", {"length": 5, "train_size": 4, "valid_size": 4})

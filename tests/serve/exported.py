@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from pipeline import onnx_export
-from pipeline.model import build_model
-from pipeline.tasks import make_task
+from rnnzoo.pipeline import onnx_export
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.tasks import make_task
 
 
 def export(folder: Path, cell: str, task: str, task_options: dict, cell_options: dict, graph: str = "sequence",

@@ -12,8 +12,8 @@ import uvicorn
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.serve.connections import uvicorn_options
+from rnnzoo.pipeline.cli import app
+from rnnzoo.pipeline.serve.connections import uvicorn_options
 from tests.serve.asgi import call
 
 

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from pipeline.serve.connections import uvicorn_options
+from rnnzoo.pipeline.serve.connections import uvicorn_options
 
 IDLE = 0.5  # seconds: the idle timeout of the server under test
 

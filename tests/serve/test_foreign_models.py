@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from rnnzoo.pipeline.cli import app
 from tests.serve.asgi import call
 
 # What `rnnzoo export` writes (onnx_export.export_graph), for files that have the metadata but not the inputs.

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import runtime
-from pipeline.serve.connections import uvicorn_options
-from pipeline.serve.load import run_load
+from rnnzoo.pipeline import runtime
+from rnnzoo.pipeline.serve.connections import uvicorn_options
+from rnnzoo.pipeline.serve.load import run_load
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "s3cret"
@@ -53,7 +53,7 @@ class Server:
 def _start(path: Path, *options: str, key: str | None = None) -> Iterator[Server]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "pipeline.cli", "serve", str(path), "--port", str(port), *options]
+    command = [sys.executable, "-m", "rnnzoo.pipeline.cli", "serve", str(path), "--port", str(port), *options]
     if key:
         command += ["--api-key", key]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -233,7 +233,7 @@ def test_serve_runs_on_the_provider_asked_for_or_says_why_not(provider: str, exp
     import uvicorn
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from rnnzoo.pipeline.cli import app
 
     path = exported("adding")
     served = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from pipeline.serve.predictor import Predictor
+from rnnzoo.pipeline.serve.predictor import Predictor
 from tests.serve.asgi import call
 
 READS_AHEAD = "depend on later steps"

@@ -8,8 +8,8 @@ which is how the parity tests run them where no GPU is present.
 
 from __future__ import annotations
 
-from cells.loops.gpu import indrnn, janet, lstm, rhn
-from cells.loops.ops import LIBRARY, versioned
+from rnnzoo.cells.loops.gpu import indrnn, janet, lstm, rhn
+from rnnzoo.cells.loops.ops import LIBRARY, versioned
 
 KERNELS = {
     "janet_loop": janet.forward,

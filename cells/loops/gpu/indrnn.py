@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, row_tile, slab_at, tanh
+from rnnzoo.cells.loops.gpu.common import compute_dtype, keep_or_empty, kept, row_tile, slab_at, tanh
 
 BLOCK_B, BLOCK_H = 16, 64
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.tasks.idx import IMAGES_MAGIC, LABELS_MAGIC
+from rnnzoo.pipeline.tasks.idx import IMAGES_MAGIC, LABELS_MAGIC
 
 
 def idx_bytes(array: Tensor, magic: int) -> bytes:

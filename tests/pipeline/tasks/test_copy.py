@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from pipeline.tasks import make_task
-from pipeline.tasks.base import IGNORE_INDEX, TaskError
-from pipeline.tasks.copy import ALPHABET, BLANK, DELIMITER, RECALL
+from rnnzoo.pipeline.tasks import make_task
+from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, TaskError
+from rnnzoo.pipeline.tasks.copy import ALPHABET, BLANK, DELIMITER, RECALL
 
 
 def test_copy_sequences_follow_the_layout() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tasks.base import TaskError
-from pipeline.tasks.download import download, md5_of, verify_md5
+from rnnzoo.pipeline.tasks.base import TaskError
+from rnnzoo.pipeline.tasks.download import download, md5_of, verify_md5
 
 CONTENT = b"rnnzoo test payload\n" * 100
 MD5 = hashlib.md5(CONTENT).hexdigest()

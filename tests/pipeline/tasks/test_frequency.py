@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pipeline.tasks import make_task
-from pipeline.tasks.base import Split, TaskError
+from rnnzoo.pipeline.tasks import make_task
+from rnnzoo.pipeline.tasks.base import Split, TaskError
 
 
 def prepare(sampling: str, count: int = 200, duration: float = 20.0, seed: int = 0) -> Split:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.tasks.base import TaskError
-from pipeline.tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, read_labelled_images
+from rnnzoo.pipeline.tasks.base import TaskError
+from rnnzoo.pipeline.tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, read_labelled_images
 from tests.pipeline.tasks.fake_mnist import idx_bytes, write_idx
 
 IMAGES = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 3, 4)

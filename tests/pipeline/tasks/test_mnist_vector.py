@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.tasks import make_task
-from pipeline.tasks.base import TaskError
+from rnnzoo.pipeline.tasks import make_task
+from rnnzoo.pipeline.tasks.base import TaskError
 from tests.pipeline.tasks.fake_mnist import write_mnist_part
 
 

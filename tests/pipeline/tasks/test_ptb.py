@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.tasks import make_task
-from pipeline.tasks.base import Task, TaskError
-from pipeline.tasks.ptb import EOS, UNK, tokenize
+from rnnzoo.pipeline.tasks import make_task
+from rnnzoo.pipeline.tasks.base import Task, TaskError
+from rnnzoo.pipeline.tasks.ptb import EOS, UNK, tokenize
 
 
 def files_task(tmp_path: Path, train: str, valid: str, test: str = "a b\n", **options: object) -> Task:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.tasks import make_task, seq_mnist
-from pipeline.tasks.base import Splits, TaskError
-from pipeline.tasks.download import md5_of
-from pipeline.tasks.seq_mnist import pixel_permutation
+from rnnzoo.pipeline.tasks import make_task, seq_mnist
+from rnnzoo.pipeline.tasks.base import Splits, TaskError
+from rnnzoo.pipeline.tasks.download import md5_of
+from rnnzoo.pipeline.tasks.seq_mnist import pixel_permutation
 from tests.pipeline.tasks.fake_mnist import write_mnist_part
 
 DIGITS = 1797
@@ -87,7 +87,7 @@ def test_mnist_files_train_and_validate_on_train_and_test_on_t10k(tmp_path: Path
 
 def test_mnist_without_train_files_splits_t10k_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_mnist_part(tmp_path, "t10k", 50, seed=2)
-    with caplog.at_level(logging.WARNING, logger="pipeline.tasks.seq_mnist"):
+    with caplog.at_level(logging.WARNING, logger="rnnzoo.pipeline.tasks.seq_mnist"):
         splits = prepare({"source": "mnist", "download": False, "valid_fraction": 0.2}, tmp_path)
     assert splits["train"]["x"].shape[0] == 40 and splits["valid"]["x"].shape[0] == splits["test"]["x"].shape[0] == 5
     assert "splitting the 10k t10k images" in caplog.text
@@ -98,7 +98,7 @@ def test_train_files_false_splits_t10k_even_beside_the_train_pair(tmp_path: Path
     write_mnist_part(tmp_path, "train", 30, seed=1)
     t10k_images, _ = write_mnist_part(tmp_path, "t10k", 50, seed=2)
     options = {"source": "mnist", "download": False, "valid_fraction": 0.2}
-    with caplog.at_level(logging.WARNING, logger="pipeline.tasks.seq_mnist"):
+    with caplog.at_level(logging.WARNING, logger="rnnzoo.pipeline.tasks.seq_mnist"):
         alone = prepare({**options, "train_files": False}, tmp_path)
     assert "splitting the 10k t10k images" not in caplog.text, "asked for: no warning"
     sizes = {name: split["x"].shape[0] for name, split in alone.items()}

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from pipeline.model import build_model
-from pipeline.objectives import loss
-from pipeline.tasks import TASKS, make_task
-from pipeline.tasks.base import IGNORE_INDEX, Splits, Task, TaskError
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.objectives import loss
+from rnnzoo.pipeline.tasks import TASKS, make_task
+from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Splits, Task, TaskError
 
 # Small enough for a test; every registered task must appear here.
 SMALL = {

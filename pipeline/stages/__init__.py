@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module each: prepare, train, evaluate, export, bench."""
