@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from rnnzoo import cells
+
+
 def mnist_pixels(folder: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` test images as (count, 784, 1) in [0, 1] and their labels."""
     with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as handle:

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.loops import ops as loop_ops
 from rnnzoo.cells.base import Masks, RecurrentCell, require_in_range
 from rnnzoo.cells.chrono import chrono_initialize_
+from rnnzoo.cells.loops import ops as loop_ops
 
 
 class JANETState(NamedTuple):

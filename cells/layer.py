@@ -27,7 +27,6 @@ from rnnzoo.cells import loops
 from rnnzoo.cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
 from rnnzoo.cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
-
 # "python": a Python loop over steps (eager, fastest to run); "scan": torch's scan operator,
 # which export turns into one ONNX Scan node so the graph keeps the time axis dynamic.
 TIME_LOOPS = ("python", "scan")

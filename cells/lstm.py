@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.loops import ops as loop_ops
 from rnnzoo.cells.base import Masks, RecurrentCell
+from rnnzoo.cells.loops import ops as loop_ops
 
 
 class LSTMState(NamedTuple):

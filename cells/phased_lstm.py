@@ -32,11 +32,10 @@ from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
-
 from torch.nn import functional as F
 
-from rnnzoo.cells.loops import ops as loop_ops
 from rnnzoo.cells.base import Masks, require_in_range
+from rnnzoo.cells.loops import ops as loop_ops
 from rnnzoo.cells.lstm import LSTMCell, lstm_pointwise
 
 

@@ -1,7 +1,7 @@
 """Third-party warnings that say nothing to an rnnzoo user, silenced by their exact message.
 
-Each entry is a message that torch's ONNX exporter or onnxruntime prints on every export of a
-healthy model, with why it is noise here. Only these messages, from these categories or
+Each entry is a message that torch's ONNX exporter, onnxruntime or MLflow prints on every export
+or run of a healthy model, with why it is noise here. Only these messages, from these categories or
 loggers, are dropped, and only inside :func:`silenced`: any other warning of the same category
 (or any other record of the same logger) still shows.
 """
@@ -22,6 +22,8 @@ WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"# The axis name: \w+ will not be used, since it shares the same shape constraints"),
     # MLflow's ONNX flavour asks for CUDA then the CPU; on a CPU-only onnxruntime the CPU is used, as meant.
     (UserWarning, r"Specified provider 'CUDAExecutionProvider' is not in available provider names"),
+    # MLflow registers its local-file dataset source under two schemes ("" and "file"): one class, no ambiguity.
+    (UserWarning, r"The specified dataset source can be interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource\."),
 )
 # (logger name, message regex): logging records.
 RECORDS: tuple[tuple[str, str], ...] = (

@@ -377,6 +377,22 @@ def log_metrics(mlflow: Any, metrics: Mapping[str, float], step: int | None = No
         mlflow.log_metrics(dict(metrics), step=step)
 
 
+def log_dataset(mlflow: Any, path: Path, name: str, context: str) -> None:
+    """Record the data file ``path`` as the active run's input (MLflow's Datasets): ``name``, its
+    digest (sha256 of the file's bytes, 16 hex digits) and its location, under ``context`` (e.g.
+    "training"). MLflow keeps one record per dataset and context, so a rerun adds none."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    with known_noise.silenced():
+        source = resolve_dataset_source(path.resolve().as_uri())
+    _retry_locked(lambda: mlflow.log_input(MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16]), context=context))
+
+
 def logged_values(mlflow: Any, key: str) -> dict[int, float]:
     """Metric ``key`` as the active run holds it, by step (the last value logged at each step)."""
     run_id = mlflow.active_run().info.run_id

@@ -282,8 +282,9 @@ def test_the_reproduce_list_runs_and_the_long_scales_parse(project: Project):
     block = _block("Reproducing")
     out = project.sh("source .venv/bin/activate\n" + block.commands[0])
     assert "rhn_depth" in out and "janet_adding" in out
-    from rnnzoo.pipeline.cli import app
     from typer.main import get_command
+
+    from rnnzoo.pipeline.cli import app
 
     command = get_command(app)
     for line in block.commands[2:]:

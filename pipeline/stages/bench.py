@@ -26,12 +26,10 @@ import numpy as np
 import torch
 
 from rnnzoo.cells.loops.native import cpu_name
-
-from rnnzoo.pipeline.model import from_record
 from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from rnnzoo.pipeline.config import BenchConfig, Config
+from rnnzoo.pipeline.model import from_record
 from rnnzoo.pipeline.tasks import make_task
-
 
 UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady
 

@@ -221,6 +221,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
 
     with tracking.stage_run("train", exp) as mlflow:
         mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
+        tracking.log_dataset(mlflow, files.dataset_path(experiment), f"{experiment} ({exp.task})", "training")
         model.train()
         bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", unit="step", disable=not progress)
         # The run may hold records already: a killed run's past its last checkpoint, which --resume

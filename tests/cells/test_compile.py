@@ -15,6 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from rnnzoo import cells
+
 OPTIONS = {
     "chrono_lstm": {"max_timescale": 10},
     "phased_lstm": {"ratio_on": 0.6},

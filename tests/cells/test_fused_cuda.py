@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rnnzoo import cells
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

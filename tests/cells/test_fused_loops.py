@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rnnzoo import cells
 import rnnzoo.cells.layer
+from rnnzoo import cells
 from rnnzoo.cells import loops
 from rnnzoo.cells.loops.ops import op
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rnnzoo import cells
+
 SEQUENCE_CELLS = [name for name in cells.names() if cells.is_sequence_model(name)]
 OPTIONS = {"chrono_lstm": {"max_timescale": 10}, "phased_lstm": {"ratio_on": 0.6}, "rhn": {"depth": 2}}
 

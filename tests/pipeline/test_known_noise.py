@@ -19,6 +19,8 @@ WARNING_SAMPLES = {
     0: "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()` instead.",
     1: "# The axis name: batch will not be used, since it shares the same shape constraints with another axis: batch.",
     2: "Specified provider 'CUDAExecutionProvider' is not in available provider names.Available providers: 'CPUExecutionProvider'",
+    3: "The specified dataset source can be interpreted in multiple ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource. "
+    "MLflow will assume that this is a LocalArtifactDatasetSource source.",
 }
 RECORD_SAMPLES = {
     0: "torchvision is not installed. Skipping torchvision::nms",

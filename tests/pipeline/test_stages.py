@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -17,10 +19,10 @@ import torch
 
 from rnnzoo.pipeline import config, files, runtime, summary
 from rnnzoo.pipeline.model import from_record
-from rnnzoo.pipeline.tasks.base import Batch
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import TrainingDiverged, train
+from rnnzoo.pipeline.tasks.base import Batch
 
 
 def _run_all(params: config.Config, name: str) -> dict[str, float]:
@@ -284,3 +286,34 @@ def test_a_timestamped_cell_trains_and_logs_its_model_on_a_task_without_timestam
     runs = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
     assert [run.info.status for run in runs] == ["FINISHED"]
     assert mlflow.MlflowClient().search_model_versions("name='rnnzoo-phased_lstm-adding'")
+
+
+def test_the_run_records_its_dataset_once_and_its_last_stage(workdir: Path) -> None:
+    params = config.load(workdir / "params.yaml")
+    _run_all(params, "add-janet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(params, "add-janet", progress=False)  # a rerun of the same params: no second record
+    assert not [w for w in caught if "dataset source" in str(w.message)], "MLflow's ambiguity warning is known noise"
+    (run,) = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    (dataset_input,) = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    path = files.dataset_path("add-janet")
+    assert dataset.name == "add-janet (adding)" and dataset.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert json.loads(dataset.source) == {"uri": path.resolve().as_uri()} and dataset.source_type == "local"
+    assert [tag.value for tag in dataset_input.tags] == ["training"]
+    assert run.data.tags["rnnzoo.stage"] == "train" and run.info.status == "FINISHED", "the tag names the last stage that ran"
+
+
+@pytest.mark.parametrize("requested", [True, False], ids=["requested", "default"])
+def test_system_metrics_are_logged_on_request_only(workdir: Path, monkeypatch: pytest.MonkeyPatch, requested: bool) -> None:
+    # MLflow's own switch: export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true (README, MLflow section).
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", str(requested).lower())
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    params = config.load(workdir / "params.yaml", ["train.steps=60"])
+    prepare(params, "add-janet")
+    train(params, "add-janet", progress=False)
+    (run,) = mlflow.search_runs(experiment_names=["rnnzoo-adding"], output_format="list")
+    system = [key for key in run.data.metrics if key.startswith("system/")]
+    assert bool(system) == requested, system

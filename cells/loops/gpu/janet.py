@@ -7,7 +7,18 @@ import triton.language as tl
 from torch import Tensor
 
 from rnnzoo.cells.loops.gpu.common import (
-    block_b, block_h, compute_dtype, grid, input_precision, keep_or_empty, kept, row_tile, slab_at, sigmoid, square_tile, tanh,
+    block_b,
+    block_h,
+    compute_dtype,
+    grid,
+    input_precision,
+    keep_or_empty,
+    kept,
+    row_tile,
+    sigmoid,
+    slab_at,
+    square_tile,
+    tanh,
 )
 
 
