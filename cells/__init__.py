@@ -59,7 +59,33 @@ def options(name: str) -> tuple[str, ...]:
 
 
 def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Module:
-    """Build the layer of cell ``name`` (for ``unfolded_lstm``: the whole unfolded network)."""
+    """Build the layer of cell ``name`` (for ``unfolded_lstm``: the whole unfolded network).
+
+    Args:
+        name: one of :func:`names`: ``lstm`` (Hochreiter & Schmidhuber 1997), ``janet`` (van der
+            Westhuizen & Lasenby 2018), ``chrono_lstm`` (Tallec & Ollivier 2018), ``indrnn`` (Li et
+            al. 2018), ``phased_lstm`` (Neil et al. 2016), ``rhn`` (Zilly et al. 2017),
+            ``unfolded_lstm`` (the unfolded-LSTM study). Each cell's module gives its equations.
+        input_size: features per step, ``I``.
+        hidden_size: units per layer and direction, ``H``.
+        **kwargs: the layer's options (``num_layers``, ``dropout`` between layers,
+            ``bidirectional``, ``batch_first`` (default True), ``fused`` (default True: the fused
+            C++/Triton time loop where available), ``time_loop`` ("python" or "scan", for ONNX
+            export)) and the cell's own (``options(name)`` lists them; ``chrono_lstm`` requires
+            ``max_timescale``).
+
+    Returns:
+        For a sequence cell, a :class:`RecurrentLayer` mapping ``x`` float ``(B, T, I)`` (``(T, B,
+        I)`` with ``batch_first=False``) and an optional state to ``outputs`` ``(B, T, H·D)`` and
+        the final state (each field ``(L·D, B, H)``; ``D`` = 2 if bidirectional); it also takes
+        ``lengths`` ``(B,)`` and, for ``phased_lstm``, ``times`` ``(B, T)``. For
+        ``unfolded_lstm``, a module mapping ``(B, I)`` to ``(B, H)`` and its last (h, c). Parameters are float32
+        (move them with ``.to(dtype)``; float64, float16 and bfloat16 work).
+
+    Raises:
+        ValueError: an unknown cell or option, or an option out of range, naming the value and
+            what is allowed.
+    """
     allowed = options(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:

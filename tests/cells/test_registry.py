@@ -199,3 +199,11 @@ def test_unfolded_lstm_rejects_sequences():
     model = build("unfolded_lstm")
     with pytest.raises(ValueError, match="classifies vectors"):
         model(torch.randn(2, 4, 3))
+
+
+def test_makes_docstring_names_every_cell_and_every_layer_option():
+    # help(cells.make) is where a user looks first: a new cell or option must appear there.
+    doc = cells.make.__doc__
+    assert all(f"``{name}``" in doc for name in cells.names())
+    assert all(f"``{option}``" in doc for option in cells.LAYER_OPTIONS)
+    assert "Raises:" in doc and "ValueError" in doc
