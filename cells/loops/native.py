@@ -4,12 +4,13 @@ The loops are C++ ATen kernels registered as ``torch.library`` ops (``rnnzoo::<c
 its ``_backward``); the schemas, fake implementations and autograd formulas live in Python
 (``cells.loops.ops``), so ``torch.compile`` and ``torch.export`` see the ops even where nothing
 was built. The build runs ``torch.utils.cpp_extension.load`` once per machine and torch version
-(under a minute on 2 cores; ``make`` runs it at install time: ``python -c 'import cells.loops;
-cells.loops.native.load()'``) and is cached under
+(under a minute on 2 cores; ``make`` runs it at install time: ``python -c 'from
+rnnzoo.cells.loops import native; native.load()'``) and is cached under
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a folder named by a hash of
-the sources (and their folder), flags, torch version (and its folder) and CPU, so a changed source or torch rebuilds,
-nothing stale is loaded, and two checkouts or environments do not rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once and
-returns False: the layers then run their reference Python loop.
+the sources (and their folder), flags, torch version (and its folder) and CPU, so a changed
+source or torch rebuilds, nothing stale is loaded, and two checkouts or environments do not
+rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once
+and returns False: the layers then run their reference Python loop.
 """
 
 from __future__ import annotations
