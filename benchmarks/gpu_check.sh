@@ -29,7 +29,7 @@ for section in $SECTIONS; do
   case $section in
     tests)
       # DVC is not installed on the GPU machine: its end-to-end tests run in CI.
-      python3 -m pytest -q -p no:cacheprovider -k "not dvc_repro and not mlflow_run" tests 2>&1 | tee "$OUT/pytest.log" | tail -n 15 ;;
+      python3 -m pytest -q -p no:cacheprovider -k "not dvc_repro and not mlflow_run and not test_readme" tests 2>&1 | tee "$OUT/pytest.log" | tail -n 15 ;;
     cells)
       # Every cell against cuDNN's LSTM at the GPU grid and FlashRNN's shape (the Triton loops).
       (cd "$work" && rnnzoo bench cells --shape flashrnn >/dev/null 2>&1)

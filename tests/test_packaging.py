@@ -16,9 +16,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
-from tests.project_copy import ROOT
+from tests.project_copy import ROOT, copy_project
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, vendored by pip
+    from pip._vendor import tomli as tomllib
 
 # The pipeline's own dependencies: none of them may be imported by the cells library.
 PIPELINE_MODULES = ("mlflow", "typer", "dvc", "onnx", "onnxscript", "onnxruntime", "yaml", "tqdm", "sklearn", "matplotlib", "fastapi", "uvicorn")
@@ -59,7 +63,9 @@ def test_the_rnnzoo_command_without_the_pipeline_extra_says_which_extra_to_insta
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(ROOT)]
+    # From a copy: a build leaves build/ and *.egg-info behind, and a stale build/lib would ship in the wheel.
+    source = copy_project(out / "source", ("rnnzoo", "cells", "pipeline", "pyproject.toml", "README.md", "LICENSE"))
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(source)]
     subprocess.run(build, check=True, capture_output=True, cwd=out)
     (path,) = out.glob("rnnzoo-*.whl")
     return path

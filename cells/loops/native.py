@@ -54,7 +54,7 @@ def build_name() -> str:
     # names them: a virtual environment reached through a symlink names them differently): ninja
     # rebuilds when the command line changes, so two checkouts or environments sharing one build
     # folder would rebuild it each time the other loads it.
-    digest.update(str(Path(__file__).resolve().parent).encode())
+    digest.update(str(SOURCES[0].parent).encode())  # as the build's command line names them
     digest.update(os.path.dirname(torch.__file__).encode())
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
