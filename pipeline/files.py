@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,16 @@ import torch
 DATA_DIR = Path("data")
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of the file at ``path`` by ``algorithm`` ("md5", "sha256"), read in 1 MiB
+    chunks. An identity check (download checksums, dataset digests), not a security one."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def dataset_path(experiment: str) -> Path:

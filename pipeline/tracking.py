@@ -60,7 +60,7 @@ try:
 except ImportError:  # not on Windows: there the store is used without the lock
     fcntl = None  # type: ignore[assignment]
 
-from rnnzoo.pipeline import known_noise, stop_signals
+from rnnzoo.pipeline import files, known_noise, stop_signals
 from rnnzoo.pipeline.stop_signals import StageStopped
 
 if TYPE_CHECKING:
@@ -384,13 +384,10 @@ def log_dataset(mlflow: Any, path: Path, name: str, context: str) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    digest = files.file_digest(path, "sha256")[:16]
     with known_noise.silenced():
         source = resolve_dataset_source(path.resolve().as_uri())
-    _retry_locked(lambda: mlflow.log_input(MetaDataset(source=source, name=name, digest=digest.hexdigest()[:16]), context=context))
+    _retry_locked(lambda: mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context))
 
 
 def logged_values(mlflow: Any, key: str) -> dict[int, float]:

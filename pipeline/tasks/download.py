@@ -7,7 +7,6 @@ digest matches, so an interrupted or corrupted download never leaves a file that
 
 from __future__ import annotations
 
-import hashlib
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,11 +20,7 @@ CHUNK = 1 << 20
 
 def md5_of(path: Path) -> str:
     """The hex MD5 digest of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return files.file_digest(path, "md5")
 
 
 def verify_md5(path: Path, md5: str, name: str | None = None) -> None:
