@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from rnnzoo.pipeline import files  # noqa: E402
 
@@ -36,6 +35,8 @@ def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: s
 
 
 def confusion_matrix(targets: np.ndarray, predictions: np.ndarray, title: str, path: Path) -> Path:
+    from sklearn.metrics import ConfusionMatrixDisplay  # here: importing scikit-learn takes 1.4 s, and only this plot needs it
+
     figure, axis = plt.subplots(figsize=(5, 5))
     ConfusionMatrixDisplay.from_predictions(targets, predictions, ax=axis, colorbar=False)
     axis.set_title(title)

@@ -10,6 +10,8 @@ depth 4), which works against the deeper models.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 
 from rnnzoo import cells
@@ -25,9 +27,15 @@ def recurrent_parameters(width: int, depth: int) -> int:
 
 
 def matched_width(base_width: int, depth: int) -> int:
-    """The width whose depth-``depth`` layer is closest in parameters to depth 1's at ``base_width``."""
+    """The width whose depth-``depth`` layer is closest in parameters to depth 1's at ``base_width``.
+
+    The count grows with the width, so a bisection finds it (a scan of every width built 2,500
+    layers for the paper scale: over a second at every import of the claims)."""
     budget = recurrent_parameters(base_width, 1)
-    return min(range(1, base_width + 1), key=lambda width: abs(recurrent_parameters(width, depth) - budget))
+    widths = range(1, base_width + 1)
+    above = bisect.bisect_left(widths, budget, key=lambda width: recurrent_parameters(width, depth))  # first >= budget
+    candidates = widths[max(above - 1, 0) : above + 1]
+    return min(candidates, key=lambda width: abs(recurrent_parameters(width, depth) - budget))
 
 
 def _arms(base_width: int, task: dict, dropout: float) -> tuple[Arm, ...]:

@@ -4,6 +4,11 @@
 (torch.nn.LSTM's kernel, a data-dependent branch, an untraceable helper). The fused loops are
 opaque ``torch.library`` ops with fake implementations, so the compiled graph holds one node per
 layer direction whatever T is: a second sequence length must not recompile.
+
+Tracing (dynamo), the ops' fake and autograd implementations and the joint graph are the same
+whatever backend runs the graph, so most cases compile with ``aot_eager`` (a second each);
+inductor's code generation runs by default for two training cases (timestamps, random masks)
+and for every case with ``-m slow`` (the first inductor compile alone takes 30-60 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ OPTIONS = {
     "rhn": {"depth": 2, "state_dropout": 0.3},
 }
 SEQUENCE_CELLS = [name for name in cells.names() if cells.is_sequence_model(name)]
+INDUCTOR_BY_DEFAULT = {("phased_lstm", True), ("rhn", True)}
+
+
+def _cases() -> list:
+    """Every cell in eval and training mode with aot_eager; with inductor by default for
+    INDUCTOR_BY_DEFAULT's, with -m slow for the rest."""
+    cases = []
+    for name in SEQUENCE_CELLS:
+        for training in (False, True):
+            mode = "train" if training else "eval"
+            cases.append(pytest.param(name, training, "aot_eager", id=f"{name}-{mode}-aot_eager"))
+            marks = () if (name, training) in INDUCTOR_BY_DEFAULT else pytest.mark.slow
+            cases.append(pytest.param(name, training, "inductor", id=f"{name}-{mode}-inductor", marks=marks))
+    return cases
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +54,11 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("name", SEQUENCE_CELLS)
-def test_compiled_layer_matches_eager_layer(name, training):
+@pytest.mark.parametrize(("name", "training", "backend"), _cases())
+def test_compiled_layer_matches_eager_layer(name, training, backend):
     eager = cells.make(name, 3, 6, num_layers=2, bidirectional=True, **OPTIONS.get(name, {})).train(training)
     compiled_module = copy.deepcopy(eager)
-    compiled = torch.compile(compiled_module, fullgraph=True)
+    compiled = torch.compile(compiled_module, fullgraph=True, backend=backend)
     x = torch.randn(4, 5, 3)
     lengths = torch.tensor([5, 2, 4, 1])
     times = torch.rand(4, 5).mul(3).cumsum(1) if name == "phased_lstm" else None
@@ -63,7 +81,7 @@ def test_compiled_layer_matches_eager_layer(name, training):
 @pytest.mark.parametrize("name", ["janet", "lstm"])
 def test_compiled_layer_does_not_recompile_for_a_new_length(name):
     layer = cells.make(name, 3, 6).eval()
-    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True, backend="aot_eager")  # dynamo decides recompiles
     counts = torch._dynamo.utils.counters
     counts.clear()
     for steps in (5, 9, 17):

@@ -46,12 +46,13 @@ class _Exported(torch.nn.Module):
         return outputs, final[0]
 
 
-# lstm and chrono_lstm export as ONNX's LSTM operator, not Scan (tests/pipeline/test_export.py): their
-# Scan export (8 s each) runs with the slow tests.
-EXPORTED_AS_LSTM = ("lstm", "chrono_lstm")
+# lstm and chrono_lstm export as ONNX's LSTM operator, not Scan, and tests/pipeline/test_export.py
+# holds the phased_lstm's and rhn's Scan graphs to torch through the pipeline: those four (8-14 s
+# each) run with the slow tests.
+SLOW_EXPORTS = ("lstm", "chrono_lstm", "phased_lstm", "rhn")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in EXPORTED_AS_LSTM else n for n in SEQUENCE_CELLS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORTS else n for n in SEQUENCE_CELLS])
 def test_scan_layer_exports_with_a_dynamic_time_axis(name: str, tmp_path: Path) -> None:
     python, scanned = _pair(name, bidirectional=True)
     x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 3])
