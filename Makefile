@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
-	$(BIN)/python -m pip install --quiet -e '.[pipeline,dev,$(ORT)]'
+	$(BIN)/python -m pip install --quiet -e '.[pipeline,dev,docs,$(ORT)]'
 	# The fused CPU time loops (C++): built once here rather than on first use; a failed build
 	# only warns, and the layers then run their reference loop.
 	-$(BIN)/python -c 'from rnnzoo.cells.loops import native; native.load()'

@@ -62,7 +62,7 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Modu
     """Build the layer of cell ``name`` (for ``unfolded_lstm``: the whole unfolded network).
 
     Args:
-        name: one of :func:`names`: ``lstm`` (Hochreiter & Schmidhuber 1997), ``janet`` (van der
+        name: one of ``names()``: ``lstm`` (Hochreiter & Schmidhuber 1997), ``janet`` (van der
             Westhuizen & Lasenby 2018), ``chrono_lstm`` (Tallec & Ollivier 2018), ``indrnn`` (Li et
             al. 2018), ``phased_lstm`` (Neil et al. 2016), ``rhn`` (Zilly et al. 2017),
             ``unfolded_lstm`` (the unfolded-LSTM study). Each cell's module gives its equations.
@@ -75,7 +75,7 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Modu
             ``max_timescale``).
 
     Returns:
-        For a sequence cell, a :class:`RecurrentLayer` mapping ``x`` float ``(B, T, I)`` (``(T, B,
+        For a sequence cell, a ``RecurrentLayer`` mapping ``x`` float ``(B, T, I)`` (``(T, B,
         I)`` with ``batch_first=False``) and an optional state to ``outputs`` ``(B, T, H·D)`` and
         the final state (each field ``(L·D, B, H)``; ``D`` = 2 if bidirectional); it also takes
         ``lengths`` ``(B,)`` and, for ``phased_lstm``, ``times`` ``(B, T)``. For

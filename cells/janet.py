@@ -12,6 +12,8 @@ The shift ``β`` (``shift``, default 1 as in the paper) lets slightly more infor
 than is forgotten; ``shift=0`` gives the coupled form ``σ(s)⊙c + (1-σ(s))⊙tanh(ĉ)``. The
 forget bias starts at the chrono initialisation ``b_f ~ log(U(1, T_max - 1))`` (the paper's
 choice); ``max_timescale`` is that ``T_max``.
+
+Original code: github.com/JosvanderWesthuizen/janet (Keras, TensorFlow 1).
 """
 
 from __future__ import annotations

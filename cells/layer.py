@@ -105,7 +105,8 @@ class RecurrentLayer(nn.Module):
 
     Args:
         cell_type: a ``RecurrentCell`` subclass (``cells.make(name, ...)`` picks it by name).
-        input_size, hidden_size: features per step in, units per layer (each >= 1).
+        input_size: features per step in (>= 1).
+        hidden_size: units per layer (>= 1).
         num_layers: stacked layers (>= 1); ``dropout`` in [0, 1) between them, in training only.
         bidirectional: a second cell per layer reads each sequence backwards (within its length);
             outputs then have ``2 * hidden_size`` features.

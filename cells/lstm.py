@@ -12,6 +12,8 @@ layout (gate order i, f, g, o; two bias vectors) so that weights convert both wa
 
 The layer runs stacks of these cells on ``torch.nn.LSTM``'s kernel (cuDNN on GPU) whenever its
 options allow; this step stays the reference for tests and export.
+
+Reference implementation: ``torch.nn.LSTM`` (the same equations and layout; tests hold the two equal).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ state exactly. ``τ`` starts at ``exp(U(log_period_low, log_period_high))`` (``e
 ``s`` at ``U(0, τ)``, ``r_on`` at ``ratio_on`` (0.05); all three are learned. The paper's LSTM
 has peephole connections; they are left out here so that an always-open time gate gives back
 exactly the plain LSTM.
+
+Original code: github.com/dannyneil/public_plstm (Theano/Lasagne; the authors' release).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ and the output is ``y_t = s_L``. The input enters the first micro-layer only. Tr
 biases start at ``transform_bias`` (-2, so the cell begins by carrying its state). Dropout is
 variational: one mask per sequence for the input (``input_dropout``) and one for the state
 (``state_dropout``), shared by every time step and every micro-layer.
+
+Original code: github.com/jzilly/RecurrentHighwayNetworks (TensorFlow 1).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ keeps its own batch-norm statistics, as in recurrent batch normalization (Cooijm
 Weights start orthogonal, one block per gate. The network has exactly ``depth`` layers (the
 original code built one fewer), and ``layers[l]`` holds layer l's parameters so gradient norms
 can be logged per layer. It classifies a vector: there is no time axis.
+
+No paper: the study is a hypothesis of the seed repository (an LSTM unrolled over depth is a
+deep network whose gates keep gradients alive), tested in ``rnnzoo reproduce unfolded_lstm``.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ _DVC_TEMP_WORKSPACE = os.sep.join(("", ".dvc", "tmp", "exps", ""))
 TELEMETRY_OPT_IN = "RNNZOO_MLFLOW_TELEMETRY"
 FAILED_TAG, KILLED_TAG, PROCESS_TAG = "rnnzoo.failed_stage", "rnnzoo.killed_stage", "rnnzoo.process"
 CONTENT_TAG, FLAVOR_TAG = "rnnzoo.content_sha256", "rnnzoo.flavor"
+DVC_EXPERIMENT_TAG = "rnnzoo.dvc_experiment"  # the DVC experiment that last ran a stage of the run
 PARAMS_ARTIFACT = "params/experiment.yaml"
 
 
@@ -299,9 +300,12 @@ def stage_run(stage: str, exp: ExperimentConfig) -> Iterator[Any]:
         tags = {
             "rnnzoo.experiment": exp.name, "rnnzoo.params_hash": params_hash, "rnnzoo.cell": exp.cell, "rnnzoo.task": exp.task,
             "rnnzoo.stage": stage, f"rnnzoo.stage.{stage}": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "mlflow.source.git.commit": git_commit(), "rnnzoo.dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
-            PROCESS_TAG: process_tag(), **_EXTRA_TAGS,
+            "mlflow.source.git.commit": git_commit(), PROCESS_TAG: process_tag(), **_EXTRA_TAGS,
         }
+        # The DVC experiment (`dvc exp run`, named with -n at queue time) whose stage this is; a
+        # later stage run outside any experiment does not clear it.
+        if os.environ.get("DVC_EXP_NAME"):
+            tags[DVC_EXPERIMENT_TAG] = os.environ["DVC_EXP_NAME"]
         # Find-or-create, one process at a time: two stages started at once would make two runs.
         with store_lock(tracking_uri()):
             # Under `mlflow run`, MLflow made the run for this invocation: record this configuration

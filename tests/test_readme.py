@@ -44,6 +44,7 @@ PLAN: dict[str, How] = {
     # Set up
     "make run": How("slow", "the whole default pipeline through DVC (about 3 minutes at the tests' sizes)"),
     "make test": How("not run", "it is this test suite: CI runs it (.ci/run)"),
+    ".venv/bin/mkdocs build --strict": How("not run", "tests/test_docs.py builds the same site with --strict, into a temp folder"),
     # The pipeline
     "source .venv/bin/activate": DEFAULT,
     "rnnzoo --version; rnnzoo --help": DEFAULT,
@@ -56,7 +57,12 @@ PLAN: dict[str, How] = {
     ),
     "dvc repro": How("slow", "every stage of every experiment: about 3 minutes at the tests' sizes"),
     "dvc exp run -S 'experiments.adding-janet.train.lr=0.003'": How("slow", "after dvc repro"),
-    "dvc metrics show; dvc plots show; dvc exp show": How("slow", "after dvc repro"),
+    "dvc exp run --queue -n lr -S 'experiments.adding-janet.train.lr=0.001,0.01'": How("slow", "after dvc repro, committed"),
+    "dvc exp run --run-all -j 2": How("slow", "the queued grid (tests/pipeline/test_dvc_and_mlflow_run.py checks a 2 x 2 grid's results)"),
+    "dvc exp show --drop '.*' --keep 'Experiment|.*adding-janet/metrics.json:test.loss|.*adding-janet.train.lr'": How(
+        "slow", "after the grid: its rows must show their test loss"
+    ),
+    "dvc metrics show; dvc metrics diff; dvc plots show": How("slow", "after dvc repro"),
     "rnnzoo run --params profiles/pmnist_janet.yaml --set prepare.data_dir=/path/to/mnist": How(
         "slow", "/path/to/mnist is a placeholder: a folder of test-made MNIST IDX files; one training step (1.8 s) and a batch-1 bench"
     ),

@@ -9,7 +9,10 @@ rnnzoo.cells.loops import native; native.load()'``) and is cached under
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a folder named by a hash of
 the sources (and their folder), flags, torch version (and its folder) and CPU, so a changed
 source or torch rebuilds, nothing stale is loaded, and two checkouts or environments do not
-rebuild each other's build. Where no compiler is found or the build fails, ``load()`` warns once
+rebuild each other's build. The build runs the ninja that rnnzoo depends on (the ``ninja``
+package), not whichever is first on PATH: ninja 1.13 hashes build commands differently from
+earlier versions, so two processes with different PATHs (an activated venv and a system ninja)
+rebuilt the same folder each time the other had. Where no compiler is found or the build fails, ``load()`` warns once
 and returns False: the layers then run their reference Python loop.
 """
 
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import os
 import platform
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +60,7 @@ def build_name() -> str:
     # folder would rebuild it each time the other loads it.
     digest.update(str(SOURCES[0].parent).encode())  # as the build's command line names them
     digest.update(os.path.dirname(torch.__file__).encode())
+    digest.update(str(ninja_dir()).encode())  # one ninja per build folder (see the module's docstring)
     for path in (*SOURCES, *HEADERS):
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(" ".join([*_flags(), torch.__version__, cpu_name(), platform.python_version()]).encode())
@@ -68,20 +73,55 @@ def _flags() -> list[str]:
     return [*CFLAGS, f"-DRNNZOO_OPS_VERSION={VERSION}"]
 
 
-@contextlib.contextmanager
-def _build_lock(build_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock for building into ``build_dir``; clear a lock torch left there.
+def build_dir() -> Path:
+    """The folder the loops are built into (under ``TORCH_EXTENSIONS_DIR``); made if missing."""
+    from torch.utils import cpp_extension
 
-    torch's build takes a lock *file* (``build_dir/lock``) and waits, without end, while it
+    return Path(cpp_extension._get_build_directory(build_name(), verbose=False))
+
+
+def ninja_dir() -> str | None:
+    """The folder of the ninja the build runs: the ``ninja`` package's, else the first on PATH's (None: none found)."""
+    try:
+        import ninja  # the pinned dependency (pyproject.toml)
+
+        return str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        found = shutil.which("ninja")
+        return os.path.dirname(found) if found else None
+
+
+@contextlib.contextmanager
+def _ninja_first_on_path() -> Iterator[None]:
+    """Put ``ninja_dir()`` first on PATH while torch builds (torch runs ``ninja`` from PATH)."""
+    folder, before = ninja_dir(), os.environ.get("PATH")
+    if folder is None:
+        yield
+        return
+    os.environ["PATH"] = os.pathsep.join([folder, *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock for building into ``folder``; clear a lock torch left there.
+
+    torch's build takes a lock *file* (``folder/lock``) and waits, without end, while it
     exists: a build killed part-way (Ctrl-C, a killed test) would hang every later one. Builders
     of this folder take this ``flock`` first, which the kernel releases when a process dies, so
     whoever holds it and still finds torch's file knows the file is stale.
     """
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / "rnnzoo.lock", "w") as handle:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "rnnzoo.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            (build_dir / "lock").unlink(missing_ok=True)
+            (folder / "lock").unlink(missing_ok=True)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -97,10 +137,9 @@ def load() -> bool:
     try:
         from torch.utils import cpp_extension
 
-        name = build_name()
-        with _build_lock(Path(cpp_extension._get_build_directory(name, verbose=False))):
+        with _build_lock(build_dir()), _ninja_first_on_path():
             cpp_extension.load(
-                name=name, sources=[str(path) for path in SOURCES], extra_cflags=_flags(), is_python_module=False, verbose=False
+                name=build_name(), sources=[str(path) for path in SOURCES], extra_cflags=_flags(), is_python_module=False, verbose=False
             )
     except Exception as error:  # noqa: BLE001  no compiler, no ninja, a failed build: all mean "use the reference loop"
         # A failed build's message is the whole compiler log: show its first error, not the command line.

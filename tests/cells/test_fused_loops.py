@@ -334,6 +334,26 @@ def test_two_checkouts_of_the_same_sources_build_into_different_folders(tmp_path
     assert other.build_name() != native.build_name()
 
 
+def test_the_build_runs_the_pinned_ninja_whatever_ninja_is_first_on_path(tmp_path):
+    # ninja 1.13 and 1.11 hash build commands differently: a process that found the system's ninja
+    # first on PATH rebuilt, in 30-100 s, what one with the venv's had built, and back again.
+    from rnnzoo.cells.loops import native
+
+    assert native.load()
+    library = next(Path(native.build_dir()).glob("*.so"))
+    built = library.stat().st_mtime_ns
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "ninja").write_text(f"#!/bin/sh\ntouch {tmp_path / 'decoy-ran'}\nexit 1\n")
+    (decoy / "ninja").chmod(0o755)
+    env = {**os.environ, "PATH": f"{decoy}{os.pathsep}{os.environ['PATH']}"}
+    probe = "from rnnzoo.cells.loops import native; import sys; sys.exit(0 if native.load() else 1)"
+    result = subprocess.run([sys.executable, "-W", "error", "-c", probe], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "decoy-ran").exists(), "the build ran the first ninja on PATH"
+    assert library.stat().st_mtime_ns == built, "the build was redone"
+
+
 # The loops whose per-step GEMM goes through gemm.h's gemm_accumulate (BLAS on raw pointers, or
 # at::addmm_ where torch's BLAS does not export sgemm_/dgemm_ or RNNZOO_BLAS=0).
 ON_GEMM_ACCUMULATE = ("janet", "phased_lstm", "lstm")

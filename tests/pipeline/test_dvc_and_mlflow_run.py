@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -92,3 +93,52 @@ def test_mlflow_run_records_one_run_with_every_stage(project: tuple[Path, dict[s
     assert run.info.status == "FINISHED"
     assert {f"rnnzoo.stage.{stage}" for stage in ("prepare", "train", "evaluate", "export", "bench")} <= set(run.data.tags)
     assert "valid.loss" in run.data.metrics and run.data.params["cell"] == "janet"
+
+
+def _dvc(copy: Path, env: dict[str, str], *arguments: str) -> str:
+    result = subprocess.run([str(BIN / "dvc"), *arguments], cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"dvc {' '.join(arguments)}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.slow  # 3-4 minutes: a repro of both experiments, then four queued ones
+def test_a_queued_grid_runs_in_parallel_and_dvc_and_mlflow_both_list_its_results(project: tuple[Path, dict[str, str]]) -> None:
+    copy, env = project
+    params = tiny_params()
+    params["experiments"]["add-janet"]["train"] = {"lr": 0.01, "steps": 12}  # -S sets a key that exists, as in params.yaml
+    write_params(copy / "params.yaml", params)
+    _repro(copy, env)
+    _dvc(copy, env, "commit", "-f", "-q")
+    subprocess.run(["git", "add", "-A"], cwd=copy, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=copy, env=env, check=True)
+
+    # A 2 x 2 grid (each -S a list of values), named at queue time, run two at a time.
+    _dvc(copy, env, "exp", "run", "--queue", "-n", "grid", "-S", "experiments.add-janet.train.lr=0.02,0.03",
+         "-S", "experiments.add-janet.train.steps=4,8")
+    log = _dvc(copy, env, "exp", "run", "--run-all", "-j", "2")
+    assert "Running stage 'bench@vec-unfolded'" not in log and "Running stage 'train@vec-unfolded'" not in log, (
+        "a queued experiment reran stages of an experiment it did not change"
+    )
+
+    shown = json.loads(_dvc(copy, env, "exp", "show", "--json"))
+    baseline = next(commit for commit in shown if commit["rev"] != "workspace")
+    experiments = [rev for group in baseline["experiments"] or [] for rev in group["revs"]]
+    names = sorted(rev["name"] for rev in experiments)
+    assert len(names) == 4 and all(name.startswith("grid") for name in names), names
+    for rev in [baseline, *experiments]:  # every experiment's metrics, not an error: they are in its commit
+        metrics = rev["data"]["metrics"]["reports/add-janet/metrics.json"]
+        assert "data" in metrics and "test.loss" in metrics["data"], (rev.get("name"), metrics)
+    grid = {(rev["data"]["params"]["params.yaml"]["data"]["experiments"]["add-janet"]["train"]["lr"],
+             rev["data"]["params"]["params.yaml"]["data"]["experiments"]["add-janet"]["train"]["steps"]) for rev in experiments}
+    assert grid == {(0.02, 4), (0.02, 8), (0.03, 4), (0.03, 8)}
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["rnnzoo-adding", "rnnzoo-mnist_vector"], output_format="list")
+    tagged = sorted(run.data.tags.get("rnnzoo.dvc_experiment", "") for run in runs if run.data.tags.get("rnnzoo.dvc_experiment"))
+    assert tagged == names, "each queued experiment's MLflow run carries its DVC name, and no other run does"
+    assert len(runs) == 2 + 4 and all(run.info.status == "FINISHED" for run in runs)
+
+    # dvc metrics diff: an experiment applied to the workspace against the baseline commit.
+    _dvc(copy, env, "exp", "apply", names[0])
+    diff = json.loads(_dvc(copy, env, "metrics", "diff", "--json"))
+    assert "test.loss" in diff["reports/add-janet/metrics.json"]

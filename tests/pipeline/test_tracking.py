@@ -163,6 +163,21 @@ def test_failed_then_successful_stage_leaves_no_failed_tag(workdir: Path) -> Non
     assert run.info.status == "FINISHED" and tracking.FAILED_TAG not in run.data.tags
 
 
+def test_a_dvc_experiments_name_tags_its_run_and_a_later_stage_outside_it_keeps_the_tag(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = config.load(workdir / "params.yaml").experiment("add-janet")
+    with tracking.stage_run("prepare", exp):
+        pass
+    assert tracking.DVC_EXPERIMENT_TAG not in _run_of("add-janet").data.tags, "no DVC experiment, no tag"
+    monkeypatch.setenv("DVC_EXP_NAME", "grid-2")  # what `dvc exp run` sets for the stages it runs
+    with tracking.stage_run("train", exp):
+        pass
+    assert _run_of("add-janet").data.tags[tracking.DVC_EXPERIMENT_TAG] == "grid-2"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with tracking.stage_run("evaluate", exp):
+        pass
+    assert _run_of("add-janet").data.tags[tracking.DVC_EXPERIMENT_TAG] == "grid-2", "a stage run by hand does not clear it"
+
+
 def test_ctrl_c_ends_the_run_killed(workdir: Path) -> None:
     exp = config.load(workdir / "params.yaml").experiment("add-janet")
     with pytest.raises(KeyboardInterrupt), tracking.stage_run("train", exp):

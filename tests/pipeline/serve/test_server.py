@@ -21,7 +21,7 @@ from rnnzoo.pipeline import runtime
 from rnnzoo.pipeline.serve.connections import uvicorn_options
 from rnnzoo.pipeline.serve.load import run_load
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KEY = "s3cret"
 
 

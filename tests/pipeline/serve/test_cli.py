@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rnnzoo.pipeline.cli import app
 from rnnzoo.pipeline.serve.connections import uvicorn_options
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 
 def _serve(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> tuple[Any, str, list[Any]]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 KEY = "s3cret-key"
 WRONG_HEADERS: dict[str, bytes | None] = {

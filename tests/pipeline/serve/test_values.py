@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 BIG = 10**400  # a JSON integer past float64: 401 digits
 # place -> (model, route, body with the value V at the field named, that field)

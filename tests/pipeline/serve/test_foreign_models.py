@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from rnnzoo.pipeline.cli import app
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 # What `rnnzoo export` writes (onnx_export.export_graph), for files that have the metadata but not the inputs.
 EXPORT_PROPS = {"cell": "janet", "task": "adding", "recurrence": "Loop", "io": "{}", "bidirectional": "false"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 LIMIT = 20_000
 CHUNK = 1_000

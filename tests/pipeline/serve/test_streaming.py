@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from rnnzoo.pipeline.serve.predictor import Predictor
-from tests.serve.asgi import call
+from tests.pipeline.serve.asgi import call
 
 READS_AHEAD = "depend on later steps"
 # model -> what its refusal must say (every one also points to /predict)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from rnnzoo.pipeline.serve.app import create_app
 from rnnzoo.pipeline.serve.predictor import Predictor
-from tests.serve.exported import export
+from tests.pipeline.serve.exported import export
 
 ADDING = ("adding", {"length": 5, "train_size": 4, "valid_size": 4})
 # name -> (cell, task, task options, cell options, graph, extra metadata)
