@@ -1,4 +1,4 @@
-"""Download a data file from a list of mirrors, checking its MD5 digest.
+"""Download a file from a list of mirrors, checking its digest (MD5 for the datasets, sha512 for npm packages).
 
 The file is streamed into a temporary file beside ``dest`` and renamed into place only once its
 digest matches, so an interrupted or corrupted download never leaves a file that looks complete.
@@ -23,23 +23,30 @@ def md5_of(path: Path) -> str:
     return files.file_digest(path, "md5")
 
 
+def verify_digest(path: Path, digest: str, algorithm: str = "md5", name: str | None = None) -> None:
+    """Raise ``TaskError`` unless ``path`` has the hex ``digest`` under ``algorithm`` (a hashlib
+    name); ``name`` is what the message calls the file."""
+    actual = files.file_digest(path, algorithm)
+    if actual != digest.lower():
+        raise TaskError(f"{name or path}: {algorithm} is {actual}, expected {digest.lower()}")
+
+
 def verify_md5(path: Path, md5: str, name: str | None = None) -> None:
     """Raise ``TaskError`` unless ``path`` has digest ``md5``; ``name`` is what the message calls it."""
-    actual = md5_of(path)
-    if actual != md5.lower():
-        raise TaskError(f"{name or path}: md5 is {actual}, expected {md5.lower()}")
+    verify_digest(path, md5, "md5", name)
 
 
-def download(urls: Sequence[str], dest: Path, md5: str | None, timeout: float = TIMEOUT_S) -> Path:
-    """Fetch ``dest`` from the first of ``urls`` that works and whose content has digest ``md5``.
+def download(urls: Sequence[str], dest: Path, digest: str | None, timeout: float = TIMEOUT_S, algorithm: str = "md5") -> Path:
+    """Fetch ``dest`` from the first of ``urls`` that works and whose content has the hex ``digest``
+    under ``algorithm`` (MD5 by default).
 
-    ``md5=None`` skips the check (for files whose canonical digest is not known). Raises
+    ``digest=None`` skips the check (for files whose canonical digest is not known). Raises
     ``TaskError`` listing every URL tried and why it failed; nothing is left at ``dest`` then.
     """
     failures = []
     for url in urls:
         try:
-            _fetch(url, dest, md5, timeout)
+            _fetch(url, dest, digest, algorithm, timeout)
             return dest
         except (OSError, TaskError) as error:  # URLError and timeouts are OSErrors
             failures.append(f"{url}: {error}")
@@ -47,16 +54,16 @@ def download(urls: Sequence[str], dest: Path, md5: str | None, timeout: float = 
     raise TaskError(f"could not download {dest.name} into {dest.parent}:\n  {tried}")
 
 
-def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
+def _fetch(url: str, dest: Path, digest: str | None, algorithm: str, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
 
         def write(temp: Path) -> None:
             with temp.open("wb") as file:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     file.write(chunk)
-            if md5 is not None:
+            if digest is not None:
                 try:
-                    verify_md5(temp, md5, name=str(dest))
+                    verify_digest(temp, digest, algorithm, name=str(dest))
                 except TaskError as error:
                     raise TaskError(f"{error}; the download was corrupt and has been removed") from None
 
