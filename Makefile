@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(ORT)
 # dvc.yaml's commands call `rnnzoo`; find it in the venv without activating it.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# ruff (its default rules at the pinned version) and mypy (pyproject's [tool.mypy]).
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/rnnzoo bench cells --hidden-size 256 --steps 100 --batch-size 64

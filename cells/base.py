@@ -30,7 +30,7 @@ State = NamedTuple
 Masks = tuple[Tensor, ...]
 
 
-def constructor_options(model_type: type) -> tuple[str, ...]:
+def constructor_options(model_type: type[nn.Module]) -> tuple[str, ...]:
     """The keyword options of ``model_type``'s constructor besides input_size and hidden_size."""
     parameters = inspect.signature(model_type.__init__).parameters
     return tuple(name for name in parameters if name not in ("self", "input_size", "hidden_size"))
@@ -46,7 +46,7 @@ def require_positive_int(name: str, value: Any) -> int:
 def require_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
     """Return ``value`` as a float if ``low <= value <= high`` (``low < value`` if low_open)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {value!r}")  # noqa: TRY004  config and require_rate catch ValueError
     if math.isnan(value):
         raise ValueError(f"{name} must be a number, got NaN")
     too_low = value <= low if low_open else value < low
@@ -59,7 +59,7 @@ def require_in_range(name: str, value: Any, low: float, high: float, *, low_open
 def require_bool(name: str, value: Any) -> bool:
     """Return ``value`` if it is a bool (a string such as "false" would silently read as True)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {value!r}")  # noqa: TRY004  config catches ValueError
     return value
 
 
@@ -84,7 +84,9 @@ def require_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 class RecurrentCell(nn.Module):
     """Base class of every cell: shape checks, state construction and the one-step glue."""
 
-    state_type: ClassVar[type]
+    # The cell's State NamedTuple class. type[Any], not type[State]: mypy reads ``_fields`` from
+    # type[NamedTuple] but refuses to call it with the fields.
+    state_type: ClassVar[type[Any]]
     # True for cells whose step reads a timestamp (the Phased LSTM's time gate).
     takes_time: ClassVar[bool] = False
 

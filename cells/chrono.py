@@ -19,6 +19,8 @@ the second. Works on ``torch.nn.LSTM``, ``torch.nn.LSTMCell`` and this library's
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -45,9 +47,9 @@ def _gated_biases(module: nn.Module) -> list[tuple[Tensor, Tensor | None, str]]:
     gate_order = getattr(module, "gate_order", None)
     if gate_order is None:
         return []
-    main = getattr(module, "bias_ih", None)
+    main: Tensor | None = getattr(module, "bias_ih", None)
     if main is None:
-        main = module.bias
+        main = cast(Tensor, module.bias)  # a parameter: nn.Module's __getattr__ is typed Tensor | Module
     return [(main, getattr(module, "bias_hh", None), gate_order)]
 
 

@@ -87,7 +87,10 @@ class IndRNNCell(RecurrentCell):
 
     def reset_parameters(self) -> None:
         upper = 1.0 if self.recurrent_max_abs is None else self.recurrent_max_abs
-        lower = 0.5 ** (1.0 / self.sequence_length) if self.last_layer_init else 0.0
+        lower = 0.0
+        if self.last_layer_init:
+            assert self.sequence_length is not None  # __init__ refuses last_layer_init without it
+            lower = 0.5 ** (1.0 / self.sequence_length)
         nn.init.uniform_(self.recurrent_weight, lower, max(lower, upper))
         nn.init.kaiming_uniform_(self.weight_ih, a=math.sqrt(5))  # torch.nn.Linear's default
         nn.init.zeros_(self.bias)
@@ -103,9 +106,8 @@ class IndRNNCell(RecurrentCell):
         bound = self.recurrent_max_abs
         if bound is None:
             return
-        if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: clamp always
-            self.recurrent_weight.clamp_(-bound, bound)
-        elif bool(self.recurrent_weight.abs().max() > bound):
+        # Compiling, a data-dependent branch would break the graph: clamp always (`or` short-circuits).
+        if torch.compiler.is_compiling() or bool(self.recurrent_weight.abs().max() > bound):
             self.recurrent_weight.clamp_(-bound, bound)
 
     def project_input(self, x: Tensor, masks: Masks = ()) -> Tensor:

@@ -16,7 +16,7 @@ index ``layer * D + direction``, as ``torch.nn.LSTM`` does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -160,7 +160,7 @@ class RecurrentLayer(nn.Module):
         )
 
     @property
-    def state_type(self) -> type:
+    def state_type(self) -> type[Any]:  # the cell's State NamedTuple class (see RecurrentCell.state_type)
         return self.cell_type.state_type
 
     @property
@@ -211,7 +211,7 @@ class RecurrentLayer(nn.Module):
                 times = torch.where(valid, times, torch.zeros((), dtype=times.dtype, device=times.device))
         if self.training:
             for cell in self.cells:
-                cell.constrain_parameters_()
+                cast(RecurrentCell, cell).constrain_parameters_()  # built by cell_type.for_layer; ModuleList yields Module
         # torch.compile cannot trace torch.nn.LSTM's kernel (dynamo refuses it; inductor mis-lowers
         # mkldnn_rnn_layer): compiled, an LSTM stack runs its cells' fused loop like any other cell.
         # Exporters still get the kernel (run_torch_lstm hands them rnnzoo::lstm_stack).

@@ -51,7 +51,7 @@ def run_torch_lstm(
 ) -> tuple[Tensor, LSTMState]:
     """Run the stack on ``x`` ``(B, T, I)``; ``state`` fields are ``(L*D, B, H)``."""
     weights = flat_weights(cells)
-    hx = (state.h, state.c)
+    hx: tuple[Tensor, ...] = (state.h, state.c)
     dropout = dropout if training else 0.0
     # cuDNN's "train" flag keeps what backward needs; an eval-mode forward may be differentiated too.
     keep_for_backward = training or torch.is_grad_enabled()
@@ -62,6 +62,7 @@ def run_torch_lstm(
         outputs, h, c = torch._VF.lstm(x, hx, weights, True, num_layers, dropout, keep_for_backward, bidirectional, True)
         return outputs, LSTMState(h, c)
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    assert packed.sorted_indices is not None and packed.unsorted_indices is not None  # set when enforce_sorted=False
     hx = tuple(t.index_select(1, packed.sorted_indices) for t in hx)
     data, h, c = torch._VF.lstm(packed.data, packed.batch_sizes, hx, weights, True, num_layers, dropout, keep_for_backward, bidirectional)
     packed_out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)

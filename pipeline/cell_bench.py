@@ -16,6 +16,7 @@ ratio of time per step says whether the backward pass grows faster than T.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -188,7 +189,11 @@ def measure(device: str, shape: Shape, names: Sequence[str] | None = None, round
         per_mode = {}
         for training in (False, True):
             cell_s, reference_s = paired(
-                lambda: _call(name, model, x, training), lambda: _call(REFERENCE, reference, x, training), torch_device, rounds, block
+                functools.partial(_call, name, model, x, training),
+                functools.partial(_call, REFERENCE, reference, x, training),
+                torch_device,
+                rounds,
+                block,
             )
             ratios = [c / r for c, r in zip(cell_s, reference_s)]
             per_mode[training] = (1e3 * statistics.median(cell_s) / shape.steps, Spread.of(ratios))
@@ -226,7 +231,11 @@ def flatness(device: str, shape: Shape, names: Sequence[str] | None = None, roun
     for name in [REFERENCE, *sequence_cells, *reference_loops]:
         model = build(name, dataclasses.replace(shape, steps=long), torch_device)
         short_s, long_s = paired(
-            lambda: _call(name, model, x_short, True), lambda: _call(name, model, x_long, True), torch_device, rounds, block
+            functools.partial(_call, name, model, x_short, True),
+            functools.partial(_call, name, model, x_long, True),
+            torch_device,
+            rounds,
+            block,
         )
         ratios = [(b / long) / (a / short) for a, b in zip(short_s, long_s)]
         rows.append(FlatnessRow(name, 1e3 * statistics.median(short_s) / short, 1e3 * statistics.median(long_s) / long, Spread.of(ratios)))
@@ -255,9 +264,11 @@ def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[Flatness
     lines = [
         f"# Cell speed on {device_name(device)}",
         "",
-        f"Ratios to {REFERENCE} at the same shape (H width, B batch, T steps, I inputs); each ratio is the median (min–max) of {rounds} paired rounds of "
-        f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
-        "forward + backward. ms/step: the cell's median time per time step.",
+        (
+            f"Ratios to {REFERENCE} at the same shape (H width, B batch, T steps, I inputs); each ratio is the median (min–max) of {rounds} paired rounds of "
+            f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
+            "forward + backward. ms/step: the cell's median time per time step."
+        ),
         "",
         "| shape | cell | forward ms/step | forward ratio | training ms/step | training ratio | target (training) | met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -274,8 +285,10 @@ def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[Flatness
         reference = next((r.ratio.median for r in flat_rows if r.name == REFERENCE), None)
         lines += [
             "",
-            f"Training time per step at T={long} over T={short} (same model, interleaved; target ≤ {FLATNESS_TARGET}). "
-            f"The last column divides by {REFERENCE}'s own ratio, the growth this machine imposes on any kernel:",
+            (
+                f"Training time per step at T={long} over T={short} (same model, interleaved; target ≤ {FLATNESS_TARGET}). "
+                f"The last column divides by {REFERENCE}'s own ratio, the growth this machine imposes on any kernel:"
+            ),
             "",
             f"| cell | ms/step at T={short} | ms/step at T={long} | ratio | met | over {REFERENCE}'s growth |",
             "| --- | --- | --- | --- | --- | --- |",

@@ -112,7 +112,7 @@ class PredictionModule(nn.Module):
         return self.model(Batch(x, x))[0]
 
 
-def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> nn.Module:
+def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> SequenceModel | VectorModel:
     """The model for ``cell`` on a task of ``spec``; ``options`` are cell and head options."""
     if cell not in baselines.BASELINES and cells.is_sequence_model(cell):
         return SequenceModel(cell, spec, hidden_size, **options)
@@ -124,7 +124,7 @@ def detach_state(state: Any) -> Any:
     return None if state is None else type(state)(*(t.detach() for t in state))
 
 
-def from_record(record: dict[str, Any], time_loop: str = "python", fused: bool = True) -> nn.Module:
+def from_record(record: dict[str, Any], time_loop: str = "python", fused: bool = True) -> SequenceModel | VectorModel:
     """The model saved by train, in eval mode; export asks for ``time_loop="scan"`` or ``fused=False``."""
     spec = TaskSpec(**record["spec"])
     options = dict(record["cell_options"])

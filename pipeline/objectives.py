@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from rnnzoo.pipeline.model import detach_state
+from rnnzoo.pipeline.model import SequenceModel, VectorModel, detach_state
 from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Batch, Split, Task, TaskSpec
 
 
@@ -76,7 +76,11 @@ def is_better(spec: TaskSpec, value: float, best: float | None) -> bool:
 
 @torch.no_grad()
 def split_metrics(
-    model: nn.Module, task: Task, split: Split, batch_size: int, on_batch: Callable[[Tensor, Batch], Any] | None = None
+    model: SequenceModel | VectorModel,
+    task: Task,
+    split: Split,
+    batch_size: int,
+    on_batch: Callable[[Tensor, Batch], Any] | None = None,
 ) -> dict[str, float]:
     """The model's metrics on a whole split, in order (a language model carries its state across
     the split's batches); ``on_batch(prediction, batch)`` sees each batch. The caller sets eval mode."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _lstm_stack_to_onnx(x: Any, h0: Any, c0: Any, weights: Any, num_layers: int,
     return aten_lstm(x, [h0, c0], weights, True, num_layers, 0.0, False, bidirectional, True)
 
 
-TRANSLATIONS = {torch.ops.rnnzoo.lstm_stack.default: _lstm_stack_to_onnx}
+TRANSLATIONS: dict[Callable[..., Any], Callable[..., Any]] = {torch.ops.rnnzoo.lstm_stack.default: _lstm_stack_to_onnx}
 
 
 def exportable(record: dict[str, Any], graph: str) -> nn.Module:
@@ -108,6 +109,7 @@ def describe(model: nn.Module, graph: str) -> dict[str, dict[str, str]]:
     }[spec.head]
     if graph == "vector":
         return {"inputs": {"x": f"input vectors (B, {spec.input_size})"}, "outputs": {"prediction": head}}
+    assert isinstance(model, SequenceModel)  # every graph but the vector one is a sequence model's
     step = graph == "step"
     x = "token ids" if spec.head == "language_model" else f"features, {spec.input_size} a step"
     inputs = {"x": f"{x}, ({'B' if step else 'B, T'}{'' if spec.head == 'language_model' else ', I'})"}
@@ -127,6 +129,7 @@ def example_inputs(model: nn.Module, batch: int, steps: int | None) -> tuple[Ten
     lead = (batch,) if steps is None else (batch, steps)
     if spec.head == "vector_classification":
         return (torch.randn(batch, spec.input_size),)
+    assert isinstance(model, SequenceModel)  # every head but vector_classification is a sequence model's
     x = torch.randint(0, spec.input_size, lead) if spec.head == "language_model" else torch.randn(*lead, spec.input_size)
     inputs = [x]
     if model.layer.takes_time:
@@ -157,6 +160,7 @@ def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, s
             dynamic_shapes=(dynamic[0], tuple(dynamic[1:])) if len(dynamic) > 1 else (dynamic[0],), verbose=False,
             custom_translation_table=TRANSLATIONS,
         )
+    assert program is not None  # None only from the TorchScript exporter (dynamo=False)
     proto = program.model_proto
     # Servers read it: a bidirectional model's outputs depend on later steps, so it cannot stream.
     bidirectional = bool(getattr(getattr(model, "layer", None), "bidirectional", False))

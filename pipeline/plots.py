@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # after choosing the backend
+import numpy as np
 
-from rnnzoo.pipeline import files  # noqa: E402
+from rnnzoo.pipeline import files
 
 
 def save_figure(figure: Any, path: Path) -> Path:
@@ -22,7 +23,7 @@ def save_figure(figure: Any, path: Path) -> Path:
     return path
 
 
-def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: str, path: Path, valid: list[dict[str, Any]] = ()) -> Path:
+def learning_curve(history: list[dict[str, Any]], baseline_loss: float, title: str, path: Path, valid: Sequence[dict[str, Any]] = ()) -> Path:
     """Training loss by step, the valid loss where ``valid`` holds evaluations, and the baseline."""
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss")
@@ -58,7 +59,7 @@ def layer_gradient_norms(history: list[dict[str, Any]], title: str, path: Path) 
 
 def first_layer_filters(weight: np.ndarray, title: str, path: Path, count: int = 16) -> Path:
     """Input weights of the first ``count`` units of the first layer, as square images."""
-    side = int(round(weight.shape[1] ** 0.5))
+    side = round(weight.shape[1] ** 0.5)
     count = min(count, weight.shape[0])
     columns = int(np.ceil(count**0.5))
     rows = int(np.ceil(count / columns))

@@ -73,6 +73,9 @@ TELEMETRY_OPT_IN = "RNNZOO_MLFLOW_TELEMETRY"
 FAILED_TAG, KILLED_TAG, PROCESS_TAG = "rnnzoo.failed_stage", "rnnzoo.killed_stage", "rnnzoo.process"
 CONTENT_TAG, FLAVOR_TAG = "rnnzoo.content_sha256", "rnnzoo.flavor"
 DVC_EXPERIMENT_TAG = "rnnzoo.dvc_experiment"  # the DVC experiment that last ran a stage of the run
+# MLflow 3 records an experiment's kind in this tag (its UI's kind selector reads it, and
+# infers one from the runs otherwise): ours are model training, not GenAI.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 PARAMS_ARTIFACT = "params/experiment.yaml"
 
 
@@ -119,7 +122,9 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def git_commit() -> str:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=project_root())
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=project_root(), check=False
+        )
     except OSError:
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
@@ -353,7 +358,7 @@ def _find_run(mlflow: Any, experiment: str, task: str, params_hash: str) -> str 
     if mlflow.get_experiment_by_name(name) is None:
         # Artifacts beside the database, at the absolute project root: not in ./mlruns of
         # whatever directory ran first (a dvc exp temp workspace is deleted afterwards).
-        mlflow.create_experiment(name, artifact_location=(project_root() / ARTIFACTS_DIR).as_uri())
+        mlflow.create_experiment(name, artifact_location=(project_root() / ARTIFACTS_DIR).as_uri(), tags=EXPERIMENT_TAGS)
     mlflow_experiment = mlflow.set_experiment(name)
     _end_abandoned_runs(mlflow, mlflow_experiment.experiment_id)
     query = f"tags.`rnnzoo.experiment` = '{experiment}' and tags.`rnnzoo.params_hash` = '{params_hash}'"
@@ -391,7 +396,11 @@ def log_dataset(mlflow: Any, path: Path, name: str, context: str) -> None:
     digest = files.file_digest(path, "sha256")[:16]
     with known_noise.silenced():
         source = resolve_dataset_source(path.resolve().as_uri())
-    _retry_locked(lambda: mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context))
+    # The ignore: mlflow's own typing is wrong here. Its Dataset marks `profile` abstract (without ABCMeta, so
+    # subclasses still instantiate) and MetaDataset, documented as instantiable, does not define it.
+    _retry_locked(
+        lambda: mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context)  # type: ignore[abstract]
+    )
 
 
 def logged_values(mlflow: Any, key: str) -> dict[int, float]:
@@ -563,7 +572,7 @@ def onnx_signature(session_inputs: Any, session_outputs: Any) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    types = {"tensor(float)": np.dtype("float32"), "tensor(int64)": np.dtype("int64")}
+    types: dict[str, np.dtype[Any]] = {"tensor(float)": np.dtype("float32"), "tensor(int64)": np.dtype("int64")}
 
     def spec(arg: Any) -> Any:
         shape = tuple(dim if isinstance(dim, int) else -1 for dim in arg.shape)

@@ -15,8 +15,8 @@ if not _has_cuda:
 # Test modules import mlflow before pipeline.tracking turns its telemetry off: off from the start.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)

@@ -88,6 +88,7 @@ class Predictor:
         if self.tokens:
             x = rng.integers(0, self.vocabulary, (1, steps), dtype=np.int64)  # (1, T)
         else:
+            assert self.features is not None  # set for every graph that takes vectors
             x = rng.standard_normal((1, steps, self.features)).astype(np.float32)  # (1, T, I)
         times = np.cumsum(rng.random((1, steps)) + 0.5, axis=1).astype(np.float32) if self.takes_time else None
         half = steps // 2
@@ -102,6 +103,7 @@ class Predictor:
         return max(float(np.abs(a - b).max() / (1.0 + np.abs(b).max())) for a, b in pairs)
 
     def zero_state(self, batch: int) -> list[np.ndarray]:
+        assert self.state_shape is not None, "a graph without state inputs has no zero state"
         layers, hidden = self.state_shape
         return [np.zeros((layers, batch, hidden), dtype=np.float32) for _ in self.state_names]
 

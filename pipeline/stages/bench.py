@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def _hardware(device: str, threads: int) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else f"{cpu_name()}, {threads} threads"
 
 
-def _lengths(spec_steps: int | None) -> list[int | None]:
+def _lengths(spec_steps: int | None) -> Sequence[int | None]:  # a list; Sequence as a list[int] is no list[int | None]
     if spec_steps is None:
         return [None]
     return sorted({max(1, spec_steps // 4), spec_steps, 2 * spec_steps})

@@ -258,7 +258,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             state.window_loss += loss.item()
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                 seconds = time.perf_counter() - clock
-                record = {
+                record: dict[str, Any] = {
                     "step": state.step, "loss": state.window_loss / (state.step - state.window_first_step),
                     "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
                     "steps_per_second": (state.step - clock_step) / max(seconds, 1e-9),

@@ -75,7 +75,7 @@ def draw_periods(count: int, generator: torch.Generator) -> Tensor:
 
 def sample_times(count: int, sampling: str, duration: float, generator: torch.Generator) -> Tensor:
     """Timestamps in ms ``(N, T)``, increasing along T."""
-    steps = int(round(duration / STEP_MS[sampling]))
+    steps = round(duration / STEP_MS[sampling])
     if sampling == "async":
         return (torch.rand(count, steps, generator=generator, dtype=torch.float64) * duration).sort(dim=1).values
     grid = torch.arange(steps, dtype=torch.float64) * STEP_MS[sampling]

@@ -166,7 +166,8 @@ class PTBTask(Task):
                 return Texts(train, valid, _read_text(Path(options.test_file), "ptb option 'test_file'"))
             return Texts(train, *halves(valid, f"valid_file {options.valid_file}"))
         where = "a directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt"
-        require(data_dir is not None, f"source 'ptb' needs prepare.data_dir: {where}")
+        if data_dir is None:
+            raise TaskError(f"source 'ptb' needs prepare.data_dir: {where}")
         return _ptb_texts(data_dir, options.download)
 
     def vocabulary(self, data_dir: Path | None, seed: int) -> list[str]:
@@ -226,6 +227,7 @@ def _ptb_texts(data_dir: Path, may_download: bool) -> Texts:
             "the second half. These figures are not the standard protocol's.", data_dir, "; ".join(failures), trains_on, held_out,
         )
         held = test if train is None else valid
+        assert held is not None  # the condition above: with no train file, test is there
         return Texts(train if train is not None else valid, *halves(held, held_out))
     missing = next(name for name, text in zip(PTB_FILES, (train, valid, test)) if text is None)
     reasons = "\n".join(failures)

@@ -203,7 +203,8 @@ def _carve_valid(images: Tensor, labels: Tensor, valid_fraction: float, generato
 
 def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Generator) -> Splits:
     wanted = ", ".join(f"{stem}.gz" for stem in MNIST_MD5)
-    require(data_dir is not None, f"source 'mnist' needs prepare.data_dir: a directory holding {wanted} (or unzipped)")
+    if data_dir is None:
+        raise TaskError(f"source 'mnist' needs prepare.data_dir: a directory holding {wanted} (or unzipped)")
     failures: list[str] = []
     t10k = _pair(data_dir, "t10k", options.download, failures)
     if t10k is None:

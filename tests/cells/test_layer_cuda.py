@@ -72,7 +72,7 @@ def test_cuda_matches_cpu(name, fused, bidirectional, mode, exact_cuda_float32):
     actual = _cuda_run(
         gpu, x.cuda(), type(state)(*(f.cuda() for f in state)), lengths.cuda(), None if times is None else times.cuda()
     )
-    tolerance = dict(atol=1e-4, rtol=1e-4)
+    tolerance = {"atol": 1e-4, "rtol": 1e-4}
     assert_nontrivial(expected[0])
     assert_close(actual[0], expected[0], **tolerance)
     for a, e in zip(actual[1], expected[1]):

@@ -62,9 +62,9 @@ def _forward_backward(layer, x, state, lengths):
 @pytest.mark.parametrize(
     "config",
     [
-        dict(num_layers=1, bidirectional=False, lengths=None, batch_first=True, train=False),
-        dict(num_layers=2, bidirectional=True, lengths=LENGTHS, batch_first=True, train=False),
-        dict(num_layers=2, bidirectional=True, lengths=LENGTHS, batch_first=False, train=True),
+        {"num_layers": 1, "bidirectional": False, "lengths": None, "batch_first": True, "train": False},
+        {"num_layers": 2, "bidirectional": True, "lengths": LENGTHS, "batch_first": True, "train": False},
+        {"num_layers": 2, "bidirectional": True, "lengths": LENGTHS, "batch_first": False, "train": True},
     ],
     ids=["plain", "bidirectional-2layers-lengths", "time-major-training"],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -124,28 +125,28 @@ def test_chrono_lstm_without_max_timescale_raises_value_error():
 @pytest.mark.parametrize(
     "name, options",
     [
-        ("lstm", dict(num_layers=0)),
-        ("lstm", dict(num_layers=-1)),
-        ("lstm", dict(num_layers=2.0)),
-        ("lstm", dict(dropout=1.5)),
-        ("lstm", dict(dropout=-0.1)),
-        ("lstm", dict(dropout=1.0)),
-        ("janet", dict(dropout=float("nan"))),
-        ("lstm", dict(hidden_size=0)),
-        ("lstm", dict(input_size=-3)),
-        ("janet", dict(hidden_size=0)),
-        ("unfolded_lstm", dict(hidden_size=0)),
-        ("unfolded_lstm", dict(input_size=-3)),
-        ("unfolded_lstm", dict(depth=0)),
-        ("unfolded_lstm", dict(dropout=1.5)),
-        ("rhn", dict(depth=0)),
-        ("rhn", dict(input_dropout=1.0)),
-        ("indrnn", dict(activation="sigmoid")),
-        ("indrnn", dict(sequence_length=0)),
-        ("janet", dict(shift=float("nan"))),
-        ("chrono_lstm", dict(max_timescale=2)),
-        ("phased_lstm", dict(ratio_on=0.0)),
-        ("phased_lstm", dict(leak=2.0)),
+        ("lstm", {"num_layers": 0}),
+        ("lstm", {"num_layers": -1}),
+        ("lstm", {"num_layers": 2.0}),
+        ("lstm", {"dropout": 1.5}),
+        ("lstm", {"dropout": -0.1}),
+        ("lstm", {"dropout": 1.0}),
+        ("janet", {"dropout": float("nan")}),
+        ("lstm", {"hidden_size": 0}),
+        ("lstm", {"input_size": -3}),
+        ("janet", {"hidden_size": 0}),
+        ("unfolded_lstm", {"hidden_size": 0}),
+        ("unfolded_lstm", {"input_size": -3}),
+        ("unfolded_lstm", {"depth": 0}),
+        ("unfolded_lstm", {"dropout": 1.5}),
+        ("rhn", {"depth": 0}),
+        ("rhn", {"input_dropout": 1.0}),
+        ("indrnn", {"activation": "sigmoid"}),
+        ("indrnn", {"sequence_length": 0}),
+        ("janet", {"shift": float("nan")}),
+        ("chrono_lstm", {"max_timescale": 2}),
+        ("phased_lstm", {"ratio_on": 0.0}),
+        ("phased_lstm", {"leak": 2.0}),
     ],
     ids=lambda value: None if not isinstance(value, dict) else ",".join(f"{k}={v!r}" for k, v in value.items()),
 )
@@ -156,7 +157,7 @@ def test_invalid_option_value_raises_showing_it(name, options):
     ((option, value),) = options.items()
     assert option in message, f"the option {option!r} is not named in: {message}"
     # The bad value itself, as a token of its own (so "0" is not found inside "0.5").
-    shown = "nan" if value != value else re.escape(repr(value))
+    shown = "nan" if isinstance(value, float) and math.isnan(value) else re.escape(repr(value))
     assert re.search(rf"(?<![\w.]){shown}(?![\w.])", message, flags=re.IGNORECASE), f"the value {value!r} is not shown in: {message}"
 
 

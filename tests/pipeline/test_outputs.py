@@ -34,10 +34,9 @@ def test_staged_outputs_appear_together(tmp_path: Path) -> None:
 def test_a_failed_write_keeps_the_previous_outputs(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text("old a")
     (tmp_path / "b.json").write_text("old b")
-    with pytest.raises(outputs.StageOutputError, match="No space left on device"):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "a.json").write_text("new a")
-            _disk_full(staged.file(tmp_path / "b.json"))
+    with pytest.raises(outputs.StageOutputError, match="No space left on device"), outputs.together() as staged:
+        staged.file(tmp_path / "a.json").write_text("new a")
+        _disk_full(staged.file(tmp_path / "b.json"))
     assert (tmp_path / "a.json").read_text() == "old a" and (tmp_path / "b.json").read_text() == "old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"], "no temporary file left"
 
@@ -54,20 +53,21 @@ def test_a_rename_failing_part_way_puts_back_what_was_renamed(tmp_path: Path, mo
         real_replace(src, dst)
 
     monkeypatch.setattr(outputs.os, "replace", replace)
-    with pytest.raises(outputs.StageOutputError, match=r"could not write .*b: Read-only file system"):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "a.json").write_text("new a")
-            (staged.folder(tmp_path / "b") / "x").write_text("new x")
+    with (
+        pytest.raises(outputs.StageOutputError, match=r"could not write .*b: Read-only file system"),
+        outputs.together() as staged,
+    ):
+        staged.file(tmp_path / "a.json").write_text("new a")
+        (staged.folder(tmp_path / "b") / "x").write_text("new x")
     assert (tmp_path / "a.json").read_text() == "old a"
     assert (tmp_path / "b" / "x").read_text() == "old x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b"]
 
 
 def test_an_error_that_is_not_a_failed_write_passes_through_unchanged(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "a.json").write_text("a")
-            (tmp_path / "missing" / "input").read_text()
+    with pytest.raises(FileNotFoundError), outputs.together() as staged:
+        staged.file(tmp_path / "a.json").write_text("a")
+        (tmp_path / "missing" / "input").read_text()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -138,29 +138,30 @@ def test_a_stage_whose_write_fails_leaves_none_of_its_outputs(stage: str, workdi
 
 
 def test_a_failed_write_names_the_output_not_its_hidden_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnnzoo.pipeline import files
-
     def full(self: Path, data: Any) -> None:  # as a real full disk: the write fails, no file named
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(outputs.StageOutputError) as caught:
-        with outputs.together() as staged:
-            monkeypatch.setattr(Path, "write_bytes", full)
-            files.save_torch({"a": 1}, staged.file(tmp_path / "model.pt"))
+    with pytest.raises(outputs.StageOutputError) as caught, outputs.together() as staged:
+        monkeypatch.setattr(Path, "write_bytes", full)
+        files.save_torch({"a": 1}, staged.file(tmp_path / "model.pt"))
     assert str(caught.value) == f"could not write {tmp_path / 'model.pt'}: No space left on device; the previous outputs are unchanged"
     monkeypatch.undo()
-    with pytest.raises(outputs.StageOutputError, match=rf"could not write {tmp_path / 'm.json'}: Read-only file system"):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "a.json").write_text("a")
-            raise OSError(errno.EROFS, "Read-only file system", str(staged.file(tmp_path / "m.json")))
+    with (
+        pytest.raises(outputs.StageOutputError, match=rf"could not write {tmp_path / 'm.json'}: Read-only file system"),
+        outputs.together() as staged,
+    ):
+        staged.file(tmp_path / "a.json").write_text("a")
+        raise OSError(errno.EROFS, "Read-only file system", str(staged.file(tmp_path / "m.json")))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_where_a_folder_must_go_is_a_named_error(tmp_path: Path) -> None:
     (tmp_path / "reports").write_text("a file, not a folder")
-    with pytest.raises(outputs.StageOutputError, match="could not write .*reports/x/metrics.json"):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "reports" / "x" / "metrics.json").write_text("{}")
+    with (
+        pytest.raises(outputs.StageOutputError, match="could not write .*reports/x/metrics.json"),
+        outputs.together() as staged,
+    ):
+        staged.file(tmp_path / "reports" / "x" / "metrics.json").write_text("{}")
 
 
 def test_an_interrupt_between_renames_puts_back_what_was_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,10 +176,9 @@ def test_an_interrupt_between_renames_puts_back_what_was_renamed(tmp_path: Path,
         real_replace(src, dst)
 
     monkeypatch.setattr(outputs.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        with outputs.together() as staged:
-            staged.file(tmp_path / "model.pt").write_text("new model")
-            staged.file(tmp_path / "history.json").write_text("new history")
+    with pytest.raises(KeyboardInterrupt), outputs.together() as staged:
+        staged.file(tmp_path / "model.pt").write_text("new model")
+        staged.file(tmp_path / "history.json").write_text("new history")
     assert (tmp_path / "model.pt").read_text() == "old model" and (tmp_path / "history.json").read_text() == "old history"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "model.pt"]
 

@@ -155,7 +155,7 @@ def _values(claim: Claim, verdict: str) -> dict[str, list[float]]:
         for index, label in enumerate(rule.labels):
             values[label] = [10 + ramp * index * 2 + noise for noise in (-0.1, 0.0, 0.1)]
     else:
-        raise AssertionError(f"no numbers for a rule of type {type(rule).__name__}: add them here")
+        raise TypeError(f"no numbers for a rule of type {type(rule).__name__}: add them here")
     return values
 
 

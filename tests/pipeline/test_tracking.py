@@ -178,6 +178,14 @@ def test_a_dvc_experiments_name_tags_its_run_and_a_later_stage_outside_it_keeps_
     assert _run_of("add-janet").data.tags[tracking.DVC_EXPERIMENT_TAG] == "grid-2", "a stage run by hand does not clear it"
 
 
+def test_experiments_are_made_with_mlflows_model_training_kind(workdir: Path) -> None:
+    exp = config.load(workdir / "params.yaml").experiment("add-janet")
+    with tracking.stage_run("prepare", exp):
+        pass
+    experiment = mlflow.get_experiment_by_name(f"rnnzoo-{exp.task}")
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development", experiment.tags
+
+
 def test_ctrl_c_ends_the_run_killed(workdir: Path) -> None:
     exp = config.load(workdir / "params.yaml").experiment("add-janet")
     with pytest.raises(KeyboardInterrupt), tracking.stage_run("train", exp):

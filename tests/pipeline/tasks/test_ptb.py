@@ -3,6 +3,7 @@ unigram baseline, and text read from files (written here) or the embedded toy co
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_batches_are_consecutive_segments_of_parallel_streams() -> None:
     steps = split["x"].numel() // batch_size
     assert len(segments) == math.ceil(steps / 9)
     assert all(s.x.shape == (batch_size, 9) for s in segments[:-1]) and segments[-1].x.shape[1] <= 9
-    for previous, following in zip(segments, segments[1:]):
+    for previous, following in itertools.pairwise(segments):
         assert torch.equal(following.x[:, 0], previous.target[:, -1])  # each stream picks up where it stopped
     stream = torch.cat([s.x for s in segments], dim=1)  # (B, steps)
     assert torch.equal(stream.flatten(), split["x"][: batch_size * steps])  # row b is the b-th slice of the text
