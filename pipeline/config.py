@@ -37,7 +37,7 @@ import yaml
 
 from rnnzoo import cells
 from rnnzoo.pipeline import baselines
-from rnnzoo.pipeline.model import SequenceModel, build_model
+from rnnzoo.pipeline.model import SequenceModel, build_model, is_sequence_cell
 from rnnzoo.pipeline.tasks import TASKS, TaskSpec
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -377,7 +377,7 @@ def _check_options(experiment: ExperimentConfig) -> None:
             f"params: {key}: cell {cell!r} is a feed-forward baseline for vector classification; allowed tasks: {allowed}, "
             f"got task {experiment.task!r}"
         )
-    vector_cell = cell in baselines.BASELINES or not cells.is_sequence_model(cell)
+    vector_cell = not is_sequence_cell(cell)
     vector_task = TASKS[experiment.task].vector_input
     if vector_cell != vector_task:
         want = "a vector task (mnist_vector)" if vector_cell else "a sequence task"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -22,12 +22,26 @@ def last_valid_step(outputs: Tensor, lengths: Tensor | None) -> Tensor:
     return outputs.gather(1, index).squeeze(1)
 
 
+def is_sequence_cell(cell: str) -> bool:
+    """Whether ``cell`` makes a ``SequenceModel`` (a registry cell over time) or a ``VectorModel``
+    (``unfolded_lstm`` and the feed-forward baselines): the one place this is decided by name."""
+    return cell not in baselines.BASELINES and cells.is_sequence_model(cell)
+
+
 class SequenceModel(nn.Module):
-    """Embedding (language models) -> recurrent layer -> linear head."""
+    """Embedding (language models) -> recurrent layer -> linear head.
+
+    What stages ask of a model, rather than its class: ``is_sequence``, ``graphs`` (the ONNX
+    graphs it exports, the first served statelessly and benchmarked) and ``diagnostics`` (the
+    extra records and plots it has).
+    """
+
+    is_sequence: ClassVar[bool] = True
+    diagnostics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cell: str, spec: TaskSpec, hidden_size: int, embedding_size: int = 0, tie_weights: bool = False, **cell_options: Any) -> None:
         super().__init__()
-        if not cells.is_sequence_model(cell):
+        if not is_sequence_cell(cell):
             raise ValueError(f"cell {cell!r} maps vectors, not sequences: pair it with a vector task such as 'mnist_vector'")
         if spec.head == "vector_classification":
             raise ValueError(f"this task classifies vectors: use cell 'unfolded_lstm', 'mlp' or 'cnn', not {cell!r}")
@@ -46,6 +60,23 @@ class SequenceModel(nn.Module):
             if self.embedding is None or self.embedding.embedding_dim != self.layer.output_size:
                 raise ValueError("tie_weights needs a language model whose embedding_size equals the layer's output size")
             self.decoder.weight = self.embedding.weight
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        """The whole-sequence graph and, for a unidirectional layer, the streaming step graph."""
+        return ("sequence",) if self.layer.bidirectional else ("sequence", "step")
+
+    @property
+    def takes_time(self) -> bool:
+        """Whether the model reads timestamps: a cell that takes them on a task that has them."""
+        return self.layer.takes_time and self.spec.uses_times
+
+    def layer_gradient_norms(self) -> list[float]:
+        """None here: the diagnostics are a vector model's (see ``diagnostics``)."""
+        return []
+
+    def first_layer_weight(self) -> Tensor | None:
+        return None
 
     def _summary(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         """What a last-step head reads: the forward direction at each sequence's last valid step
@@ -71,6 +102,12 @@ class VectorModel(nn.Module):
     hidden layer, each with a ``.linear`` (gradient norms per layer, first-layer filters).
     """
 
+    is_sequence: ClassVar[bool] = False
+    takes_time: ClassVar[bool] = False
+    graphs: ClassVar[tuple[str, ...]] = ("vector",)
+    # Recorded in training and drawn by evaluate: does the gradient reach the first layers, and what did they learn?
+    diagnostics: ClassVar[tuple[str, ...]] = ("layer_gradient_norms", "first_layer_filters")
+
     def __init__(self, cell: str, spec: TaskSpec, hidden_size: int, **cell_options: Any) -> None:
         super().__init__()
         if spec.head != "vector_classification":
@@ -84,6 +121,18 @@ class VectorModel(nn.Module):
         h, state = self.network(batch.x)
         return self.decoder(h), state
 
+    def layer_gradient_norms(self) -> list[float]:
+        """Gradient norm of each hidden layer's parameters, first to last (after a backward pass)."""
+        norms = []
+        for layer in self.network.layers:
+            grads = [p.grad for p in layer.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0)
+        return norms
+
+    def first_layer_weight(self) -> Tensor:
+        """The first hidden layer's ``.linear`` weight, one row per unit: ``(H, I)`` (a cnn's 3 x 3 kernels, flattened)."""
+        return self.network.layers[0].linear.weight.detach()
+
 
 class PredictionModule(nn.Module):
     """``x -> prediction``: the model with a one-array interface, for MLflow's PyTorch pyfunc.
@@ -93,10 +142,10 @@ class PredictionModule(nn.Module):
     On a task without timestamps it numbers the steps itself (0, 1, ...), as in training.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SequenceModel | VectorModel) -> None:
         super().__init__()
         self.model = model
-        self.takes_time = isinstance(model, SequenceModel) and model.layer.takes_time and model.spec.uses_times
+        self.takes_time = model.takes_time
 
     def pack(self, batch: Batch) -> Tensor:
         """The one array this module takes for ``batch``."""
@@ -114,7 +163,7 @@ class PredictionModule(nn.Module):
 
 def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> SequenceModel | VectorModel:
     """The model for ``cell`` on a task of ``spec``; ``options`` are cell and head options."""
-    if cell not in baselines.BASELINES and cells.is_sequence_model(cell):
+    if is_sequence_cell(cell):
         return SequenceModel(cell, spec, hidden_size, **options)
     return VectorModel(cell, spec, hidden_size, **options)
 
@@ -128,7 +177,7 @@ def from_record(record: dict[str, Any], time_loop: str = "python", fused: bool =
     """The model saved by train, in eval mode; export asks for ``time_loop="scan"`` or ``fused=False``."""
     spec = TaskSpec(**record["spec"])
     options = dict(record["cell_options"])
-    if spec.head != "vector_classification":
+    if is_sequence_cell(record["cell"]):
         options.update(time_loop=time_loop, fused=fused)
     model = build_model(record["cell"], spec, record["hidden_size"], **options, **record["model_options"])
     model.load_state_dict(record["state_dict"])

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 import rnnzoo.cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
 from rnnzoo.pipeline import files, known_noise
-from rnnzoo.pipeline.model import PredictionModule, SequenceModel, from_record
+from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel, from_record
 from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
@@ -99,7 +99,7 @@ def _state_names(model: SequenceModel) -> list[str]:
     return list(model.layer.state_type._fields)
 
 
-def describe(model: nn.Module, graph: str) -> dict[str, dict[str, str]]:
+def describe(model: SequenceModel | VectorModel, graph: str) -> dict[str, dict[str, str]]:
     """What each input and output of ``graph`` means, for the file's metadata."""
     spec: TaskSpec = model.spec
     head = {
@@ -107,9 +107,9 @@ def describe(model: nn.Module, graph: str) -> dict[str, dict[str, str]]:
         "step_classification": "class logits (B, T, C) at every step", "language_model": "next-token logits (B, T, V)",
         "vector_classification": "class logits (B, C)",
     }[spec.head]
-    if graph == "vector":
+    if not model.is_sequence:
         return {"inputs": {"x": f"input vectors (B, {spec.input_size})"}, "outputs": {"prediction": head}}
-    assert isinstance(model, SequenceModel)  # every graph but the vector one is a sequence model's
+    assert isinstance(model, SequenceModel)  # for mypy: is_sequence says so
     step = graph == "step"
     x = "token ids" if spec.head == "language_model" else f"features, {spec.input_size} a step"
     inputs = {"x": f"{x}, ({'B' if step else 'B, T'}{'' if spec.head == 'language_model' else ', I'})"}
@@ -123,13 +123,13 @@ def describe(model: nn.Module, graph: str) -> dict[str, dict[str, str]]:
     return {"inputs": inputs, "outputs": outputs}
 
 
-def example_inputs(model: nn.Module, batch: int, steps: int | None) -> tuple[Tensor, ...]:
+def example_inputs(model: SequenceModel | VectorModel, batch: int, steps: int | None) -> tuple[Tensor, ...]:
     """Random inputs of the graph's shapes; ``steps=None`` for the step graph."""
     spec: TaskSpec = model.spec
     lead = (batch,) if steps is None else (batch, steps)
-    if spec.head == "vector_classification":
+    if not model.is_sequence:
         return (torch.randn(batch, spec.input_size),)
-    assert isinstance(model, SequenceModel)  # every head but vector_classification is a sequence model's
+    assert isinstance(model, SequenceModel)  # for mypy: is_sequence says so
     x = torch.randint(0, spec.input_size, lead) if spec.head == "language_model" else torch.randn(*lead, spec.input_size)
     inputs = [x]
     if model.layer.takes_time:

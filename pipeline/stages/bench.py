@@ -190,15 +190,15 @@ def markdown(title: str, result: dict[str, Any]) -> str:
 def bench(config: Config, experiment: str) -> dict[str, float]:
     exp = config.experiment(experiment)
     record = files.load_model_record(experiment, exp.params_hash())
-    graph = "vector" if record["spec"]["head"] == "vector_classification" else "sequence"
+    model = from_record(record)  # torch eager as it trains: nn.LSTM's kernel where it can
+    graph = model.graphs[0]  # the whole-sequence (or vector) graph
     path = files.onnx_dir(experiment) / f"{graph}.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist: run `rnnzoo export {experiment}` first")
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
     x = splits["valid"]["x"]
     # The task's own length: a language model's stream is read bptt tokens at a time.
-    steps = None if graph == "vector" else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
-    model = from_record(record)  # torch eager as it trains: nn.LSTM's kernel where it can
+    steps = None if not model.is_sequence else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
     result = bench_model(graph, path, model, steps, config.bench)
     metrics = summary_metrics(result)
     report = files.reports_dir(experiment)

@@ -13,7 +13,7 @@ import torch
 
 from rnnzoo.pipeline import files, objectives, outputs, plots, tracking
 from rnnzoo.pipeline.config import Config
-from rnnzoo.pipeline.model import VectorModel, from_record
+from rnnzoo.pipeline.model import SequenceModel, VectorModel, from_record
 from rnnzoo.pipeline.tasks import Batch, TaskSpec, make_task
 
 
@@ -61,15 +61,16 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
 
 
 def _plots(
-    experiment: str, model: torch.nn.Module, spec: TaskSpec, history: list, valid_history: list, predicted: list, targets: list, folder: Path
+    experiment: str, model: SequenceModel | VectorModel, spec: TaskSpec, history: list, valid_history: list, predicted: list, targets: list, folder: Path
 ) -> list[Path]:
     made = [plots.learning_curve(history, spec.baseline_loss, f"{experiment}: training loss", folder / "learning_curve.png", valid_history)]
     if predicted:
         made.append(plots.confusion_matrix(
             torch.cat(targets).numpy(), torch.cat(predicted).numpy(), f"{experiment}: validation", folder / "confusion_matrix.png"
         ))
-    if isinstance(model, VectorModel):
+    if "layer_gradient_norms" in model.diagnostics:
         made.append(plots.layer_gradient_norms(history, f"{experiment}: gradient norm per layer", folder / "layer_gradient_norms.png"))
-        weight = model.network.layers[0].linear.weight.detach().numpy()
+    if "first_layer_filters" in model.diagnostics:
+        weight = model.first_layer_weight().numpy()
         made.append(plots.first_layer_filters(np.asarray(weight), f"{experiment}: first-layer filters", folder / "first_layer_filters.png"))
     return made

@@ -11,33 +11,28 @@ from pathlib import Path
 
 from rnnzoo.pipeline import files, onnx_export, outputs, tracking
 from rnnzoo.pipeline.config import Config
-
-
-def graphs_of(record: dict) -> list[str]:
-    if record["spec"]["head"] == "vector_classification":
-        return ["vector"]
-    bidirectional = record["cell_options"].get("bidirectional", False)
-    return ["sequence"] if bidirectional else ["sequence", "step"]
+from rnnzoo.pipeline.model import from_record
 
 
 def export(config: Config, experiment: str) -> list[Path]:
     exp = config.experiment(experiment)
     record = files.load_model_record(experiment, exp.params_hash())
+    graphs = from_record(record).graphs
     metadata = {
         "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
         "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),
     }
     with outputs.together() as staged:  # the graphs appear together, replacing the previous folder whole
         folder = staged.folder(files.onnx_dir(experiment))
-        for graph in graphs_of(record):
+        for graph in graphs:
             model = onnx_export.exportable(record, graph)
             onnx_export.export_graph(model, graph, folder / f"{graph}.onnx", metadata)
-    paths = [files.onnx_dir(experiment) / f"{graph}.onnx" for graph in graphs_of(record)]
+    paths = [files.onnx_dir(experiment) / f"{graph}.onnx" for graph in graphs]
     with tracking.stage_run("export", exp) as mlflow:
         for path in paths:
             mlflow.log_artifact(str(path), artifact_path="onnx")
         # The whole-sequence (or vector) graph is the one served statelessly.
-        names = [name for name in onnx_export.describe(model, paths[0].stem)["inputs"]]
-        example = dict(zip(names, (t.numpy() for t in onnx_export.example_inputs(model, 2, None if paths[0].stem == "vector" else 5))))
+        names = [name for name in onnx_export.describe(model, graphs[0])["inputs"]]
+        example = dict(zip(names, (t.numpy() for t in onnx_export.example_inputs(model, 2, 5 if model.is_sequence else None))))
         tracking.log_onnx_model(mlflow, paths[0], example, f"rnnzoo-{exp.cell}-{exp.task}")
     return paths

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from rnnzoo.cells import RecurrentCell
 from rnnzoo.pipeline import files, objectives, outputs, tracking
 from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
-from rnnzoo.pipeline.model import PredictionModule, VectorModel, build_model, detach_state
+from rnnzoo.pipeline.model import PredictionModule, build_model, detach_state
 from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
 
 # Epoch e of seed s shuffles with Generator(s * _EPOCH_STRIDE + e): distinct streams per seed.
@@ -99,17 +99,6 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 def min_batch_examples(model: nn.Module) -> int:
     """The fewest examples a training batch needs: 2 where batch norm takes statistics over the batch."""
     return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
-
-
-def layer_gradient_norms(model: nn.Module) -> list[float]:
-    """Gradient norm of each unfolded layer's parameters (``unfolded_lstm`` only)."""
-    if not isinstance(model, VectorModel):
-        return []
-    norms = []
-    for layer in model.network.layers:
-        grads = [p.grad for p in layer.parameters() if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0)
-    return norms
 
 
 @dataclasses.dataclass
@@ -265,7 +254,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                 }
                 if logged.get(state.step) != record["loss"]:
                     tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
-                record["layer_grad_norms"] = layer_gradient_norms(model)
+                record["layer_grad_norms"] = model.layer_gradient_norms()
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")  # the speed is tqdm's own step/s, one figure
                 state.window_loss, state.window_first_step = 0.0, state.step
@@ -289,5 +278,5 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         checkpoint.unlink(missing_ok=True)
         example = next(task.batches(splits["valid"], 2))
         module = PredictionModule(model).eval()
-        tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=not isinstance(model, VectorModel))
+        tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=model.is_sequence)
     return path

@@ -16,7 +16,7 @@ from rnnzoo.pipeline.model import VectorModel, build_model, from_record
 from rnnzoo.pipeline.objectives import loss
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
-from rnnzoo.pipeline.stages.train import layer_gradient_norms, train
+from rnnzoo.pipeline.stages.train import train
 from rnnzoo.pipeline.tasks import Batch, TaskSpec
 from tests.pipeline.conftest import tiny_params, write_params
 
@@ -76,11 +76,11 @@ def test_gradient_norms_exist_for_every_mlp_layer() -> None:
     x, target = torch.rand(6, 64), torch.arange(6)
     batch = Batch(x, target)
     loss(DIGITS, model(batch)[0], batch).backward()
-    norms = layer_gradient_norms(model)
+    norms = model.layer_gradient_norms()
     assert len(norms) == 5 and all(norm > 0 for norm in norms)
     cnn = build_model("cnn", DIGITS, 8, channels=2)
     loss(DIGITS, cnn(batch)[0], batch).backward()
-    assert len(layer_gradient_norms(cnn)) == 3 and all(norm > 0 for norm in layer_gradient_norms(cnn))
+    assert len(cnn.layer_gradient_norms()) == 3 and all(norm > 0 for norm in cnn.layer_gradient_norms())
 
 
 def _params(cell: str, task: str, cell_options: dict) -> dict:

@@ -14,7 +14,6 @@ import torch
 
 from rnnzoo.pipeline import onnx_export, runtime
 from rnnzoo.pipeline.model import build_model, from_record
-from rnnzoo.pipeline.stages.export import graphs_of
 from rnnzoo.pipeline.tasks import make_task
 
 # (cell, task, task options, cell options, model options): every cell, every head.
@@ -45,7 +44,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     folder = tmp_path_factory.mktemp(request.param)
     metadata = {"cell": cell, "task": task_name, "hidden_size": "6", "params_hash": "abc", "git_commit": "def"}
     paths = {}
-    for graph in graphs_of(record):
+    for graph in from_record(record).graphs:
         paths[graph] = onnx_export.export_graph(onnx_export.exportable(record, graph), graph, folder / f"{graph}.onnx", metadata)
     return {"record": record, "paths": paths, "reference": from_record(record, fused=False), "folder": folder}
 

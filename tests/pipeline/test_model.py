@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnzoo.pipeline.model import SequenceModel
+from rnnzoo import cells
+from rnnzoo.pipeline import baselines
+from rnnzoo.pipeline.model import SequenceModel, build_model, is_sequence_cell
 from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 CLASSIFY = TaskSpec(input_size=3, output_size=4, head="last_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")
@@ -60,3 +62,24 @@ def test_the_mlflow_module_of_a_timestamped_cell_on_a_task_without_timestamps_nu
     packed = module.pack(batch)
     assert packed.shape == (2, 6, 2), "nothing to pack beside the features"
     torch.testing.assert_close(module(packed), model(batch)[0], rtol=0, atol=0)
+
+
+VECTOR = TaskSpec(input_size=16, output_size=3, head="vector_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")  # 4 x 4 images for cnn
+
+
+@pytest.mark.parametrize("cell", [*cells.names(), *baselines.names()])
+def test_what_stages_ask_of_a_model_is_its_own_property(cell: str) -> None:
+    # Stages ask the model (is_sequence, graphs, diagnostics), never its class: one decision, by name.
+    sequence = is_sequence_cell(cell)
+    options = {"depth": 2} if cell == "unfolded_lstm" else {"max_timescale": 10} if cell == "chrono_lstm" else {}
+    model = build_model(cell, CLASSIFY if sequence else VECTOR, 4, **options)
+    assert model.is_sequence is sequence and isinstance(model, SequenceModel) is sequence
+    assert model.graphs == (("sequence", "step") if sequence else ("vector",))
+    assert bool(model.diagnostics) is (not sequence)
+    if sequence:
+        bidirectional = build_model(cell, CLASSIFY, 4, bidirectional=True, **options)
+        assert bidirectional.graphs == ("sequence",), "no streaming step graph: the backward direction reads the future"
+        assert model.first_layer_weight() is None
+    else:
+        weight = model.first_layer_weight()
+        assert weight.dim() == 2 and weight.shape[1] in (VECTOR.input_size, 9)  # 9: a cnn kernel, 3 x 3
