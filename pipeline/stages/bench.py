@@ -29,7 +29,6 @@ from rnnzoo.cells.loops.native import cpu_name
 from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from rnnzoo.pipeline.config import BenchConfig, Config
 from rnnzoo.pipeline.model import from_record
-from rnnzoo.pipeline.tasks import make_task
 
 UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady
 
@@ -195,10 +194,9 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     path = files.onnx_dir(experiment) / f"{graph}.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist: run `rnnzoo export {experiment}` first")
-    splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
-    x = splits["valid"]["x"]
-    # The task's own length: a language model's stream is read bptt tokens at a time.
-    steps = None if not model.is_sequence else int(x.shape[1]) if x.dim() >= 2 else make_task(exp.task, exp.task_options).options.bptt
+    steps = model.spec.steps  # the task's own length (a language model's bptt segment); None: no time axis
+    if model.is_sequence and steps is None:
+        raise ValueError(f"{files.model_path(experiment)} predates its task's length in the model file: run `rnnzoo train {experiment}` again")
     result = bench_model(graph, path, model, steps, config.bench)
     metrics = summary_metrics(result)
     report = files.reports_dir(experiment)

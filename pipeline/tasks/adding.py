@@ -59,5 +59,5 @@ class AddingTask(Task):
     def spec(self, splits: Splits) -> TaskSpec:
         return TaskSpec(
             input_size=2, output_size=1, head=self.head, baseline_loss=BASELINE_MSE,
-            baseline="predict 1 (the mean sum): MSE 1/6", loss_name="mse",
+            baseline="predict 1 (the mean sum): MSE 1/6", loss_name="mse", steps=int(splits["train"]["x"].shape[1]),
         )

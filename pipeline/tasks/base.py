@@ -41,6 +41,9 @@ class TaskSpec:
     loss_name: str  # "mse" or "cross_entropy"
     uses_times: bool = False
     carries_state: bool = False  # language models: state carried across batches (truncated BPTT)
+    # Steps a model reads in one call: the sequences' length (a language model's bptt segment);
+    # None for vector tasks (no time axis). Bench times the model at it.
+    steps: int | None = None
 
 
 def drawn_splits(

@@ -67,5 +67,5 @@ class CopyTask(Task):
         return TaskSpec(
             input_size=ALPHABET, output_size=ALPHABET, head=self.head, baseline_loss=math.log(SYMBOLS),
             baseline=f"memoryless: uniform over the {SYMBOLS} symbols at each recall step: cross-entropy log 8, accuracy 1/8",
-            loss_name="cross_entropy",
+            loss_name="cross_entropy", steps=int(splits["train"]["x"].shape[1]),
         )

@@ -110,5 +110,5 @@ class FrequencyTask(Task):
         return TaskSpec(
             input_size=2 if self.options.time_feature else 1, output_size=2, head=self.head, baseline_loss=math.log(2.0),
             baseline="memoryless on balanced classes: cross-entropy log 2, accuracy 1/2",
-            loss_name="cross_entropy", uses_times=True,
+            loss_name="cross_entropy", uses_times=True, steps=int(splits["train"]["x"].shape[1]),
         )

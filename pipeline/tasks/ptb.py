@@ -190,7 +190,7 @@ class PTBTask(Task):
         return TaskSpec(
             input_size=vocab_size, output_size=vocab_size, head=self.head, baseline_loss=loss,
             baseline=f"unigram: add-one smoothed train token frequencies: {loss:.4f} nats/token, perplexity {math.exp(loss):.1f}",
-            loss_name="cross_entropy", carries_state=True,
+            loss_name="cross_entropy", carries_state=True, steps=self.options.bptt,
         )
 
     def batches(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:

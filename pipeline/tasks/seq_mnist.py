@@ -275,5 +275,5 @@ class SeqMNISTTask(Task):
         loss, text = class_prior_baseline(splits)
         return TaskSpec(
             input_size=splits["train"]["x"].shape[-1], output_size=CLASSES, head=self.head,
-            baseline_loss=loss, baseline=text, loss_name="cross_entropy",
+            baseline_loss=loss, baseline=text, loss_name="cross_entropy", steps=int(splits["train"]["x"].shape[1]),
         )

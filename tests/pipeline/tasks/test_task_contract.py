@@ -57,6 +57,20 @@ def test_splits_are_tensors_that_survive_a_weights_only_load(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
+def test_the_spec_holds_the_steps_a_model_reads_at_once(name: str) -> None:
+    # Bench times the model at spec.steps: every batch's time axis is that long (a language
+    # model's last segment may be shorter); vector tasks have none.
+    task, splits = prepared(name)
+    spec = task.spec(splits)
+    batches = list(task.batches(splits["train"], 4))
+    if spec.head == "vector_classification":
+        assert spec.steps is None and all(batch.x.dim() == 2 for batch in batches)
+        return
+    lengths = [batch.x.shape[1] for batch in batches]
+    assert lengths[0] == spec.steps and max(lengths) == spec.steps, (spec.steps, lengths)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_shapes_match_the_spec(name: str) -> None:
     task, splits = prepared(name)
     spec = task.spec(splits)
