@@ -91,7 +91,8 @@ UNREADABLE = (
     OSError, EOFError, RuntimeError, pickle.UnpicklingError, struct.error, ValueError, TypeError, KeyError, IndexError,
     AttributeError, AssertionError, OverflowError,
 )
-# What each stage output must hold, as the stages after it read it.
+# What each stage output must hold, as the stages after it read it (the model's: ModelRecord's
+# fields without defaults, in pipeline/model_record.py; a test holds the two equal).
 MODEL_KEYS = ("state_dict", "cell", "hidden_size", "cell_options", "model_options", "spec", "params_hash")
 CHECKPOINT_KEYS = (  # all that train --resume reads: a checkpoint from before a key was added is refused, not a KeyError
     "params_hash", "model", "optimizer", "schedule", "step", "history", "carried", "window_loss", "window_first_step", "cpu_rng", "cuda_rng",
@@ -103,13 +104,14 @@ SPLITS = ("train", "valid", "test")
 SPLIT_TENSORS = ("x", "target")
 
 
-def _cut(text: str, limit: int = 80) -> str:
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` shortened to ``limit`` characters for an error message."""
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _describe(obj: Any) -> str:
     if isinstance(obj, dict):
-        return _cut(f"a dict with keys {', '.join(map(repr, obj)) or 'none'}")
+        return cut(f"a dict with keys {', '.join(map(repr, obj)) or 'none'}")
     name = type(obj).__name__
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
@@ -161,8 +163,8 @@ def _reason(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(_BOILERPLATE)]
     text = lines[0] if lines else ""
     if isinstance(error, (OSError, RuntimeError, pickle.UnpicklingError)) and text:  # these say what they met
-        return _cut(text)
-    return _cut(f"not a torch.save file: {type(error).__name__} {text}".strip())
+        return cut(text)
+    return cut(f"not a torch.save file: {type(error).__name__} {text}".strip())
 
 
 def load_torch(path: Path, what: str, stage_hint: str) -> Any:
@@ -200,7 +202,7 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        problem: str | None = f"cannot read it: {_cut(str(error))}"
+        problem: str | None = f"cannot read it: {cut(str(error))}"
     else:
         problem = None if isinstance(obj, kind) else f"it holds a {type(obj).__name__}, not a {kind.__name__}"
     if problem is None and kind is list and not obj and not empty:
@@ -208,7 +210,7 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers
     if problem is None and numbers:
         for record in obj if kind is list else [obj]:
             if not isinstance(record, dict) or not all(_is_number(record.get(key)) for key in numbers):
-                problem = f"expected {'records' if kind is list else 'a dict'} with numbers under {', '.join(numbers)}, found {_cut(repr(record))}"
+                problem = f"expected {'records' if kind is list else 'a dict'} with numbers under {', '.join(numbers)}, found {cut(repr(record))}"
                 break
     if problem is not None:
         raise ValueError(f"{path} is not a {what} that `{stage_hint}` writes ({problem}): run `{stage_hint}` to remake it")
@@ -217,18 +219,3 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def load_model_record(experiment: str, params_hash: str) -> Any:
-    """The trained model's record, refused if it was trained with other params than ``params_hash``.
-
-    Stages after train label what they write (metrics, ONNX metadata, MLflow runs) with the
-    current params: a model trained under other params would be mislabelled.
-    """
-    record = load_torch(model_path(experiment), "model", f"rnnzoo train {experiment}")
-    if record["params_hash"] != params_hash:
-        raise ValueError(
-            f"{model_path(experiment)} was trained with other params (hash {_cut(str(record['params_hash']))}, now {params_hash}): "
-            f"run `rnnzoo train {experiment}` first"
-        )
-    return record

@@ -171,14 +171,3 @@ def build_model(cell: str, spec: TaskSpec, hidden_size: int, **options: Any) -> 
 def detach_state(state: Any) -> Any:
     """Cut the graph between truncated-BPTT segments, keeping the values."""
     return None if state is None else type(state)(*(t.detach() for t in state))
-
-
-def from_record(record: dict[str, Any], time_loop: str = "python", fused: bool = True) -> SequenceModel | VectorModel:
-    """The model saved by train, in eval mode; export asks for ``time_loop="scan"`` or ``fused=False``."""
-    spec = TaskSpec(**record["spec"])
-    options = dict(record["cell_options"])
-    if is_sequence_cell(record["cell"]):
-        options.update(time_loop=time_loop, fused=fused)
-    model = build_model(record["cell"], spec, record["hidden_size"], **options, **record["model_options"])
-    model.load_state_dict(record["state_dict"])
-    return model.eval()

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 import rnnzoo.cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
 from rnnzoo.pipeline import files, known_noise
-from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel, from_record
+from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 OPSET = 18
@@ -44,16 +45,17 @@ def _lstm_stack_to_onnx(x: Any, h0: Any, c0: Any, weights: Any, num_layers: int,
 TRANSLATIONS: dict[Callable[..., Any], Callable[..., Any]] = {torch.ops.rnnzoo.lstm_stack.default: _lstm_stack_to_onnx}
 
 
-def exportable(record: dict[str, Any], graph: str) -> nn.Module:
+def exportable(record: ModelRecord, graph: str) -> SequenceModel | VectorModel:
     """The trained model built for export as ``graph``.
 
     The sequence graph of a stack on ``torch.nn.LSTM``'s kernel keeps it (ONNX ``LSTM``); other
     sequence graphs run the ``scan`` loop (ONNX ``Scan``); a step or vector graph needs no loop.
     """
     if graph != "sequence":
-        return from_record(record, "python", fused=False)
-    fused = from_record(record, "python", fused=True)
-    return fused if fused.layer.runs_on_torch_lstm else from_record(record, "scan", fused=False)
+        return record.build("python", fused=False)
+    fused = record.build("python", fused=True)
+    assert isinstance(fused, SequenceModel)  # for mypy: a sequence graph is a sequence model's
+    return fused if fused.layer.runs_on_torch_lstm else record.build("scan", fused=False)
 
 
 def recurrence(proto: onnx.ModelProto) -> str:

@@ -28,7 +28,7 @@ import torch
 from rnnzoo.cells.loops.native import cpu_name
 from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from rnnzoo.pipeline.config import BenchConfig, Config
-from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.model_record import ModelRecord
 
 UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady
 
@@ -188,8 +188,7 @@ def markdown(title: str, result: dict[str, Any]) -> str:
 
 def bench(config: Config, experiment: str) -> dict[str, float]:
     exp = config.experiment(experiment)
-    record = files.load_model_record(experiment, exp.params_hash())
-    model = from_record(record)  # torch eager as it trains: nn.LSTM's kernel where it can
+    model = ModelRecord.load(experiment, exp.params_hash()).build()  # torch eager as it trains: nn.LSTM's kernel where it can
     graph = model.graphs[0]  # the whole-sequence (or vector) graph
     path = files.onnx_dir(experiment) / f"{graph}.onnx"
     if not path.is_file():

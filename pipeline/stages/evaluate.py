@@ -13,7 +13,8 @@ import torch
 
 from rnnzoo.pipeline import files, objectives, outputs, plots, tracking
 from rnnzoo.pipeline.config import Config
-from rnnzoo.pipeline.model import SequenceModel, VectorModel, from_record
+from rnnzoo.pipeline.model import SequenceModel, VectorModel
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, TaskSpec, make_task
 
 
@@ -22,8 +23,8 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
     """Metrics of the trained model on the valid split and, where the dataset has one, the test
     split (``test.*``: with ``train.eval_every``, of the model selected on valid)."""
     exp = config.experiment(experiment)
-    record = files.load_model_record(experiment, exp.params_hash())
-    model = from_record(record)
+    record = ModelRecord.load(experiment, exp.params_hash())
+    model = record.build()
     spec: TaskSpec = model.spec
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
     task = make_task(exp.task, exp.task_options)
@@ -44,15 +45,15 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
         metrics.update({f"test.{name}": value for name, value in objectives.split_metrics(model, task, splits["test"], batch_size).items()})
     metrics.update({"baseline_loss": spec.baseline_loss, "valid.loss_over_baseline": valid["loss"] / spec.baseline_loss})
     metrics["train.final_loss"] = history[-1]["loss"]
-    if "selected_step" in record:
-        metrics["selected_step"] = record["selected_step"]
+    if record.selected_step is not None:
+        metrics["selected_step"] = record.selected_step
     with outputs.together() as staged:  # metrics and plots appear together or not at all
         files.write_json(metrics, staged.file(report / "metrics.json"))
         made = _plots(experiment, model, spec, history, valid_history, predicted, targets, staged.folder(report / "plots"))
     with tracking.stage_run("evaluate", exp) as mlflow:
         # valid.* are curves when training evaluated on valid: this model's point goes at its step.
         curve = {f"valid.{name}" for name in valid}
-        step = int(record.get("selected_step", history[-1]["step"]))
+        step = record.selected_step if record.selected_step is not None else int(history[-1]["step"])
         tracking.log_metrics(mlflow, {key: value for key, value in metrics.items() if key in curve}, step=step, once=True)
         tracking.log_metrics(mlflow, {key: value for key, value in metrics.items() if key not in curve})
         for path in made:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from rnnzoo.pipeline import files, onnx_export, outputs, tracking
 from rnnzoo.pipeline.config import Config
-from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.model_record import ModelRecord
 
 
 def export(config: Config, experiment: str) -> list[Path]:
     exp = config.experiment(experiment)
-    record = files.load_model_record(experiment, exp.params_hash())
-    graphs = from_record(record).graphs
+    record = ModelRecord.load(experiment, exp.params_hash())
+    graphs = record.build().graphs
     metadata = {
         "cell": exp.cell, "task": exp.task, "hidden_size": str(exp.hidden_size), "params_hash": exp.params_hash(),
         "git_commit": tracking.git_commit(), "opset": str(onnx_export.OPSET),

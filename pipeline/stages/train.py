@@ -24,6 +24,7 @@ from rnnzoo.cells import RecurrentCell
 from rnnzoo.pipeline import files, objectives, outputs, tracking
 from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
 from rnnzoo.pipeline.model import PredictionModule, build_model, detach_state
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
 
 # Epoch e of seed s shuffles with Generator(s * _EPOCH_STRIDE + e): distinct streams per seed.
@@ -117,15 +118,6 @@ class TrainState:
     best_step: int = 0
     best_value: float | None = None
     best_model: dict[str, Any] | None = None  # its state_dict, on the CPU
-
-
-def model_record(exp: ExperimentConfig, spec: TaskSpec, model: nn.Module) -> dict[str, Any]:
-    """What ``models/<experiment>/model.pt`` holds: weights plus how to rebuild the model."""
-    return {
-        "state_dict": model.state_dict(), "cell": exp.cell, "task": exp.task, "hidden_size": exp.hidden_size,
-        "cell_options": exp.cell_options, "model_options": exp.model_options, "task_options": exp.task_options,
-        "spec": dataclasses.asdict(spec), "params_hash": exp.params_hash(),
-    }
 
 
 def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
@@ -267,14 +259,14 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
             return checkpoint
         path = files.model_path(experiment)
-        record = model_record(exp, spec, model.cpu())
+        trained = ModelRecord.of(exp, spec, model.cpu())
         if state.best_model is not None:  # the best model on valid, not the last
             model.load_state_dict(state.best_model)
-            record.update(state_dict=model.state_dict(), selected_step=state.best_step, selected_on=f"valid.{selection}")
+            trained = trained.with_weights(model.state_dict(), state.best_step, f"valid.{selection}")
         with outputs.together() as staged:  # the model and its histories appear together or not at all
             files.write_json(state.history, staged.file(files.reports_dir(experiment) / "train_history.json"))
             files.write_json(state.valid_history, staged.file(files.reports_dir(experiment) / "valid_history.json"))
-            files.save_torch(record, staged.file(path))
+            files.save_torch(trained.to_dict(), staged.file(path))
         checkpoint.unlink(missing_ok=True)
         example = next(task.batches(splits["valid"], 2))
         module = PredictionModule(model).eval()

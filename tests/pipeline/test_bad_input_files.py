@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from rnnzoo.pipeline import config, files
 from rnnzoo.pipeline.cli import app
 from rnnzoo.pipeline.model import build_model
-from rnnzoo.pipeline.stages.train import model_record
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import make_task
 from tests.pipeline.conftest import tiny_params, write_params
 from tests.pipeline.test_bad_input_params import refused
@@ -75,7 +75,7 @@ def _write_good_outputs(loaded: config.Config) -> None:
     splits = task.prepare(None, loaded.prepare.seed)
     files.save_torch(splits, files.dataset_path(EXP))
     spec = task.spec(splits)
-    files.save_torch(model_record(exp, spec, build_model(exp.cell, spec, exp.hidden_size, **exp.cell_options)), files.model_path(EXP))
+    files.save_torch(ModelRecord.of(exp, spec, build_model(exp.cell, spec, exp.hidden_size, **exp.cell_options)).to_dict(), files.model_path(EXP))
     files.onnx_dir(EXP).mkdir(parents=True)
     (files.onnx_dir(EXP) / "sequence.onnx").write_bytes(b"bench opens it only after reading the model")
 
@@ -134,7 +134,7 @@ def test_a_wrongly_shaped_file_is_refused_at_load_not_with_a_key_error_later(cas
 def test_the_good_files_pass_the_checks(here: Path) -> None:
     """The fixture's files are what the stages write: each loads, so each refusal above is the damage's."""
     assert files.load_torch(files.dataset_path(EXP), "dataset", "prepare").keys() == {"train", "valid", "test"}
-    assert files.load_model_record(EXP, config.load(here / "params.yaml").experiment(EXP).params_hash())["cell"] == "janet"
+    assert ModelRecord.load(EXP, config.load(here / "params.yaml").experiment(EXP).params_hash()).cell == "janet"
 
 
 # Every place a stage reads another stage's JSON output: the command, the file, what it is, the

@@ -12,7 +12,8 @@ import torch
 
 from rnnzoo.pipeline import config, files, onnx_export, runtime
 from rnnzoo.pipeline.baselines import CNN, MLP
-from rnnzoo.pipeline.model import VectorModel, build_model, from_record
+from rnnzoo.pipeline.model import VectorModel, build_model
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.objectives import loss
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
@@ -118,15 +119,12 @@ def test_good_baseline_params_load() -> None:
 
 
 @pytest.mark.parametrize(("cell", "options"), [("mlp", {"num_layers": 3}), ("cnn", {"channels": 4})])
-def test_from_record_rebuilds_the_model_and_onnx_exports_it(cell: str, options: dict, tmp_path: Path) -> None:
+def test_a_model_record_rebuilds_the_model_and_onnx_exports_it(cell: str, options: dict, tmp_path: Path) -> None:
     model = build_model(cell, DIGITS, 6, **options)
     model.train()
     model(Batch(torch.rand(8, 64), None))  # batch-norm statistics move off their initial values
-    record = {
-        "state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": options,
-        "model_options": {}, "spec": dataclasses.asdict(DIGITS),
-    }
-    rebuilt = from_record(record)
+    record = ModelRecord(model.state_dict(), cell, 6, options, {}, DIGITS, params_hash="abc")
+    rebuilt = ModelRecord.from_dict(record.to_dict()).build()  # through what the file holds
     x = torch.rand(5, 64)
     with torch.no_grad():
         expected = model.eval()(Batch(x, x))[0]
@@ -154,5 +152,5 @@ def test_prepare_train_evaluate_for_both_baselines_on_the_digits(workdir: Path) 
         assert all(len(record["layer_grad_norms"]) == layers for record in history)
         plots = {p.name for p in (files.reports_dir(name) / "plots").glob("*.png")}
         assert {"layer_gradient_norms.png", "first_layer_filters.png"} <= plots
-        record = files.load_model_record(name, loaded.experiment(name).params_hash())
-        assert isinstance(from_record(record), VectorModel)
+        record = ModelRecord.load(name, loaded.experiment(name).params_hash())
+        assert isinstance(record.build(), VectorModel)

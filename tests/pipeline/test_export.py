@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 import torch
 
 from rnnzoo.pipeline import onnx_export, runtime
-from rnnzoo.pipeline.model import build_model, from_record
+from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import make_task
 
 # (cell, task, task options, cell options, model options): every cell, every head.
@@ -37,16 +37,13 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     spec = task.spec(task.prepare(None, 0))
     torch.manual_seed(0)
     model = build_model(cell, spec, 6, **cell_options, **model_options)
-    record = {
-        "state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": cell_options,
-        "model_options": model_options, "spec": dataclasses.asdict(spec),
-    }
+    record = ModelRecord(model.state_dict(), cell, 6, cell_options, model_options, spec, params_hash="abc")
     folder = tmp_path_factory.mktemp(request.param)
     metadata = {"cell": cell, "task": task_name, "hidden_size": "6", "params_hash": "abc", "git_commit": "def"}
     paths = {}
-    for graph in from_record(record).graphs:
+    for graph in record.build().graphs:
         paths[graph] = onnx_export.export_graph(onnx_export.exportable(record, graph), graph, folder / f"{graph}.onnx", metadata)
-    return {"record": record, "paths": paths, "reference": from_record(record, fused=False), "folder": folder}
+    return {"record": record, "paths": paths, "reference": record.build(fused=False), "folder": folder}
 
 
 def _session(path: Path, provider: str = runtime.CPU) -> onnxruntime.InferenceSession:
@@ -139,7 +136,7 @@ def test_export_writes_one_self_contained_file_with_metadata(exported: dict) -> 
         model = onnx.load(str(path), load_external_data=False)
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
         props = {p.key: p.value for p in model.metadata_props}
-        assert props["cell"] == exported["record"]["cell"] and props["graph"] == graph
+        assert props["cell"] == exported["record"].cell and props["graph"] == graph
         assert {"task", "hidden_size", "params_hash", "git_commit"} <= set(props)
         if graph != "sequence":
             assert props["recurrence"] == "no time loop"

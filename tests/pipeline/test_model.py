@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from rnnzoo import cells
-from rnnzoo.pipeline import baselines
+from rnnzoo.pipeline import baselines, files
 from rnnzoo.pipeline.model import SequenceModel, build_model, is_sequence_cell
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, TaskSpec
 
 CLASSIFY = TaskSpec(input_size=3, output_size=4, head="last_classification", baseline_loss=1.0, baseline="", loss_name="cross_entropy")
@@ -83,3 +86,21 @@ def test_what_stages_ask_of_a_model_is_its_own_property(cell: str) -> None:
     else:
         weight = model.first_layer_weight()
         assert weight.dim() == 2 and weight.shape[1] in (VECTOR.input_size, 9)  # 9: a cnn kernel, 3 x 3
+
+
+def test_the_model_files_required_keys_are_the_records_fields_without_defaults() -> None:
+    required = {f.name for f in dataclasses.fields(ModelRecord) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert set(files.MODEL_KEYS) == required
+
+
+def test_a_model_record_survives_its_file_and_rebuilds_the_same_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("janet", CLASSIFY, 5).eval()
+    record = ModelRecord(model.state_dict(), "janet", 5, {}, {}, CLASSIFY, params_hash="abc").with_weights(model.state_dict(), 7, "valid.accuracy")
+    files.save_torch(record.to_dict(), tmp_path / "model.pt")
+    loaded = ModelRecord.from_dict(files.load_torch(tmp_path / "model.pt", "model", "rnnzoo train x"))
+    assert (loaded.cell, loaded.spec, loaded.selected_step, loaded.selected_on) == ("janet", CLASSIFY, 7, "valid.accuracy")
+    x = torch.randn(2, 4, 3)
+    torch.testing.assert_close(loaded.build()(Batch(x, x))[0], model(Batch(x, x))[0])
+    unselected = ModelRecord(model.state_dict(), "janet", 5, {}, {}, CLASSIFY, params_hash="abc").to_dict()
+    assert "selected_step" not in unselected, "an unselected model's file holds no selection"

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from rnnzoo.pipeline import config, files, runtime, summary
-from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import TrainingDiverged, train
@@ -165,7 +165,7 @@ def test_mlflow_pytorch_model_of_phased_lstm_reads_timestamps_as_the_last_featur
     valid = torch.load(files.dataset_path("freq"), weights_only=True)["valid"]
     x, times = valid["x"][:3], valid["times"][:3]
     packed = torch.cat([x, times.unsqueeze(-1)], dim=-1).numpy()
-    reference = from_record(files.load_torch(files.model_path("freq"), "model", "train"))
+    reference = ModelRecord.from_dict(files.load_torch(files.model_path("freq"), "model", "train")).build()
     with torch.no_grad():
         expected = reference(Batch(x, x, times=times))[0].numpy()
     assert np.abs(model.predict(packed) - expected).max() <= 1e-5

@@ -13,7 +13,7 @@ import torch
 
 from rnnzoo.pipeline import config, files, objectives
 from rnnzoo.pipeline.config import ConfigError, TrainConfig
-from rnnzoo.pipeline.model import from_record
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import make_schedule, train
@@ -34,19 +34,19 @@ def test_the_model_kept_is_the_best_on_valid_and_its_test_figures_are_reported(w
 
     valid = json.loads((files.reports_dir(name) / "valid_history.json").read_text())
     assert [record["step"] for record in valid] == [3, 6, 9, 10]  # every EVERY steps, and the last
-    record = torch.load(files.model_path(name), weights_only=True)
-    spec = from_record(record).spec
+    record = ModelRecord.from_dict(torch.load(files.model_path(name), weights_only=True))
+    spec = record.spec
     key, higher = objectives.selection_metric(spec)
     values = [entry[key] for entry in valid]
     best = values.index(max(values) if higher else min(values))  # the first of equals, as training keeps it
-    assert record["selected_step"] == valid[best]["step"] == metrics["selected_step"]
-    assert record["selected_on"] == f"valid.{key}"
+    assert record.selected_step == valid[best]["step"] == metrics["selected_step"]
+    assert record.selected_on == f"valid.{key}"
     # The saved weights are the selected model's: evaluate recomputes its valid figures.
     assert metrics[f"valid.{key}"] == pytest.approx(valid[best][key], rel=1e-6)
     # The test split is reported, and computed on the test split (not a copy of valid).
     task = make_task(loaded.experiment(name).task, loaded.experiment(name).task_options)
     splits = files.load_torch(files.dataset_path(name), "dataset", "prepare")
-    model = from_record(record)
+    model = record.build()
     expected_test = objectives.split_metrics(model, task, splits["test"], loaded.evaluate.batch_size)
     assert metrics["test.loss"] == pytest.approx(expected_test["loss"], rel=1e-6)
     assert metrics["test.loss"] != metrics["valid.loss"]
