@@ -246,6 +246,7 @@ def serve(
     idle_timeout: float = typer.Option(5.0, min=0.1, help="Seconds a connection may wait for a request's headers, or idle between requests."),
     limit_concurrency: int = typer.Option(256, min=1, help="Most connections and running requests at once (503 past it)."),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime provider: auto is CUDA where onnxruntime-gpu has a GPU, else the CPU."),
+    workers: int = typer.Option(1, help="Processes behind the one port (up to 4 per CPU); with more than 1, they share the sessions in a SQLite file."),
 ) -> None:
     """Serve an exported model with onnxruntime: /predict, streaming /sessions, /health, /metadata, /docs."""
     import os
@@ -257,7 +258,12 @@ def serve(
     from rnnzoo.pipeline.serve.connections import uvicorn_options
     from rnnzoo.pipeline.serve.predictor import Predictor
     from rnnzoo.pipeline.serve.resolve import resolve_model
+    from rnnzoo.pipeline.serve.workers import WORKER_APP, WorkerSettings, check_workers, shared_sessions
 
+    try:
+        check_workers(workers)
+    except ValueError as error:
+        raise _fail(error, 2) from None
     if api_key is None and os.environ.get("RNNZOO_API_KEY") == "":
         api_key = ""  # click reads an empty variable as unset: that would serve without the key the user meant to set
     chosen = {Provider.auto: None, Provider.cpu: runtime.CPU, Provider.cuda: runtime.CUDA}[provider]
@@ -270,10 +276,19 @@ def serve(
         application = create_app(predictor, api_key, max_sessions, session_ttl, max_batch, max_body_bytes, body_timeout)
     except ValueError as error:  # a setting that cannot work, e.g. an empty --api-key
         raise _fail(error, 2) from None
-    console.print(f"serving {escape(str(path))} with {predictor.provider} on http://{host}:{port} (docs at /docs)")
+    processes = f" in {workers} worker processes" if workers > 1 else ""
+    console.print(f"serving {escape(str(path))} with {predictor.provider}{processes} on http://{host}:{port} (docs at /docs)")
     if not predictor.streams:
         console.print(f"no streaming sessions: {escape(predictor.stream_refusal)}")
-    uvicorn.run(application, host=host, port=port, **uvicorn_options(idle_timeout, limit_concurrency))
+    options = {"host": host, "port": port, **uvicorn_options(idle_timeout, limit_concurrency)}
+    if workers == 1:
+        uvicorn.run(application, **options)
+        return
+    # Each worker builds the app that was just checked here, from these settings (see serve/workers.py).
+    settings = WorkerSettings(str(path.resolve()), predictor.provider, max_length, api_key, max_sessions, session_ttl, max_batch,
+                              max_body_bytes, body_timeout)
+    with shared_sessions(settings):
+        uvicorn.run(WORKER_APP, factory=True, workers=workers, **options)
 
 
 @app.command("load-test")

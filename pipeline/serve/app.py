@@ -8,6 +8,7 @@ outputs depend on later steps (bidirectional) cannot stream, and its session cal
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from rnnzoo.pipeline.serve.guard import Guard, api_key_bytes
 from rnnzoo.pipeline.serve.parse import show
 from rnnzoo.pipeline.serve.predictor import NotStreamable, Predictor, RequestError
-from rnnzoo.pipeline.serve.sessions import SessionLimit, SessionStore
+from rnnzoo.pipeline.serve.sessions import SessionLimit, SessionStore, Store
 
 
 class PredictRequest(BaseModel):
@@ -37,15 +38,19 @@ class StepsRequest(BaseModel):
 
 
 def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: int = 1000, session_ttl: float = 600.0,
-               max_batch: int = 256, max_body_bytes: int = 2_000_000, body_timeout: float = 10.0) -> FastAPI:
-    """The app; raises ValueError naming a setting that cannot work (an empty or non-ASCII key, a limit <= 0)."""
+               max_batch: int = 256, max_body_bytes: int = 2_000_000, body_timeout: float = 10.0, store: Store | None = None) -> FastAPI:
+    """The app; raises ValueError naming a setting that cannot work (an empty or non-ASCII key, a limit <= 0).
+
+    ``store`` keeps the sessions: by default in this process (``max_sessions`` and ``session_ttl``
+    bound it); a store shared by several worker processes (see workers.py) comes with its own bounds.
+    """
     key = api_key_bytes(api_key)
     for name, value in (("--max-body-bytes", max_body_bytes), ("--body-timeout", body_timeout)):
         if not value > 0:
             raise ValueError(f"{name} is {value}: it must be more than 0")
     app = FastAPI(title="rnnzoo serve", description=f"{predictor.metadata.get('cell')} on {predictor.metadata.get('task')}")
     app.add_middleware(Guard, api_key=key, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
-    store = SessionStore(max_sessions, session_ttl)
+    store = store if store is not None else SessionStore(max_sessions, session_ttl)
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, error: RequestError) -> JSONResponse:
@@ -71,7 +76,9 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "sessions": len(store), "streaming": predictor.streams}
+        # With workers sharing the sessions, which process answered (the count is every worker's).
+        worker = {"worker": os.getpid()} if store.shared else {}
+        return {"status": "ok", "sessions": len(store), "streaming": predictor.streams, **worker}
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
@@ -123,10 +130,12 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
             detail = f"unknown session {show(session_id)} (never opened, deleted or expired)"
             return JSONResponse({"detail": detail}, status_code=404)
         array, times = predictor.check_sequence(body.steps, body.times, "steps")
-        with session.lock:
-            output, session.state = predictor.run(array[None], None if times is None else times[None], session.state)
-            session.steps_seen += array.shape[0]
-            return {"predictions": output[0].tolist(), "steps_seen": session.steps_seen}
+        done = store.advance(session_id, session, array.shape[0],
+                             lambda state: predictor.run(array[None], None if times is None else times[None], state))
+        if done is None:  # deleted or expired by another worker since it was looked up
+            return JSONResponse({"detail": f"unknown session {show(session_id)} (deleted or expired meanwhile)"}, status_code=404)
+        output, steps_seen = done
+        return {"predictions": output[0].tolist(), "steps_seen": steps_seen}
 
     @app.delete("/sessions/{session_id}", status_code=204)
     def close(session_id: str) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import onnx
@@ -10,6 +9,7 @@ import torch
 
 from rnnzoo.pipeline import onnx_export
 from rnnzoo.pipeline.model import build_model
+from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import make_task
 
 
@@ -20,8 +20,7 @@ def export(folder: Path, cell: str, task: str, task_options: dict, cell_options:
     spec = task_object.spec(task_object.prepare(None, 0))
     torch.manual_seed(0)
     model = build_model(cell, spec, 6, **cell_options)
-    record = {"state_dict": model.state_dict(), "cell": cell, "hidden_size": 6, "cell_options": cell_options, "model_options": {},
-              "spec": dataclasses.asdict(spec)}
+    record = ModelRecord(model.state_dict(), cell, 6, cell_options, {}, spec, params_hash="test")
     model = onnx_export.exportable(record, graph)  # the form `rnnzoo export` ships
     path = onnx_export.export_graph(model, graph, folder / f"{cell}.onnx", {"cell": cell, "task": task})
     if metadata:  # on top of what export writes (which may set the same keys)

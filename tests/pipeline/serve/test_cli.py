@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,53 @@ def test_load_test_against_no_server_says_so_in_one_line(tmp_path: Path) -> None
     output = " ".join(result.output.split())
     _assert_one_error_line(result, output, 1, "cannot load-test http://127.0.0.1:9", "Connection refused")
     assert not (tmp_path / "load.json").exists()
+
+
+def _most_workers() -> int:
+    from rnnzoo.pipeline.serve.workers import WORKERS_PER_CPU, usable_cpus
+
+    return WORKERS_PER_CPU * usable_cpus()
+
+
+@pytest.mark.parametrize("workers", ["0", "-2", "too many"])
+def test_serve_refuses_a_workers_count_it_cannot_run_in_one_line(workers: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  exported: Callable[[str], Path]) -> None:
+    value = str(_most_workers() + 1) if workers == "too many" else workers
+    result, output, served = _serve([str(exported("adding")), "--workers", value], monkeypatch)
+    _assert_one_error_line(result, output, 2, f"--workers is {value}: it must be from 1 to {_most_workers()}")
+    assert not served
+
+
+def test_serve_with_workers_runs_the_worker_factory_over_one_session_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                           exported: Callable[[str], Path]) -> None:
+    """uvicorn gets the factory by import string; two apps it builds (two workers) share every session."""
+    from rnnzoo.pipeline.serve.workers import SETTINGS_VARIABLE, WORKER_APP, worker_app
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    seen: dict[str, Any] = {}
+
+    def run(application: Any, **options: Any) -> None:
+        first, second = worker_app(), worker_app()
+        opened = call(first, "POST", "/sessions").json()["session_id"]
+        seen["steps"] = [call(app, "POST", f"/sessions/{opened}/steps", {"steps": [[0.5, 1.0]]}).json()["steps_seen"] for app in (second, first)]
+        seen["limit"] = [call(second, "POST", "/sessions").status, call(first, "POST", "/sessions").status]
+        seen["deleted"] = [call(first, "DELETE", f"/sessions/{opened}").status, call(second, "POST", f"/sessions/{opened}/steps",
+                                                                                       {"steps": [[0.5, 1.0]]}).status]
+        seen["health"] = call(second, "GET", "/health").json()
+        seen["store"] = list(tmp_path.glob("rnnzoo-serve-*/sessions.db"))
+        seen["served"] = (application, options)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    result = CliRunner().invoke(app, ["serve", str(exported("adding")), "--workers", "2", "--max-sessions", "2", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert "in 2 worker processes on http://127.0.0.1:8123" in " ".join(result.output.split())
+    application, options = seen["served"]
+    assert application == WORKER_APP
+    assert options == {"factory": True, "workers": 2, "host": "127.0.0.1", "port": 8123, **uvicorn_options(idle_timeout=5.0, limit_concurrency=256)}
+    assert seen["steps"] == [1, 2]  # stepped on one, then the other, in order
+    assert seen["limit"] == [201, 429]  # the second worker's session filled the limit of 2 for the first
+    assert seen["deleted"] == [204, 404]
+    assert seen["health"]["sessions"] == 1 and seen["health"]["worker"] == os.getpid()
+    assert len(seen["store"]) == 1
+    assert not list(tmp_path.glob("rnnzoo-serve-*")) and SETTINGS_VARIABLE not in os.environ  # gone once the server stops
