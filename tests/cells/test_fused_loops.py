@@ -397,7 +397,7 @@ def test_the_per_step_gemm_takes_blas_pointers_or_falls_back_to_aten(blas):
 def test_the_aten_fallback_of_the_per_step_gemm_matches_the_reference_loop():
     # The parity tests above, on the path a torch without sgemm_/dgemm_ takes.
     selection = " or ".join(f"{name}-" for name in ON_GEMM_ACCUMULATE)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", __file__, "-k",
                f"(matches_reference_loop or splits_rows_over_threads) and ({selection.replace('-', '')})"]
     result = subprocess.run(
         command, env={**os.environ, "RNNZOO_BLAS": "0"}, capture_output=True, text=True, timeout=600, check=False
