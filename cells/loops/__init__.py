@@ -10,14 +10,22 @@ to (outputs, final state and every gradient).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
 from rnnzoo.cells.loops import native, ops  # noqa: F401  ops: the schemas, defined on import
 
 
+def _assume_constant_result(fn: Callable[..., bool]) -> Callable[..., bool]:
+    """``torch.compiler.assume_constant_result`` without importing torch._dynamo (1.8 s, every
+    process that imports the cells): the mark it sets, which a test holds equal to torch's."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
 # Traced as a constant by torch.compile: the answer (a build on disk) does not change within a process.
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def available(device: torch.device, hidden_size: int = 1) -> bool:
     """Whether fused loop kernels exist for ``device`` and ``hidden_size``: CPU, the C++ build (made
     on first call); CUDA, the Triton kernels (``cells.loops.gpu``, where triton is installed), which

@@ -404,3 +404,19 @@ def test_the_aten_fallback_of_the_per_step_gemm_matches_the_reference_loop():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_available_carries_the_mark_torch_compiler_assume_constant_result_sets() -> None:
+    def probe() -> bool:
+        return True
+
+    marks = dict(vars(torch.compiler.assume_constant_result(probe)))
+    assert marks, "torch sets a mark on the function"
+    assert {name: getattr(loops.available, name, None) for name in marks} == marks
+
+
+def test_importing_the_cells_does_not_import_torch_dynamo() -> None:
+    # 1.8 s of every process that imports the cells (the CLI, each served worker, each torchrun rank).
+    script = "import sys, rnnzoo.cells; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
