@@ -112,11 +112,14 @@ def _names(config: config_module.Config, experiments: list[str] | None) -> list[
 
 def _run_stage(stage: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a stage; expected failures print one clear line and exit 1, not a traceback."""
+    from rnnzoo.pipeline.distributed import PEERS_LOST_EXIT, PeersLost
     from rnnzoo.pipeline.outputs import StageOutputError
     from rnnzoo.pipeline.stages.train import TrainingDiverged
 
     try:
         return stage(*args, **kwargs)
+    except PeersLost as error:  # a rank of a torchrun job whose peer failed first
+        raise _fail(error, PEERS_LOST_EXIT) from None
     # ValueError: bad params or stage outputs (files.load_torch); StageOutputError: an output could not be written.
     except (ValueError, FileNotFoundError, TrainingDiverged, StageOutputError) as error:
         raise _fail(error, 1) from None
@@ -139,13 +142,40 @@ def train(
     set_: list[str] = SetOption,
     resume: bool = typer.Option(False, "--resume", help="Continue from models/<experiment>/checkpoint/last.pt."),
     stop_after: int = typer.Option(None, "--stop-after", min=1, hidden=True, help="Stop after this step, keeping a checkpoint."),
+    nproc_per_node: int = typer.Option(
+        None, "--nproc-per-node", min=1,
+        help="Data-parallel training on N processes of this node, under torchrun (DistributedDataParallel: nccl on CUDA, "
+        "gloo on the CPU); train.batch_size stays the global batch, split over the ranks.",
+    ),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="With --nproc-per-node: the job's nodes (torchrun's --nnodes); needs --rdzv-endpoint."),
+    node_rank: int = typer.Option(None, "--node-rank", min=0, help="With --nproc-per-node: this node's rank among --nnodes (torchrun's --node-rank)."),
+    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", help="With --nproc-per-node: HOST:PORT of node 0, which every node reaches (torchrun's)."),
 ) -> None:
     """Train each experiment's model into models/<experiment>/ (GPU when there is one)."""
-    from rnnzoo.pipeline.stages.train import train as run
+    from rnnzoo.pipeline import distributed
 
     config = _load(params, set_)
-    for name in _names(config, experiments):
-        console.print(f"trained {_run_stage(run, config, name, resume=resume, stop_after=stop_after)}")
+    names = _names(config, experiments)
+    if nproc_per_node is not None:
+        worker_args = [*names, "--params", str(params), *(arg for override in set_ or [] for arg in ("--set", override))]
+        worker_args += ["--resume"] * resume + (["--stop-after", str(stop_after)] if stop_after else [])
+        try:
+            args = distributed.torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, worker_args)
+        except ValueError as error:
+            raise _fail(error, 2) from None
+        try:
+            distributed.launch(args)
+        except distributed.RankFailed as error:
+            raise _fail(error, 1) from None
+        return
+    if nnodes != 1 or node_rank is not None or rdzv_endpoint:
+        raise _fail(ValueError("--nnodes, --node-rank and --rdzv-endpoint go with --nproc-per-node (torchrun's processes per node)"), 2)
+    from rnnzoo.pipeline.stages.train import train as run
+
+    for name in names:
+        trained = _run_stage(run, config, name, resume=resume, stop_after=stop_after)
+        if distributed.is_main_process():  # under torchrun, rank 0 speaks for the job
+            console.print(f"trained {trained}")
 
 
 @app.command()

@@ -95,8 +95,8 @@ UNREADABLE = (
 # fields without defaults, in pipeline/model_record.py; a test holds the two equal).
 MODEL_KEYS = ("state_dict", "cell", "hidden_size", "cell_options", "model_options", "spec", "params_hash")
 CHECKPOINT_KEYS = (  # all that train --resume reads: a checkpoint from before a key was added is refused, not a KeyError
-    "params_hash", "model", "optimizer", "schedule", "step", "history", "carried", "window_loss", "window_first_step", "cpu_rng", "cuda_rng",
-    "valid_history", "best_step", "best_value", "best_model",
+    "params_hash", "model", "optimizer", "schedule", "step", "history", "window_loss", "window_first_step",
+    "valid_history", "best_step", "best_value", "best_model", "carries_state", "ranks",
 )
 # Every task's splits: train fits, valid selects a checkpoint, test reports. A dataset from before
 # the test split is refused (remade by prepare), so no stage meets one without it.

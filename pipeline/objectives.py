@@ -26,6 +26,14 @@ def loss(spec: TaskSpec, prediction: Tensor, batch: Batch) -> Tensor:
     return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), batch.target.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
+def loss_items(spec: TaskSpec, batch: Batch) -> int:
+    """How many items :func:`loss` averages over: every target value for regression, the targets
+    not ignored otherwise (data-parallel ranks weight their means by it)."""
+    if spec.loss_name == "mse":
+        return batch.target.numel()
+    return int((batch.target != IGNORE_INDEX).sum())
+
+
 class MetricAccumulator:
     """Sums of per-item losses and hits over batches; ``result()`` gives the split's metrics."""
 

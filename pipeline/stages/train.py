@@ -4,6 +4,11 @@ Deterministic by construction: the model is initialised from ``train.seed``, epo
 batches are shuffled by a generator seeded from ``(seed, e)``, and a checkpoint holds every
 random state, so ``--resume`` after an interruption ends exactly where an uninterrupted run does.
 A non-finite loss stops the stage with a message; no model file is written then.
+
+Under torchrun (``rnnzoo train EXP --nproc-per-node N``) each rank trains its block of every
+global batch under DistributedDataParallel (see :mod:`rnnzoo.pipeline.distributed`); rank 0 alone
+writes the model, checkpoints (holding every rank's random state) and MLflow records. A global
+batch with fewer rows than ranks (an epoch's last) is skipped: a rank cannot train on no rows.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnzoo.cells import RecurrentCell
-from rnnzoo.pipeline import files, objectives, outputs, tracking
+from rnnzoo.pipeline import distributed, files, objectives, outputs, tracking
 from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
 from rnnzoo.pipeline.model import PredictionModule, build_model, detach_state
 from rnnzoo.pipeline.model_record import ModelRecord
@@ -29,6 +35,9 @@ from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
 
 # Epoch e of seed s shuffles with Generator(s * _EPOCH_STRIDE + e): distinct streams per seed.
 _EPOCH_STRIDE = 1_000_003
+# Rank r > 0 of a data-parallel job draws its dropout masks from seed s * _RANK_STRIDE + r (rank 0
+# keeps the stream one process draws from): the ranks' masks differ, as one process's rows do.
+_RANK_STRIDE = 1_000_033
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,36 +129,56 @@ class TrainState:
     best_model: dict[str, Any] | None = None  # its state_dict, on the CPU
 
 
-def _save_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState) -> None:
+def _rank_state(state: TrainState, device: torch.device) -> list[torch.Tensor]:
+    """This rank's random state and carried state: [cpu_rng, cuda_rng (empty on the CPU), *carried]."""
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8)
+    return [torch.get_rng_state(), cuda_rng, *(() if state.carried is None else state.carried)]
+
+
+def _save_checkpoint(
+    path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, state: TrainState,
+    world: distributed.World, device: torch.device,
+) -> None:
+    ranks = distributed.gather(_rank_state(state, device), world, device)  # every rank takes part; rank 0 writes
+    if not world.is_main:
+        return
     checkpoint = {
         "params_hash": exp.params_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(), "step": state.step, "history": state.history,
-        "carried": None if state.carried is None else list(state.carried),
         "window_loss": state.window_loss, "window_first_step": state.window_first_step,
         "valid_history": state.valid_history, "best_step": state.best_step, "best_value": state.best_value,
-        "best_model": state.best_model,
-        "cpu_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "best_model": state.best_model, "carries_state": state.carried is not None,
+        "ranks": [{"cpu_rng": rank[0], "cuda_rng": rank[1], "carried": rank[2:]} for rank in ranks],
     }
     with outputs.together() as staged:  # a failed write keeps the previous checkpoint and names the reason
         files.save_torch(checkpoint, staged.file(path))
 
 
-def _load_checkpoint(path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any) -> TrainState:
+def _load_checkpoint(
+    path: Path, exp: ExperimentConfig, model: nn.Module, optimizer: Any, schedule: Any, world: distributed.World
+) -> TrainState:
     # weights_only: a crafted checkpoint must not run code; the checkpoint holds tensors and plain data.
+    # Every rank reads it (several nodes: models/ on a filesystem they share).
     checkpoint = files.load_torch(path, "checkpoint", f"rnnzoo train {exp.name}")
     if checkpoint["params_hash"] != exp.params_hash():
         raise ValueError(f"checkpoint {path} was made with other params; train without --resume, or delete it")
+    if len(checkpoint["ranks"]) != world.size:
+        raise ValueError(
+            f"checkpoint {path} was written by {len(checkpoint['ranks'])} rank(s), and this run has {world.size}: "
+            f"resume with --nproc-per-node (times --nnodes) {len(checkpoint['ranks'])}, or train without --resume"
+        )
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     schedule.load_state_dict(checkpoint["schedule"])
-    torch.set_rng_state(checkpoint["cpu_rng"])
-    if checkpoint["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+    mine = checkpoint["ranks"][world.rank]
+    torch.set_rng_state(mine["cpu_rng"])
     device = next(model.parameters()).device
-    carried = checkpoint["carried"]
-    if carried is not None:
+    if mine["cuda_rng"].numel() and device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda_rng"], device)
+    carried = None
+    if checkpoint["carries_state"]:
         state_type = getattr(getattr(model, "layer", None), "state_type", tuple)
-        carried = state_type(*(t.to(device) for t in carried))
+        carried = state_type(*(t.to(device) for t in mine["carried"]))
     return TrainState(
         checkpoint["step"], checkpoint["history"], carried, checkpoint["window_loss"], checkpoint["window_first_step"],
         checkpoint["valid_history"], checkpoint["best_step"], checkpoint["best_value"], checkpoint["best_model"],
@@ -174,60 +203,80 @@ def validate(model: nn.Module, task: Task, split: dict, batch_size: int, state: 
 
 
 def train(config: Config, experiment: str, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
-    """Train ``experiment``; returns the model path. ``stop_after`` ends early (to test resume)."""
+    """Train ``experiment``; returns the model path. ``stop_after`` ends early (to test resume).
+
+    Under torchrun every rank calls this; it returns on each rank once rank 0 has written.
+    """
     exp = config.experiment(experiment)
     cfg = exp.train
-    device = resolve_device(cfg.device)
+    world = distributed.World.from_env()
+    device = distributed.join(world, resolve_device(cfg.device))
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")
     task = make_task(exp.task, exp.task_options)
     spec = task.spec(splits)
     torch.manual_seed(cfg.seed)
     model = build_model(exp.cell, spec, exp.hidden_size, **exp.cell_options, **exp.model_options).to(device)
+    if world.rank:
+        torch.manual_seed(cfg.seed * _RANK_STRIDE + world.rank)
     optimizer = make_optimizer(model.parameters(), cfg)
     schedule = make_schedule(optimizer, cfg)
     checkpoint = files.checkpoint_path(experiment)
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train without --resume")
-    state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule) if resume else TrainState()
+    state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule, world) if resume else TrainState()
+    net = distributed.wrap(model, world, device)  # after the checkpoint: DDP starts from rank 0's weights
     # bfloat16 needs no loss scaling, and autocast supports it on CPU and CUDA alike.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
     min_examples = min_batch_examples(model)
-    if cfg.batch_size < min_examples:
+    if cfg.batch_size < min_examples * world.size:
+        needs = f"its model has batch norm, which needs batches of at least {min_examples} examples" if min_examples > 1 else "no rank may go without"
         raise ConfigError(
-            f"params: train.batch_size = {cfg.batch_size} for {experiment}, but its model has batch norm, "
-            f"which needs batches of at least {min_examples} examples"
+            f"params: train.batch_size = {cfg.batch_size} for {experiment} is split over {world.size} rank(s), but {needs}"
+            f"; use a train.batch_size of at least {min_examples * world.size}"
         )
-    stream = batch_stream(task, splits["train"], spec, cfg, state.step, min_examples)
+    stream = batch_stream(task, splits["train"], spec, cfg, state.step, min_examples * world.size)
     last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
-    with tracking.stage_run("train", exp) as mlflow:
-        mlflow.set_tags({"rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device)})
-        tracking.log_dataset(mlflow, files.dataset_path(experiment), f"{experiment} ({exp.task})", "training")
-        model.train()
-        bar = tqdm(range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", unit="step", disable=not progress)
+    # Rank 0 alone records: the other ranks train without a run (mlflow None).
+    with tracking.stage_run("train", exp) if world.is_main else contextlib.nullcontext() as mlflow, distributed.peers_lost(world):
+        if mlflow is not None:
+            mlflow.set_tags({
+                "rnnzoo.parameters": sum(p.numel() for p in model.parameters()), "rnnzoo.device": str(device),
+                "rnnzoo.world_size": world.size,
+            })
+            tracking.log_dataset(mlflow, files.dataset_path(experiment), f"{experiment} ({exp.task})", "training")
+        net.train()
+        bar = tqdm(
+            range(state.step, last_step), initial=state.step, total=cfg.steps, desc=f"train {experiment}", unit="step",
+            disable=not progress or not world.is_main,
+        )
         # The run may hold records already: a killed run's past its last checkpoint, which --resume
         # recomputes (equal, timings aside), or a whole earlier run of the same params (a rerun).
         # A record equal to the one held is not logged twice; one that differs is.
-        logged = tracking.logged_values(mlflow, "train.loss")
+        logged = tracking.logged_values(mlflow, "train.loss") if mlflow is not None else {}
         selection = objectives.selection_metric(spec)[0]
-        logged_valid = tracking.logged_values(mlflow, f"valid.{selection}") if cfg.eval_every else {}
+        logged_valid = tracking.logged_values(mlflow, f"valid.{selection}") if cfg.eval_every and mlflow is not None else {}
         eval_batch_size = cfg.batch_size if spec.carries_state else config.evaluate.batch_size
         # Timing only: after --resume, the first window's rate counts this run's steps.
         clock, clock_step = time.perf_counter(), state.step
         for step in bar:
             batch, starts_epoch = next(stream)
-            batch = to_device(batch, device)
+            local = to_device(distributed.shard(batch, world), device)  # this rank's rows
             carried = None if starts_epoch or not spec.carries_state else state.carried
             with autocast:
-                prediction, new_state = model(batch, carried)
-            loss = objectives.loss(spec, prediction.float(), batch)
-            if not torch.isfinite(loss):
+                prediction, new_state = net(local, carried)
+            items = objectives.loss_items(spec, local)
+            # A rank whose rows have no counted target adds nothing (its mean would be 0 / 0).
+            loss = objectives.loss(spec, prediction.float(), local) if items else prediction.float().sum() * 0.0
+            share = distributed.loss_share(items, objectives.loss_items(spec, batch), world)
+            global_loss = distributed.all_sum(loss.detach() * (share / world.size), world)  # the global batch's mean
+            if not torch.isfinite(global_loss):
                 raise TrainingDiverged(
-                    f"training {experiment} diverged: loss is {loss.item()} at step {step + 1} (lr {schedule.get_last_lr()[0]:.3g}); "
+                    f"training {experiment} diverged: loss is {global_loss.item()} at step {step + 1} (lr {schedule.get_last_lr()[0]:.3g}); "
                     "lower train.lr, raise train.grad_clip protection (a smaller value), or check the data"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()  # DDP averages over ranks: the global batch's gradient
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             optimizer.step()
             schedule.step()
@@ -236,7 +285,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                     cell.constrain_parameters_()
             state.carried = detach_state(new_state) if spec.carries_state else None
             state.step = step + 1
-            state.window_loss += loss.item()
+            state.window_loss += global_loss.item()
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                 seconds = time.perf_counter() - clock
                 record: dict[str, Any] = {
@@ -244,21 +293,25 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
                     "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
                     "steps_per_second": (state.step - clock_step) / max(seconds, 1e-9),
                 }
-                if logged.get(state.step) != record["loss"]:
+                if mlflow is not None and logged.get(state.step) != record["loss"]:
                     tracking.log_metrics(mlflow, {f"train.{k}": v for k, v in record.items() if k != "step"}, step=state.step)
                 record["layer_grad_norms"] = model.layer_gradient_norms()
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")  # the speed is tqdm's own step/s, one figure
                 state.window_loss, state.window_first_step = 0.0, state.step
                 clock, clock_step = time.perf_counter(), state.step
-            if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
+            # Rank 0 validates (and keeps the best model) while the others wait at the next step.
+            if mlflow is not None and cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
                 validate(model, task, splits["valid"], eval_batch_size, state, mlflow, logged_valid)
             if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
-                _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
+                _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state, world, device)
         if state.step < cfg.steps:  # stopped early on purpose: keep a checkpoint to resume from
-            _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state)
+            _save_checkpoint(checkpoint, exp, model, optimizer, schedule, state, world, device)
             return checkpoint
+        distributed.check_replicas(model, world, device)
         path = files.model_path(experiment)
+        if mlflow is None:
+            return path
         trained = ModelRecord.of(exp, spec, model.cpu())
         if state.best_model is not None:  # the best model on valid, not the last
             model.load_state_dict(state.best_model)
@@ -272,3 +325,9 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
         module = PredictionModule(model).eval()
         tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=model.is_sequence)
     return path
+
+
+if __name__ == "__main__":  # each torchrun rank: `rnnzoo train`'s own command line
+    from rnnzoo.pipeline.cli import app
+
+    app(["train", *sys.argv[1:]], prog_name="rnnzoo")
