@@ -190,14 +190,31 @@ def evaluate(experiments: list[str] = typer.Argument(None, help="Experiments to 
 
 
 @app.command("export")
-def export_command(experiments: list[str] = typer.Argument(None, help="Experiments to export (default: all)."), params: Path = ParamsOption, set_: list[str] = SetOption) -> None:
+def export_command(
+    experiments: list[str] = typer.Argument(None, help="Experiments to export (default: all)."),
+    params: Path = ParamsOption,
+    set_: list[str] = SetOption,
+    triton: Path = typer.Option(
+        None, "--triton", file_okay=False,
+        help="Also write the graphs as an NVIDIA Triton Inference Server model repository here: <exp>-step under the "
+        "sequence batcher with implicit state, <exp>-sequence (or -vector) under the dynamic batcher.",
+    ),
+) -> None:
     """Export each trained model to ONNX (sequence and step graphs) under models/<experiment>/onnx/."""
+    from rnnzoo.pipeline import triton_repository
     from rnnzoo.pipeline.stages.export import export as run
 
     config = _load(params, set_)
     for name in _names(config, experiments):
-        for path in _run_stage(run, config, name):
+        paths = _run_stage(run, config, name)
+        for path in paths:
             console.print(f"exported {path}")
+        if triton is not None:
+            written = _run_stage(triton_repository.write, name, {path.stem: path for path in paths}, triton)
+            for path in written:
+                console.print(f"triton model {path}")
+            if not written:
+                console.print(f"triton models of {name} in {triton}: unchanged")
 
 
 class BenchShape(str, enum.Enum):

@@ -93,6 +93,17 @@ PLAN: dict[str, How] = {
     "curl -s localhost:8000/sessions/$id/steps -H 'Content-Type: application/json' -d '{\"steps\": [[0.3, 1], [0.9, 0]]}'": DEFAULT,
     "curl -s localhost:8000/sessions/$id/steps -H 'Content-Type: application/json' -d '{\"steps\": [[0.5, 1]]}'": DEFAULT,
     "curl -s -X DELETE localhost:8000/sessions/$id": DEFAULT,
+    # Scale
+    "rnnzoo train adding-janet --nproc-per-node 2": How(
+        "slow", "the whole block: 2-3 minutes (tests/pipeline/test_distributed.py runs rnnzoo train --nproc-per-node 2 by default)"
+    ),
+    "torchrun --standalone --nproc-per-node 2 -m rnnzoo.pipeline.stages.train adding-janet": How("slow", "with the block"),
+    "rnnzoo train adding-janet --nproc-per-node 8 --nnodes 2 --node-rank 0 --rdzv-endpoint node0:29400": How(
+        "not run", "needs a second machine (node0 is a placeholder); tests/pipeline/test_distributed.py checks the torchrun command line it builds"
+    ),
+    "rnnzoo export adding-janet --triton triton-models": How(
+        "slow", "with the block (tests/pipeline/test_export.py writes and checks the repository of every cell and head by default)"
+    ),
 }
 # Commands too long to name in full above: matched by their start.
 PLAN_BY_START: dict[str, How] = {
@@ -242,6 +253,16 @@ def test_the_pipeline_block_runs_as_written(project: Project):
     written = ("reports/adding-janet/metrics.json", "models/adding-janet/onnx/sequence.onnx", "reports/adding-janet/bench.json")
     assert all((project.path / path).is_file() for path in written), "rnnzoo run: every stage's outputs"
     assert "prepared data/adding-janet/dataset.pt" in out
+
+
+@pytest.mark.slow
+def test_the_scale_block_runs_as_written(project: Project):
+    block = _block("Scale")
+    out = project.sh("\n".join(command for command in block.commands if _how(command).mode != "not run"), timeout=900)
+    assert out.count("trained models/adding-janet/model.pt") == 2, "rank 0 alone reports, once a job"
+    for graph in ("sequence", "step"):
+        assert (project.path / "triton-models" / f"adding-janet-{graph}" / "config.pbtxt").is_file()
+    assert "triton model triton-models/adding-janet-step/1/model.onnx" in out
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import onnxruntime
 import pytest
 import torch
 
-from rnnzoo.pipeline import onnx_export, runtime
+from rnnzoo.pipeline import onnx_export, runtime, triton_repository
 from rnnzoo.pipeline.model import build_model
 from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import make_task
@@ -162,3 +163,117 @@ def test_the_zero_state_graph_is_the_sequence_graph_from_a_fresh_start(exported:
     inputs = onnx_export.example_inputs(reference, 3, None if "vector" in exported["paths"] else 7)
     for got, want in zip(_run(fresh, inputs[:given]), _run(full, inputs), strict=True):
         assert got.shape == want.shape and np.abs(got - want).max() == 0.0
+
+
+# The Triton Inference Server model repository (rnnzoo export --triton DIR).
+
+def _triton_schema() -> Any:
+    """Triton's model_config.proto (its ModelConfig message and DataType enum) as tritonclient ships
+    it, loaded from its file: tritonclient.grpc's package imports grpc, which the schema does not need."""
+    import importlib.util
+
+    found = importlib.util.find_spec("tritonclient")
+    assert found is not None and found.submodule_search_locations, "tritonclient (the dev extra) is installed"
+    path = Path(next(iter(found.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ONNX_TYPES = {"TYPE_FP32": onnx.TensorProto.FLOAT, "TYPE_INT64": onnx.TensorProto.INT64}
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.fixture
+def triton(exported: dict, tmp_path: Path) -> dict:
+    written = triton_repository.write("exp", exported["paths"], tmp_path)
+    return {"repository": tmp_path, "written": written}
+
+
+def test_triton_configs_parse_with_tritons_schema_and_match_their_graphs(exported: dict, triton: dict) -> None:
+    from google.protobuf import text_format
+
+    repository = triton["repository"]
+    assert sorted(p.name for p in repository.iterdir()) == sorted(f"exp-{graph}" for graph in exported["paths"])
+    assert sorted(triton["written"]) == sorted(repository / f"exp-{graph}" / "1" / "model.onnx" for graph in exported["paths"])
+    schema = _triton_schema()
+    for graph in exported["paths"]:
+        folder = repository / f"exp-{graph}"
+        assert sorted(p.name for p in folder.iterdir()) == ["1", "config.pbtxt"]
+        config = text_format.Parse((folder / "config.pbtxt").read_text(), schema.ModelConfig())  # unknown fields or enums raise
+        assert config.name == folder.name and config.backend == "onnxruntime" and config.max_batch_size > 0
+        proto = onnx.load(str(folder / "1" / "model.onnx"))
+        inputs = {value.name: value for value in proto.graph.input}
+        outputs = {value.name: value for value in proto.graph.output}
+        for entry, graph_values in [*((e, inputs) for e in config.input), *((e, outputs) for e in config.output)]:
+            value = graph_values[entry.name]
+            assert value.type.tensor_type.elem_type == _ONNX_TYPES[schema.DataType.Name(entry.data_type)]
+            shape = _dims(value)
+            assert shape[0] == -1, "Triton batches on the first axis"
+            # One value a row (a token id, a timestamp): dims [1] reshaped to the graph's none.
+            assert (list(entry.dims), entry.HasField("reshape")) == ((shape[1:], False) if len(shape) > 1 else ([1], True))
+            assert list(entry.reshape.shape) == []
+        if graph != "step":
+            assert config.WhichOneof("scheduling_choice") == "dynamic_batching"
+            assert [e.name for e in config.input] == [n for n in inputs], "the sequence model starts from zeros: no state inputs"
+            continue
+        assert config.WhichOneof("scheduling_choice") == "sequence_batching"
+        states = config.sequence_batching.state
+        state_inputs = [name for name in inputs if name.startswith("state_")]
+        assert [s.input_name for s in states] == state_inputs and state_inputs, "every state implicit"
+        assert [e.name for e in config.input] == [n for n in inputs if n not in state_inputs], "a client sends no state"
+        assert [e.name for e in config.output] == ["prediction"]
+        for state in states:
+            assert state.output_name in outputs and _dims(inputs[state.input_name])[1:] == list(state.dims) == _dims(outputs[state.output_name])[1:]
+            assert _dims(inputs[state.input_name])[0] == -1
+            (initial,) = state.initial_state
+            assert initial.zero_data and list(initial.dims) == list(state.dims) and initial.data_type == state.data_type
+        assert config.sequence_batching.max_sequence_idle_microseconds >= 10_000_000
+
+
+def test_triton_models_compute_what_the_exported_graphs_compute(exported: dict, triton: dict) -> None:
+    repository, reference = triton["repository"], exported["reference"]
+    for graph, path in exported["paths"].items():
+        exported_session = _session(path)
+        triton_session = _session(repository / f"exp-{graph}" / "1" / "model.onnx")
+        given = 1 if graph == "vector" else 1 + reference.layer.takes_time
+        names = [i.name for i in exported_session.get_inputs()]
+        if graph == "step":  # three steps as Triton runs them: each step's final state is the next one's state, zeros first
+            state = {name: np.zeros_like(v.numpy()).swapaxes(0, 1) for name, v in zip(names[given:], _inputs(reference, graph, 3, None)[given:])}
+            time_major = {name: value.swapaxes(0, 1) for name, value in state.items()}
+            for _ in range(3):
+                fed = {name: t.numpy() for name, t in zip(names, _inputs(reference, graph, 3, None)[:given])}
+                expected = exported_session.run(None, {**fed, **time_major})
+                got = triton_session.run(None, {**fed, **state})
+                np.testing.assert_allclose(got[0], expected[0], rtol=TOLERANCE, atol=TOLERANCE)
+                outs = [o.name for o in triton_session.get_outputs()]
+                state = {f"state_{o.removeprefix('final_')}": v for o, v in zip(outs[1:], got[1:])}
+                time_major = {f"state_{o.removeprefix('final_')}": v for o, v in zip(outs[1:], expected[1:])}
+                for name in state:
+                    np.testing.assert_allclose(state[name], time_major[name].swapaxes(0, 1), rtol=TOLERANCE, atol=TOLERANCE)
+            continue
+        inputs = _inputs(reference, graph, 3, None if graph == "vector" else 4)
+        fed = {name: t.numpy() for name, t in zip(names, inputs[:given])}
+        zeros = {name: np.zeros_like(t.numpy()) for name, t in zip(names[given:], inputs[given:])}
+        expected = exported_session.run(None, {**fed, **zeros})
+        got = triton_session.run(None, fed)
+        np.testing.assert_allclose(got[0], expected[0], rtol=TOLERANCE, atol=TOLERANCE)
+        for g, e in zip(got[1:], expected[1:]):
+            np.testing.assert_allclose(g, e.swapaxes(0, 1), rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_a_changed_graph_adds_a_triton_version_and_an_unchanged_one_none(exported: dict, triton: dict) -> None:
+    repository = triton["repository"]
+    assert triton_repository.write("exp", exported["paths"], repository) == []
+    graph = next(iter(exported["paths"]))
+    latest = repository / f"exp-{graph}" / "1" / "model.onnx"
+    changed = onnx.load(str(latest))
+    onnx.helper.set_model_props(changed, {"note": "another export"})
+    onnx.save(changed, str(latest))  # now differs from what the export prepares
+    assert triton_repository.write("exp", exported["paths"], repository) == [repository / f"exp-{graph}" / "2" / "model.onnx"]
+    assert (repository / f"exp-{graph}" / "2" / "model.onnx").read_bytes() != latest.read_bytes()
