@@ -224,16 +224,17 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train without --resume")
     state = _load_checkpoint(checkpoint, exp, model, optimizer, schedule, world) if resume else TrainState()
-    net = distributed.wrap(model, world, device)  # after the checkpoint: DDP starts from rank 0's weights
     # bfloat16 needs no loss scaling, and autocast supports it on CPU and CUDA alike.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
     min_examples = min_batch_examples(model)
     if cfg.batch_size < min_examples * world.size:
         needs = f"its model has batch norm, which needs batches of at least {min_examples} examples" if min_examples > 1 else "no rank may go without"
+        split = f" is split over {world.size} ranks" if world.size > 1 else ""
         raise ConfigError(
-            f"params: train.batch_size = {cfg.batch_size} for {experiment} is split over {world.size} rank(s), but {needs}"
+            f"params: train.batch_size = {cfg.batch_size} for {experiment}{split}, but {needs}"
             f"; use a train.batch_size of at least {min_examples * world.size}"
         )
+    net = distributed.wrap(model, world, device)  # after the checkpoint: DDP starts from rank 0's weights
     stream = batch_stream(task, splits["train"], spec, cfg, state.step, min_examples * world.size)
     last_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 

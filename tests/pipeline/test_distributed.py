@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from rnnzoo.pipeline import config, distributed, files, objectives
+from rnnzoo.pipeline.config import ConfigError
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import train
 from rnnzoo.pipeline.tasks import Batch
@@ -132,11 +133,23 @@ def test_two_ranks_train_what_one_process_trains_and_resume_under_ddp_equals_an_
 def test_resume_with_another_number_of_ranks_is_refused_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = _project(tmp_path / "p", monkeypatch)
     train(loaded, "janet-adding", stop_after=5, progress=False)
-    # As rank 0 of 2 sees it, without a process group (the refusal comes before any collective).
-    monkeypatch.setattr(distributed.World, "from_env", classmethod(lambda cls: cls(0, 2, 0, True)))
-    monkeypatch.setattr(distributed, "join", lambda world, device: device)
+    _as_rank_0_of_2(monkeypatch)
     with pytest.raises(ValueError, match=r"was written by 1 rank\(s\), and this run has 2: resume with --nproc-per-node \(times --nnodes\) 1"):
         train(loaded, "janet-adding", resume=True, progress=False)
+
+
+def _as_rank_0_of_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train() as rank 0 of 2 sees it, without a process group (what is refused comes before any collective)."""
+    monkeypatch.setattr(distributed.World, "from_env", classmethod(lambda cls: cls(0, 2, 0, True)))
+    monkeypatch.setattr(distributed, "join", lambda world, device: device)
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused_naming_both(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = config.load(workdir / "params.yaml", ["train.batch_size=1"])
+    prepare(loaded, "add-janet")
+    _as_rank_0_of_2(monkeypatch)
+    with pytest.raises(ConfigError, match=r"train.batch_size = 1 for add-janet is split over 2 ranks, but no rank may go without; use a train.batch_size of at least 2$"):
+        train(loaded, "add-janet", progress=False)
 
 
 @pytest.mark.parametrize(("exitcodes", "summary"), [
