@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -46,6 +47,14 @@ def onnx_dir(experiment: str) -> Path:
 def checkpoint_path(experiment: str) -> Path:
     # Not a DVC output: it only serves `--resume` and is checked against the params hash.
     return MODELS_DIR / experiment / "checkpoint" / "last.pt"
+
+
+def remove_checkpoint(experiment: str) -> None:
+    """Remove the experiment's checkpoint, and its folder once empty (a finished run leaves none)."""
+    path = checkpoint_path(experiment)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # missing, or holding something else: kept
+        path.parent.rmdir()
 
 
 def reports_dir(experiment: str) -> Path:

@@ -118,7 +118,7 @@ def _resumable(config: config_module.Config, name: str) -> bool:
         return False
     if files.load_torch(checkpoint, "checkpoint", f"rnnzoo reproduce (run {name})")["params_hash"] == config.experiment(name).params_hash():
         return True
-    checkpoint.unlink()
+    files.remove_checkpoint(name)
     return False
 
 

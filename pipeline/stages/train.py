@@ -321,7 +321,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             files.write_json(state.history, staged.file(files.reports_dir(experiment) / "train_history.json"))
             files.write_json(state.valid_history, staged.file(files.reports_dir(experiment) / "valid_history.json"))
             files.save_torch(trained.to_dict(), staged.file(path))
-        checkpoint.unlink(missing_ok=True)
+        files.remove_checkpoint(experiment)
         example = next(task.batches(splits["valid"], 2))
         module = PredictionModule(model).eval()
         tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=model.is_sequence)

@@ -105,6 +105,7 @@ def test_resumed_run_records_what_an_uninterrupted_run_records(name: str, tmp_pa
     monkeypatch.setattr(train_stage.objectives, "loss", real_loss)
     assert torch.load(files.checkpoint_path(name), weights_only=True)["step"] == 5
     train_stage.train(loaded, name, resume=True, progress=False)
+    assert not files.checkpoint_path(name).parent.exists(), "a finished run leaves no checkpoint, nor its folder"
     evaluate(loaded, name)
     resumed = _records(name)
 
