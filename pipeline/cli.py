@@ -176,6 +176,7 @@ def train(
         trained = _run_stage(run, config, name, resume=resume, stop_after=stop_after)
         if distributed.is_main_process():  # under torchrun, rank 0 speaks for the job
             console.print(f"trained {trained}")
+    distributed.leave(distributed.World.from_env())  # a rank's process group, joined by the first experiment
 
 
 @app.command()

@@ -106,6 +106,7 @@ def join(world: World, device: torch.device) -> torch.device:
 
 
 def leave(world: World) -> None:
+    """Leave the process group :func:`join` joined (nccl warns at exit about one left open)."""
     if world.launched and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
