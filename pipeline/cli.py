@@ -163,6 +163,13 @@ def train(
             args = distributed.torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, worker_args)
         except ValueError as error:
             raise _fail(error, 2) from None
+        from rnnzoo.pipeline import files
+
+        for name in names:  # said once here, rather than by every rank
+            try:
+                files.require_file(files.dataset_path(name), "dataset", f"rnnzoo prepare {name}")
+            except FileNotFoundError as error:
+                raise _fail(error, 1) from None
         try:
             distributed.launch(args)
         except distributed.RankFailed as error:

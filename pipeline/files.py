@@ -176,6 +176,12 @@ def _reason(error: BaseException) -> str:
     return cut(f"not a torch.save file: {type(error).__name__} {text}".strip())
 
 
+def require_file(path: Path, what: str, stage_hint: str) -> None:
+    """Raise FileNotFoundError naming ``path`` and the command that makes it, unless it is a file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
+
+
 def load_torch(path: Path, what: str, stage_hint: str) -> Any:
     """Load a stage's output, tensors and plain data only (``weights_only``: a crafted file runs no code).
 
@@ -183,8 +189,7 @@ def load_torch(path: Path, what: str, stage_hint: str) -> Any:
     hold what a ``what`` file holds (a dataset's splits, a model's record), raises a ValueError
     naming the file and the command that remakes it.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
+    require_file(path, what, stage_hint)
     try:
         with warnings.catch_warnings():  # a damaged file draws torch's warnings ("pickle protocol 208") before its error
             warnings.simplefilter("ignore", UserWarning)
@@ -206,8 +211,7 @@ def load_json(path: Path, what: str, stage_hint: str, kind: type = dict, numbers
     A missing file names the stage that makes it; one that is not JSON of that kind raises a
     ValueError naming the file and the command that remakes it.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist: run `{stage_hint}` first")
+    require_file(path, what, stage_hint)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

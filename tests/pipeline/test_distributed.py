@@ -253,6 +253,15 @@ def test_the_torchrun_command_line(call: tuple, expected: list[str]) -> None:
     assert args == [*expected, "-m", "rnnzoo.pipeline.stages.train", "exp", "--resume"]
 
 
+def test_a_job_without_its_dataset_is_refused_once_before_any_rank_starts(workdir: Path) -> None:
+    result = subprocess.run(
+        [RNNZOO, "train", "add-janet", "--nproc-per-node", "2"], cwd=workdir, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1
+    assert result.stdout.strip() == "error: dataset data/add-janet/dataset.pt does not exist: run `rnnzoo prepare add-janet` first"
+    assert "torch.distributed" not in result.stderr, "no rank started"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--nproc-per-node", "2", "--nnodes", "2"], "--nnodes 2: give --rdzv-endpoint HOST:PORT"),
     (["--nnodes", "2"], "--nnodes, --node-rank and --rdzv-endpoint go with --nproc-per-node"),
