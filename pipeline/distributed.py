@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import math
 import os
 import re
@@ -46,6 +47,9 @@ class RankFailed(RuntimeError):
 class PeersLost(RankFailed):
     """This rank's collective failed: another rank is gone (torchrun stops this one too)."""
 
+
+# How long a rank waits in a collective for the others (rank 0 validating or logging a model).
+COLLECTIVE_TIMEOUT_SECONDS = 2 * 3600
 
 # A rank that lost its peers exits with this (EX_TEMPFAIL), so the launcher tells it from the rank
 # that failed first.
@@ -101,7 +105,10 @@ def join(world: World, device: torch.device) -> torch.device:
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # The other ranks wait in a collective while rank 0 alone validates, writes and logs the
+        # model (nccl's default wait is 10 minutes); a rank that dies is seen at once regardless.
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
     return device
 
 
@@ -186,6 +193,9 @@ def torchrun_args(
     if nproc_per_node < 1 or nnodes < 1:
         raise ValueError(f"--nproc-per-node and --nnodes must be at least 1, got {nproc_per_node} and {nnodes}")
     args = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}"]
+    if nnodes > 1 and rdzv_endpoint and node_rank is None:
+        # torchrun's default (static) rendezvous takes each node's rank from --node-rank (0 unless given).
+        raise ValueError(f"--nnodes {nnodes}: give each node its --node-rank (0 to {nnodes - 1}; node 0 answers at --rdzv-endpoint)")
     if rdzv_endpoint:
         args.append(f"--rdzv-endpoint={rdzv_endpoint}")
         if node_rank is not None:
@@ -225,5 +235,12 @@ def failure_summary(exitcodes: dict[int, int]) -> str:
     failures = sorted(exitcodes.items())
     causes = [(rank, code) for rank, code in failures if code not in _STOPPED] or failures
     stopped = len(failures) - len(causes)
-    named = "; ".join(f"rank {rank} was killed by {signal.Signals(-code).name}" if code < 0 else f"rank {rank} exited with {code}" for rank, code in causes)
+    named = "; ".join(f"rank {rank} was killed by {_signal_name(-code)}" if code < 0 else f"rank {rank} exited with {code}" for rank, code in causes)
     return named + (f"; the other {stopped} rank(s) stopped with it" if stopped else "")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time or unknown signal
+        return f"signal {number}"

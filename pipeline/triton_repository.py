@@ -22,6 +22,8 @@ differs from the latest version's adds the next version (Triton serves the lates
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -156,10 +158,24 @@ def model_config(name: str, proto: onnx.ModelProto, graph: str) -> dict[str, Any
 
 
 def prepared(proto: onnx.ModelProto, graph: str) -> onnx.ModelProto:
-    """The exported ``graph`` as Triton runs it: batch-first state; the sequence graph from zeros."""
+    """The exported ``graph`` as Triton runs it: batch-first state; the sequence graph from zeros;
+    the file's ``io`` metadata (what each input and output means) saying so."""
     if graph == "sequence":
         proto = onnx_export.with_zero_state(proto)
-    return batch_first_state(proto) if graph in ("step", "sequence") else proto
+    if graph not in ("step", "sequence"):
+        return proto
+    proto = batch_first_state(proto)
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    if "io" in props:
+        names = {value.name for value in [*proto.graph.input, *proto.graph.output]}
+        meaning = json.loads(props["io"])
+        for side in ("inputs", "outputs"):
+            meaning[side] = {
+                name: re.sub(r"\((\d+), B, H\)", r"(B, \1, H)", text) + (", held by Triton between a sequence's steps" if name.startswith("state_") else "")
+                for name, text in meaning[side].items() if name in names
+            }
+        onnx.helper.set_model_props(proto, {**props, "io": json.dumps(meaning)})
+    return proto
 
 
 def _latest_version(folder: Path) -> int:
@@ -172,18 +188,21 @@ def write(experiment: str, graphs: Mapping[str, Path], repository: Path) -> list
     (``{"sequence": path, "step": path}``, as ``rnnzoo export`` wrote them) under ``repository``;
     returns the model files written, none for a graph unchanged since the latest version. The
     models appear together or not at all."""
+    # Every graph prepared (and checked) before anything is staged: a graph that fails leaves no folder.
+    models = {graph: prepared(onnx.load(str(path)), graph) for graph, path in graphs.items()}
     written = []
     with outputs.together() as staged:
-        for graph, path in graphs.items():
-            proto = prepared(onnx.load(str(path)), graph)
+        for graph, proto in models.items():
             name = f"{experiment}-{graph}"
             folder = repository / name
+            config = to_pbtxt(model_config(name, proto, graph)) + "\n"
+            if not (folder / "config.pbtxt").is_file() or (folder / "config.pbtxt").read_text() != config:
+                staged.file(folder / "config.pbtxt").write_text(config)
             latest = _latest_version(folder)
             content = proto.SerializeToString()
             if latest and (folder / str(latest) / "model.onnx").read_bytes() == content:
                 continue
             version = folder / str(latest + 1)
             (staged.folder(version) / "model.onnx").write_bytes(content)  # the version appears whole
-            staged.file(folder / "config.pbtxt").write_text(to_pbtxt(model_config(name, proto, graph)) + "\n")
             written.append(version / "model.onnx")
     return written

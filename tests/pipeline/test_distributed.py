@@ -157,6 +157,7 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused_naming_both(workdir: P
     ({0: distributed.PEERS_LOST_EXIT, 1: -9, 2: -15}, "rank 1 was killed by SIGKILL; the other 2 rank(s) stopped with it"),
     ({1: 1, 0: 1}, "rank 0 exited with 1; rank 1 exited with 1"),
     ({0: 143, 1: 143}, "rank 0 exited with 143; rank 1 exited with 143"),  # both stopped from outside: both named
+    ({0: -99, 1: 143}, "rank 0 was killed by signal 99; the other 1 rank(s) stopped with it"),  # no such signal name
 ])
 def test_a_failed_job_names_the_ranks_that_failed_first(exitcodes: dict[int, int], summary: str) -> None:
     assert distributed.failure_summary(exitcodes) == summary
@@ -246,7 +247,8 @@ def test_the_ranks_weighted_losses_average_to_the_global_batchs_gradient(loss_na
 @pytest.mark.parametrize(("call", "expected"), [
     ((2, 1, None, None), ["--nproc-per-node=2", "--nnodes=1", "--standalone"]),
     ((4, 2, 0, "node0:29400"), ["--nproc-per-node=4", "--nnodes=2", "--rdzv-endpoint=node0:29400", "--node-rank=0"]),
-    ((4, 2, None, "node0:29400"), ["--nproc-per-node=4", "--nnodes=2", "--rdzv-endpoint=node0:29400"]),
+    ((4, 2, 1, "node0:29400"), ["--nproc-per-node=4", "--nnodes=2", "--rdzv-endpoint=node0:29400", "--node-rank=1"]),
+    ((4, 1, None, "node0:29400"), ["--nproc-per-node=4", "--nnodes=1", "--rdzv-endpoint=node0:29400"]),
 ])
 def test_the_torchrun_command_line(call: tuple, expected: list[str]) -> None:
     args = distributed.torchrun_args(*call, ["exp", "--resume"])
@@ -264,6 +266,7 @@ def test_a_job_without_its_dataset_is_refused_once_before_any_rank_starts(workdi
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--nproc-per-node", "2", "--nnodes", "2"], "--nnodes 2: give --rdzv-endpoint HOST:PORT"),
+    (["--nproc-per-node", "2", "--nnodes", "2", "--rdzv-endpoint", "h:1"], "--nnodes 2: give each node its --node-rank (0 to 1;"),
     (["--nnodes", "2"], "--nnodes, --node-rank and --rdzv-endpoint go with --nproc-per-node"),
     (["--rdzv-endpoint", "h:1"], "--nnodes, --node-rank and --rdzv-endpoint go with --nproc-per-node"),
     (["--nproc-per-node", "0"], "Invalid value for '--nproc-per-node'"),

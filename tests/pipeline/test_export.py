@@ -210,6 +210,10 @@ def test_triton_configs_parse_with_tritons_schema_and_match_their_graphs(exporte
         proto = onnx.load(str(folder / "1" / "model.onnx"))
         inputs = {value.name: value for value in proto.graph.input}
         outputs = {value.name: value for value in proto.graph.output}
+        meaning = json.loads({entry.key: entry.value for entry in proto.metadata_props}["io"])  # says what this graph takes
+        assert (list(meaning["inputs"]), list(meaning["outputs"])) == (list(inputs), list(outputs))
+        assert all(text.count("(B, ") == 1 for name, text in meaning["inputs"].items() if name.startswith("state_"))
+        assert all("(B, " in text for name, text in meaning["outputs"].items() if name.startswith("final_"))
         for entry, graph_values in [*((e, inputs) for e in config.input), *((e, outputs) for e in config.output)]:
             value = graph_values[entry.name]
             assert value.type.tensor_type.elem_type == _ONNX_TYPES[schema.DataType.Name(entry.data_type)]
@@ -269,7 +273,10 @@ def test_triton_models_compute_what_the_exported_graphs_compute(exported: dict, 
 
 def test_a_changed_graph_adds_a_triton_version_and_an_unchanged_one_none(exported: dict, triton: dict) -> None:
     repository = triton["repository"]
+    configs = {p: p.read_text() for p in repository.glob("*/config.pbtxt")}
+    next(iter(configs)).unlink()  # a config lost (or written by another rnnzoo) is written again, alone
     assert triton_repository.write("exp", exported["paths"], repository) == []
+    assert {p: p.read_text() for p in repository.glob("*/config.pbtxt")} == configs
     graph = next(iter(exported["paths"]))
     latest = repository / f"exp-{graph}" / "1" / "model.onnx"
     changed = onnx.load(str(latest))
