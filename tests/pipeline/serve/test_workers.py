@@ -38,7 +38,18 @@ def store_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(exported: Callable[[str], Path], store_folder: Path) -> Iterator[Server]:
     options = ("--workers", "2", "--max-sessions", str(MAX_SESSIONS), "--session-ttl", str(TTL), "--max-length", "40")
-    yield from start(exported("adding"), *options, env={"TMPDIR": str(store_folder)})
+    servers = start(exported("adding"), *options, env={"TMPDIR": str(store_folder)})
+    started = next(servers)  # one worker answers /health
+    try:
+        # The other may still be importing torch (seconds on two busy cores): until it answers, the
+        # kernel hands every connection to the first, and the tests below would see one worker.
+        deadline = time.monotonic() + 120
+        while len(_workers(started)) < 2:
+            assert time.monotonic() < deadline, "the second worker never answered"
+            time.sleep(0.5)
+        yield started
+    finally:
+        servers.close()  # start's own cleanup (its finally): the server stopped
 
 
 def _on_one_worker(server: Server, method: str, route: str, body: Any = None,
@@ -119,7 +130,7 @@ def test_concurrent_steps_on_both_workers_equal_the_model_fed_in_the_order_they_
         switches += sum(a != b for a, b in itertools.pairwise(workers))
     assert len({worker for worker, _, _ in answers.values()}) == 2, "every step went to one worker"
     assert switches > 0, "no session had consecutive steps on different workers"
-    for session_id in ids:
+    for session_id in ids:  # the session limit test below starts from none
         assert server.call("DELETE", f"/sessions/{session_id}")[0] == 204
 
 
