@@ -190,10 +190,12 @@ class SharedSessionStore:
     def get(self, key: str) -> Session | None:
         """The session as stored now (a copy: :meth:`advance` writes it back), or ``None`` if unknown or expired."""
         now = time.monotonic()
-        row = self._db().execute(
-            "SELECT state, steps_seen FROM sessions WHERE id = ? AND last_used >= ?", (key, now - self.ttl)
-        ).fetchone()
+        row = self._live_row(self._db(), key, now)
         return None if row is None else Session(self._state(row[0]), now, row[1])
+
+    def _live_row(self, db: sqlite3.Connection, key: str, now: float) -> tuple[bytes, int] | None:
+        """``(state, steps_seen)`` of the session ``key`` unless it is unknown or expired at ``now``."""
+        return db.execute("SELECT state, steps_seen FROM sessions WHERE id = ? AND last_used >= ?", (key, now - self.ttl)).fetchone()
 
     def advance(self, key: str, session: Session, steps: int, run: Run) -> tuple[Any, int] | None:
         """``run`` on the state ``get`` read, kept if no other step came first; else ``run`` again on the
@@ -209,7 +211,7 @@ class SharedSessionStore:
             return output, session.steps_seen + steps
         with self._writing() as db:  # another step of this session was kept first: this one goes after it
             now = time.monotonic()
-            row = db.execute("SELECT state, steps_seen FROM sessions WHERE id = ? AND last_used >= ?", (key, now - self.ttl)).fetchone()
+            row = self._live_row(db, key, now)
             if row is None:
                 return None
             output, state = run(self._state(row[0]))
