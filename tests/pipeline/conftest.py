@@ -39,6 +39,24 @@ def write_params(path: Path, params: dict[str, Any]) -> Path:
     return path
 
 
+def interruptible_project(root: Path, experiments: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A project at ``root`` (the cwd, its own MLflow database) with ``experiments`` prepared: 13
+    steps, a record every 3 and a checkpoint every 5, so a checkpoint (step 5) falls mid-window."""
+    from rnnzoo.pipeline import config
+    from rnnzoo.pipeline.stages.prepare import prepare
+
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    params = tiny_params()
+    params["train"].update(steps=13, log_every=3, checkpoint_every=5)
+    params["experiments"] = experiments
+    loaded = config.load(write_params(root / "params.yaml", params))
+    for name in experiments:
+        prepare(loaded, name)
+    return loaded
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp directory as cwd, with its own MLflow database."""

@@ -24,7 +24,7 @@ from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import train
 from rnnzoo.pipeline.tasks import Batch
 from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, TaskSpec
-from tests.pipeline.conftest import tiny_params, write_params
+from tests.pipeline.conftest import interruptible_project
 
 RNNZOO = str(Path(sys.executable).parent / "rnnzoo")
 TIMING = {"train.steps_per_second"}
@@ -50,16 +50,7 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _project(root: Path, monkeypatch: pytest.MonkeyPatch) -> config.Config:
-    root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    params = tiny_params()
-    params["train"].update(steps=13, log_every=3, checkpoint_every=5)
-    params["experiments"] = EXPERIMENTS
-    loaded = config.load(write_params(root / "params.yaml", params))
-    for name in EXPERIMENTS:
-        prepare(loaded, name)
-    return loaded
+    return interruptible_project(root, EXPERIMENTS, monkeypatch)
 
 
 def _torchrun(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

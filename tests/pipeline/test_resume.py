@@ -20,7 +20,7 @@ from rnnzoo.pipeline import config, files
 from rnnzoo.pipeline.stages import train as train_stage
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
-from tests.pipeline.conftest import tiny_params, write_params
+from tests.pipeline.conftest import interruptible_project
 
 TIMING = {"train.steps_per_second", "steps_per_second"}
 
@@ -51,16 +51,7 @@ class Interrupted(Exception):
 
 
 def _project(root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> config.Config:
-    root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    params = tiny_params()
-    # 13 steps, a record every 3, a checkpoint every 5: the checkpoint at step 5 is mid-window.
-    params["train"].update(steps=13, log_every=3, checkpoint_every=5)
-    params["experiments"] = {name: EXPERIMENTS[name]}
-    loaded = config.load(write_params(root / "params.yaml", params))
-    prepare(loaded, name)
-    return loaded
+    return interruptible_project(root, {name: EXPERIMENTS[name]}, monkeypatch)
 
 
 def _records(name: str) -> dict[str, Any]:
