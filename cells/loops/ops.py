@@ -24,7 +24,7 @@ LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
 # RNNZOO_OPS_VERSION). Bump it whenever an op's outputs change (a saved buffer's layout, an
 # argument's meaning): torch.compile's on-disk graph cache keys on op names, and would otherwise
 # replay code compiled for the old layout.
-VERSION = 3
+VERSION = 4
 
 
 def versioned(name: str) -> str:
@@ -161,21 +161,28 @@ _define(
 )
 
 
-def _lstm_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
-    """Both LSTM loops' outputs: outputs, h, c, saved (T, B, 10H; the gate's slots zero for the
-    plain LSTM, see below), hs, cs."""
+# Values saved per unit and step: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃; the Phased LSTM adds k and
+# its cycle (t - s)/τ (the gate's derivatives are recomputed from the cycle in the backward op).
+LSTM_SAVED = 6
+PHASED_LSTM_SAVED = 8
+
+
+def _lstm_outputs(projected: Tensor, h0: Tensor, c0: Tensor, saved: int) -> tuple[Tensor, ...]:
+    """Both LSTM loops' outputs: outputs, h, c, saved (T, B, saved·H), hs, cs."""
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     return (
         _empty(projected, steps, batch, hidden),
         _empty(h0, batch, hidden),
         _empty(c0, batch, hidden),
-        _empty(projected, steps, batch, 10 * hidden),
+        _empty(projected, steps, batch, saved * hidden),
         _empty(projected, steps + 1, batch, hidden),
         _empty(projected, steps + 1, batch, hidden),
     )
 
 
-torch.library.register_fake(_qualified("lstm_loop"), _lstm_fake, lib=LIBRARY)
+@torch.library.register_fake(_qualified("lstm_loop"), lib=LIBRARY)
+def _lstm_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    return _lstm_outputs(projected, h0, c0, LSTM_SAVED)
 
 
 @torch.library.register_fake(_qualified("lstm_loop_backward"), lib=LIBRARY)
@@ -184,10 +191,10 @@ def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, we
     return _empty(grad_outputs, steps, batch, 4 * hidden), torch.empty_like(grad_h), torch.empty_like(grad_c), torch.empty_like(weight_hh)
 
 
-def _save_lstm(ctx: Any, weight_hh: Tensor, keep: Tensor | None, output: tuple[Tensor, ...]) -> None:
-    """What both LSTM loops' backward ops read (the Phased LSTM's gate is in ``saved``)."""
+def _save_lstm(ctx: Any, weight_hh: Tensor, keep: Tensor | None, output: tuple[Tensor, ...], *gate: Tensor) -> None:
+    """What both LSTM loops' backward ops read (``gate``: the Phased LSTM's τ and r_on)."""
     outputs, h, c, saved, hs, cs = output
-    ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c)
+    ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c, *gate)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
     ctx.mark_non_differentiable(saved, hs, cs)
 
@@ -209,16 +216,20 @@ torch.library.register_autograd(_qualified("lstm_loop"), _lstm_backward, setup_c
 
 
 # --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
-# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on (T, B, 10H) and
-# h, c before every step.
+# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ (T, B, 8H) and h, c before every step;
+# the backward op recomputes the gate's derivatives from the cycle, τ, r_on and α.
 _define(
     "phased_lstm_loop",
     "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
     " Tensor ratio_on, Tensor? keep, float leak) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs)"
-    " -> Tensor[]",
+    "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs,"
+    " Tensor period, Tensor ratio_on, float leak) -> Tensor[]",
 )
-torch.library.register_fake(_qualified("phased_lstm_loop"), _lstm_fake, lib=LIBRARY)
+
+
+@torch.library.register_fake(_qualified("phased_lstm_loop"), lib=LIBRARY)
+def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
+    return _lstm_outputs(projected, h0, c0, PHASED_LSTM_SAVED)
 
 
 @torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
@@ -232,16 +243,17 @@ def _phased_backward(
     ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
 ) -> tuple[Tensor | None, ...]:
     _no_double_backward()
-    weight_hh, keep, saved, hs, cs, outputs, h, c = ctx.saved_tensors
+    weight_hh, keep, saved, hs, cs, outputs, h, c, period, ratio_on = ctx.saved_tensors
     grads = op("phased_lstm_loop_backward")(
-        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs, period, ratio_on, ctx.leak
     )
     # projected, h0, c0, weight_hh, times, period, shift, ratio_on; none for keep and leak.
     return (*grads, None, None)
 
 
 def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _save_lstm(ctx, weight_hh=inputs[3], keep=inputs[8], output=output)
+    _save_lstm(ctx, inputs[3], inputs[8], output, inputs[5], inputs[7])  # weight_hh, keep; period, ratio_on
+    ctx.leak = inputs[9]
 
 
 torch.library.register_autograd(_qualified("phased_lstm_loop"), _phased_backward, setup_context=_phased_setup, lib=LIBRARY)

@@ -14,10 +14,11 @@
 namespace rnnzoo {
 namespace {
 
-// Per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, cycle = (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on. The
-// last two are the gate's local derivatives, computed where the branch is known, so that the
-// backward pass does no division and no floor.
-constexpr int64_t kSaved = 10;
+// Saved per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, and for the Phased LSTM k and cycle = (t - s)/τ.
+// The gate's local derivatives are recomputed from the cycle in the backward pass (a floor and a
+// division an element) rather than saved: two fewer values an element to write and read back.
+template <bool kGated>
+constexpr int64_t kSaved = kGated ? 8 : 6;
 
 // kGated = false is the plain LSTM (k ≡ 1): the same loop, for torch.compile (see cells/lstm.py).
 template <typename T, bool kGated>
@@ -37,33 +38,26 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
         cn[j] = cp[j];
         o[j] = T(0);
       }
-      for (int64_t j = 0; j < kSaved * H; ++j) saved[kSaved * b * H + j] = T(0);  // every output defined
+      for (int64_t j = 0; j < kSaved<kGated> * H; ++j) saved[kSaved<kGated> * b * H + j] = T(0);  // every output defined
       continue;
     }
     const T* __restrict__ p = pre + 4 * b * H;
-    T* __restrict__ s = saved + kSaved * b * H;
+    T* __restrict__ s = saved + kSaved<kGated> * b * H;
     T* __restrict__ kb = s + 6 * H;
     T* __restrict__ cycles = s + 7 * H;
-    T* __restrict__ k_by_cycle = s + 8 * H;
-    T* __restrict__ k_by_ratio = s + 9 * H;
     // Activations first, in simple loops (gcc vectorises these; one fused loop it would not).
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
     for (int64_t j = 3 * H; j < 4 * H; ++j) s[j] = sigmoid(p[j]);
-    if constexpr (!kGated) {  // no gate: its slots hold zeros, so every output is defined
-      for (int64_t j = 6 * H; j < kSaved * H; ++j) s[j] = T(0);
-    } else {
+    if constexpr (kGated) {
       const T time = times[b];
       for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
         const T cycle = (time - shift[j]) / period[j];
         const T phase = cycle - std::floor(cycle);
         const T r = ratio_on[j];
         const T opening = T(2) * phase / r;
-        const bool rising = phase < T(0.5) * r, falling = phase < r;
         cycles[j] = cycle;
-        kb[j] = rising ? opening : (falling ? T(2) - opening : leak * phase);
-        k_by_cycle[j] = (rising ? T(2) / r : (falling ? T(-2) / r : leak)) / period[j];  // ∂φ/∂cycle = 1
-        k_by_ratio[j] = rising ? -opening / r : (falling ? opening / r : T(0));
+        kb[j] = phase < T(0.5) * r ? opening : (phase < r ? T(2) - opening : leak * phase);
       }
     }
     // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
@@ -87,17 +81,14 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
 
 // g_h, g_c hold dL/dh_t, dL/dc_t on entry; on return g_c holds dL/dc_{t-1} and g_h the part of
 // dL/dh_{t-1} that does not pass through W (each element is read before it is written).
-// Also writes, per unit, dL/dcycle / τ (g_cycle: the timestamp's gradient before the sum over units)
-// and dL/dk · ∂k/∂r_on (g_ratio).
+// Also writes, per unit, dL/dk (g_k), which accumulate_gate_rows carries on to the gate's parameters.
 template <typename T, bool kGated>
 void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restrict__ saved, const T* __restrict__ h_prev,
-                   const T* __restrict__ c_prev,
-                   T* __restrict__ g_pre, T* __restrict__ g_cycle, T* __restrict__ g_ratio, const bool* keep, int64_t b_begin, int64_t b_end,
-                   int64_t H) {
+                   const T* __restrict__ c_prev, T* __restrict__ g_pre, T* __restrict__ g_k, const bool* keep, int64_t b_begin,
+                   int64_t b_end, int64_t H) {
   for (int64_t b = b_begin; b < b_end; ++b) {
     T* __restrict__ gp = g_pre + 4 * b * H;
-    T* __restrict__ gcy = g_cycle + b * H;
-    T* __restrict__ gr = g_ratio + b * H;
+    T* __restrict__ gk_row = g_k + b * H;
     if (keep && !keep[b]) {  // the step did not happen: the state's gradients pass through
       for (int64_t j = 0; j < 4 * H; ++j) gp[j] = T(0);  // (accumulate_gate_rows skips the row's gate)
       continue;
@@ -105,10 +96,8 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     const T* __restrict__ go = g_out + b * H;
     const T* __restrict__ hp = h_prev + b * H;
     const T* __restrict__ cp = c_prev + b * H;
-    const T* __restrict__ s = saved + kSaved * b * H;
+    const T* __restrict__ s = saved + kSaved<kGated> * b * H;
     const T* __restrict__ kb = s + 6 * H;
-    const T* __restrict__ k_by_cycle = s + 8 * H;
-    const T* __restrict__ k_by_ratio = s + 9 * H;
     T* gh = g_h + b * H;
     T* gc = g_c + b * H;
     for (int64_t j = 0; j < H; ++j) {
@@ -116,11 +105,7 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
       const T i = s[j], f = s[H + j], g = s[2 * H + j], og = s[3 * H + j], tanh_c = s[4 * H + j], c_proposed = s[5 * H + j];
       const T k = kGated ? kb[j] : T(1);
       const T dh_proposed = dh * k;
-      if constexpr (kGated) {
-        const T gk = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
-        gcy[j] = gk * k_by_cycle[j];
-        gr[j] = gk * k_by_ratio[j];
-      }
+      if constexpr (kGated) gk_row[j] = dh * (og * tanh_c - hp[j]) + dc * (c_proposed - cp[j]);
       const T dc_proposed = dc * k + dh_proposed * og * (T(1) - tanh_c * tanh_c);
       gp[j] = dc_proposed * g * i * (T(1) - i);
       gp[H + j] = dc_proposed * cp[j] * f * (T(1) - f);
@@ -132,28 +117,38 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
   }
 }
 
-// Adds one step's gate gradients into the per-row sums over time (rows are each one thread's, so
-// no two threads touch a row) and writes the timestamps' gradient of the step:
-//   cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ  (g_cycle holds dL/dcycle / τ).
+// Carries one step's dL/dk through the gate, from the saved cycle (the same φ as the forward's, so
+// the same branch), into the per-row sums over time (rows are each one thread's, so no two threads
+// touch a row), and writes the timestamps' gradient of the step:
+//   ∂k/∂φ = 2/r_on, -2/r_on, α;  ∂k/∂r_on = -2φ/r_on², 2φ/r_on², 0  (rising, falling, closed; ∂φ/∂cycle = 1)
+//   cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ
+// g_cycle (B, H) is scratch for each row's dL/dcycle / τ.
 template <typename T>
-void accumulate_gate_rows(const T* __restrict__ g_cycle, const T* __restrict__ g_ratio, const T* __restrict__ saved,
-                          T* __restrict__ sum_shift, T* __restrict__ sum_period, T* __restrict__ sum_ratio,
-                          T* __restrict__ g_times, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
+void accumulate_gate_rows(const T* __restrict__ g_k, const T* __restrict__ saved, const T* __restrict__ period,
+                          const T* __restrict__ ratio_on, T leak, T* __restrict__ g_cycle, T* __restrict__ sum_shift,
+                          T* __restrict__ sum_period, T* __restrict__ sum_ratio, T* __restrict__ g_times, const bool* keep,
+                          int64_t b_begin, int64_t b_end, int64_t H) {
   for (int64_t b = b_begin; b < b_end; ++b) {
     if (keep && !keep[b]) {
       g_times[b] = T(0);
       continue;
     }
-    const T* __restrict__ gcy = g_cycle + b * H;
-    const T* __restrict__ gr = g_ratio + b * H;
-    const T* __restrict__ cycles = saved + kSaved * b * H + 7 * H;
+    const T* __restrict__ gk = g_k + b * H;
+    const T* __restrict__ cycles = saved + kSaved<true> * b * H + 7 * H;
     T* __restrict__ shift = sum_shift + b * H;
-    T* __restrict__ period = sum_period + b * H;
+    T* __restrict__ tau = sum_period + b * H;
     T* __restrict__ ratio = sum_ratio + b * H;
+    T* __restrict__ gcy = g_cycle + b * H;
     for (int64_t j = 0; j < H; ++j) {
-      shift[j] -= gcy[j];
-      period[j] -= gcy[j] * cycles[j];
-      ratio[j] += gr[j];
+      const T cycle = cycles[j], r = ratio_on[j];
+      const T phase = cycle - std::floor(cycle);
+      const T opening = T(2) * phase / r;
+      const bool rising = phase < T(0.5) * r, falling = phase < r;
+      const T by_cycle = gk[j] * (rising ? T(2) / r : (falling ? T(-2) / r : leak)) / period[j];
+      gcy[j] = by_cycle;
+      shift[j] -= by_cycle;
+      tau[j] -= by_cycle * cycle;
+      ratio[j] += gk[j] * (rising ? -opening / r : (falling ? opening / r : T(0)));
     }
     T time = T(0);
     for (int64_t j = 0; j < H; ++j) time += gcy[j];
@@ -161,7 +156,7 @@ void accumulate_gate_rows(const T* __restrict__ g_cycle, const T* __restrict__ g
   }
 }
 
-// The time gate of the Phased LSTM's forward pass: timestamps (T, B) and per-unit τ, s, r_on, α.
+// The Phased LSTM's time gate: timestamps (T, B; the forward pass's only) and per-unit τ, s, r_on, α.
 struct Gate {
   at::Tensor times, period, shift, ratio_on;
   double leak;
@@ -184,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     TORCH_CHECK(gate.times.is_contiguous() && gate.times.sizes() == at::IntArrayRef({T, B}), op, ": times must be contiguous (T, B)");
   }
   auto outputs = at::empty({T, B, H}, projected.options());
-  auto saved = at::empty({T, B, kSaved * H}, projected.options());
+  at::Tensor saved = at::empty({T, B, kSaved<kGated> * H}, projected.options());  // (a dependent size: not auto)
   auto hs = at::empty({T + 1, B, H}, projected.options());  // h, c before each step, and the last
   auto cs = at::empty({T + 1, B, H}, projected.options());
   hs[0].copy_(h0);
@@ -207,7 +202,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         gemm_accumulate<scalar_t>(b1 - b0, 4 * H, H, h + step + b0 * H, H, w, true, pre_rows, 4 * H);
         forward_rows<scalar_t, kGated>(pre_all, kGated ? pointer(gate.times) + t * B : nullptr, pointer(tau), pointer(s),
                                        pointer(r), static_cast<scalar_t>(gate.leak), h + step, c + step, h + step + B * H,
-                                       c + step + B * H, out + step, sv + kSaved * step, step_keep(keep_ptr, t, B), b0, b1, H);
+                                       c + step + B * H, out + step, sv + kSaved<kGated> * step, step_keep(keep_ptr, t, B), b0, b1, H);
       }
     });
   });
@@ -215,18 +210,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 }
 
 // Both loops' backward pass: the gradients of projected, h0, c0 and W, and for the Phased LSTM
-// those of the timestamps and of τ, s, r_on (whose local derivatives are in `saved`).
+// those of the timestamps and of τ, s, r_on (`gate`: the forward's τ, r_on and α; its cycles are in `saved`).
 template <bool kGated>
 std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c,
                                      const at::Tensor& weight_hh, const c10::optional<at::Tensor>& keep, const at::Tensor& saved,
-                                     const at::Tensor& hs, const at::Tensor& cs, const char* op) {
+                                     const at::Tensor& hs, const at::Tensor& cs, const Gate& gate, const char* op) {
   PlainKernelGuard guard;
   const int64_t T = grad_outputs.size(0), B = grad_outputs.size(1), H = grad_outputs.size(2);
+  check_shape(saved, {T, B, kSaved<kGated> * H}, "saved", op);
   auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
-  at::Tensor grad_cycle, grad_ratio, sums, grad_times;
+  at::Tensor grad_k, grad_cycle, sums, grad_times;
+  at::Tensor tau, r;
   if constexpr (kGated) {
-    grad_cycle = at::empty({B, H}, grad_outputs.options());  // one step's, reused
-    grad_ratio = at::empty({B, H}, grad_outputs.options());
+    check_shape(gate.period, {H}, "period", op);
+    check_shape(gate.ratio_on, {H}, "ratio_on", op);
+    tau = gate.period.contiguous();
+    r = gate.ratio_on.contiguous();
+    grad_k = at::empty({B, H}, grad_outputs.options());  // one step's, reused
+    grad_cycle = at::empty({B, H}, grad_outputs.options());
     sums = at::zeros({3, B, H}, grad_outputs.options());  // per row, over time: -dL/ds, -dL/dτ, dL/dr_on
     grad_times = at::empty({T, B}, grad_outputs.options());
   }
@@ -240,16 +241,17 @@ std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::T
     const scalar_t *const go = g_out.data_ptr<scalar_t>(), *const sv = saved.data_ptr<scalar_t>(), *const w = weight.data_ptr<scalar_t>();
     const scalar_t *const h = hs.data_ptr<scalar_t>(), *const c = cs.data_ptr<scalar_t>();
     scalar_t *const gh = g_h.data_ptr<scalar_t>(), *const gc = g_c.data_ptr<scalar_t>(), *const gp = grad_pre.data_ptr<scalar_t>();
-    scalar_t *const gcy = pointer(grad_cycle), *const gr = pointer(grad_ratio), *const gt = pointer(grad_times);
+    scalar_t *const gk = pointer(grad_k), *const gcy = pointer(grad_cycle), *const gt = pointer(grad_times);
     scalar_t *const sum = pointer(sums);
+    const scalar_t leak = static_cast<scalar_t>(gate.leak);
     for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t step = t * B * H;  // offset of step t in (T, B, H) buffers
-        backward_rows<scalar_t, kGated>(go + step, gh, gc, sv + kSaved * step, h + step, c + step, gp + 4 * step, gcy, gr,
+        backward_rows<scalar_t, kGated>(go + step, gh, gc, sv + kSaved<kGated> * step, h + step, c + step, gp + 4 * step, gk,
                                         step_keep(keep_ptr, t, B), b0, b1, H);
         if constexpr (kGated) {
-          accumulate_gate_rows<scalar_t>(gcy, gr, sv + kSaved * step, sum, sum + B * H, sum + 2 * B * H, gt + t * B,
-                                         step_keep(keep_ptr, t, B), b0, b1, H);
+          accumulate_gate_rows<scalar_t>(gk, sv + kSaved<kGated> * step, pointer(tau), pointer(r), leak, gcy, sum, sum + B * H,
+                                         sum + 2 * B * H, gt + t * B, step_keep(keep_ptr, t, B), b0, b1, H);
         }
         // dh_{t-1} = (the direct part, written in place) + dpre W
         gemm_accumulate<scalar_t>(b1 - b0, H, 4 * H, gp + 4 * (step + b0 * H), 4 * H, w, false, gh + b0 * H, H);
@@ -275,8 +277,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::vector<at::Tensor> phased_lstm_loop_backward(const at::Tensor& grad_outputs, const at::Tensor& grad_h,
                                                   const at::Tensor& grad_c, const at::Tensor& weight_hh,
                                                   const c10::optional<at::Tensor>& keep, const at::Tensor& saved,
-                                                  const at::Tensor& hs, const at::Tensor& cs) {
-  return run_backward<true>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, "phased_lstm_loop_backward");
+                                                  const at::Tensor& hs, const at::Tensor& cs, const at::Tensor& period,
+                                                  const at::Tensor& ratio_on, double leak) {
+  return run_backward<true>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, Gate{{}, period, {}, ratio_on, leak},
+                            "phased_lstm_loop_backward");
 }
 
 // The plain LSTM's loop: the Phased LSTM's with the gate always open.
@@ -289,7 +293,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_loop_backward(
     const at::Tensor& grad_outputs, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& weight_hh,
     const c10::optional<at::Tensor>& keep, const at::Tensor& saved, const at::Tensor& hs, const at::Tensor& cs) {
-  const auto grads = run_backward<false>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, "lstm_loop_backward");
+  const auto grads = run_backward<false>(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, Gate{}, "lstm_loop_backward");
   return {grads[0], grads[1], grads[2], grads[3]};
 }
 

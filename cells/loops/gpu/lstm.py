@@ -21,17 +21,27 @@ from rnnzoo.cells.loops.gpu.common import (
     square_tile,
     tanh,
 )
+from rnnzoo.cells.loops.ops import LSTM_SAVED, PHASED_LSTM_SAVED  # the saved buffer's layout, as on the CPU
 
-SAVED = 10  # per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ, ∂k/∂cycle / τ, ∂k/∂r_on
 
-SAVED_UNITS = tl.constexpr(SAVED)  # the same, as a constant the kernels can read
+@triton.jit
+def _gate_derivatives(cycle, period, ratio, leak):
+    """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on, recomputed from the saved cycle (the same φ, so
+    the same branch as the forward's)."""
+    phase = cycle - tl.floor(cycle)
+    opening = 2.0 * phase / ratio
+    rising = phase < 0.5 * ratio
+    falling = phase < ratio
+    k_by_cycle = tl.where(rising, 2.0 / ratio, tl.where(falling, -2.0 / ratio, leak)) / period
+    k_by_ratio = tl.where(rising, -opening / ratio, tl.where(falling, opening / ratio, 0.0))
+    return k_by_cycle, k_by_ratio
 
 
 @triton.jit
 def _forward(
     P, H0, C0, W, TIMES, PERIOD, SHIFT, RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
@@ -65,11 +75,6 @@ def _forward(
             rising = phase < 0.5 * ratio
             falling = phase < ratio
             k = tl.where(rising, opening, tl.where(falling, 2.0 - opening, leak * phase))
-            # The gate's local derivatives, for backward: ∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on.
-            k_by_cycle = tl.where(rising, 2.0 / ratio, tl.where(falling, -2.0 / ratio, leak)) / period
-            k_by_ratio = tl.where(rising, -opening / ratio, tl.where(falling, opening / ratio, 0.0))
-            tl.store(SAVED_ + save_at + 8 * H, k_by_cycle.to(SAVED_.dtype.element_ty), mask=tile)
-            tl.store(SAVED_ + save_at + 9 * H, k_by_ratio.to(SAVED_.dtype.element_ty), mask=tile)
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
             tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
@@ -98,11 +103,15 @@ def _forward(
 
 @triton.jit
 def _backward(
-    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H,
+    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, PERIOD, RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
+    if GATED:  # padding lanes as in _forward
+        unit_ok = units < H
+        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
     w_i = square_tile(W + 0 * H * H, H, units, False)
     w_f = square_tile(W + 1 * H * H, H, units, False)
     w_g = square_tile(W + 2 * H * H, H, units, False)
@@ -124,8 +133,10 @@ def _backward(
             c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
             k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
             gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
-            g_cycle = gk * tl.load(SAVED_ + save_at + 8 * H, mask=tile, other=0.0).to(COMPUTE)
-            g_ratio = gk * tl.load(SAVED_ + save_at + 9 * H, mask=tile, other=0.0).to(COMPUTE)
+            cycle = tl.load(SAVED_ + save_at + 7 * H, mask=tile, other=0.0).to(COMPUTE)
+            k_by_cycle, k_by_ratio = _gate_derivatives(cycle, period, ratio, leak)
+            g_cycle = gk * k_by_cycle
+            g_ratio = gk * k_by_ratio
         else:
             k = 1.0
         d_proposed_h = d * k
@@ -168,7 +179,8 @@ def _backward(
 def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     outputs = projected.new_empty(steps, batch, hidden)
-    saved = projected.new_zeros(steps, batch, SAVED * hidden)  # zeros: k and cycle of the LSTM and of skipped steps
+    saved_units = LSTM_SAVED if gate is None else PHASED_LSTM_SAVED
+    saved = projected.new_zeros(steps, batch, saved_units * hidden)  # zeros: every value defined
     hs = projected.new_empty(steps + 1, batch, hidden)
     cs = projected.new_empty(steps + 1, batch, hidden)
     times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
@@ -177,23 +189,27 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
         shift.contiguous(), ratio_on.contiguous(), keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), SAVED_UNITS=saved_units,
     )
     return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
 
 
-def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gated, keep, saved, hs, cs):
+def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs, cs):
+    """``gate``: the Phased LSTM's (τ, r_on, α), None for the LSTM."""
     steps, batch, hidden = grad_outputs.shape
     grad_pre = grad_outputs.new_empty(steps, batch, 4 * hidden)
+    gated = gate is not None
     grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs  # unwritten when not
     grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs
+    period, ratio_on, leak = gate if gated else (grad_outputs, grad_outputs, 0.0)  # unread when not
     grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
-        keep_or_empty(keep, grad_outputs), saved, hs, cs,
-        grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden,
+        keep_or_empty(keep, grad_outputs), saved, hs, cs, period.contiguous(), ratio_on.contiguous(),
+        grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gated, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+        SAVED_UNITS=PHASED_LSTM_SAVED if gated else LSTM_SAVED,
     )
     grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
     return grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio
@@ -203,13 +219,13 @@ def phased_forward(projected, h0, c0, weight_hh, times, period, shift, ratio_on,
     return _run_forward(projected, h0, c0, weight_hh, (times, period, shift, ratio_on), keep, leak)
 
 
-def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs) -> list[Tensor]:
+def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, period, ratio_on, leak) -> list[Tensor]:
     grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio = _run_backward(
-        grad_outputs, grad_h, grad_c, weight_hh, True, keep, saved, hs, cs
+        grad_outputs, grad_h, grad_c, weight_hh, (period, ratio_on, leak), keep, saved, hs, cs
     )
     # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ).
     steps, batch, hidden = grad_outputs.shape
-    cycles = saved.view(steps, batch, SAVED, hidden)[:, :, 7]
+    cycles = saved.view(steps, batch, PHASED_LSTM_SAVED, hidden)[:, :, 7]
     return [
         grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.sum(-1),
         -(grad_cycle * cycles).sum((0, 1)), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
@@ -221,4 +237,4 @@ def lstm_forward(projected, h0, c0, weight_hh, keep):
 
 
 def lstm_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs):
-    return _run_backward(grad_outputs, grad_h, grad_c, weight_hh, False, keep, saved, hs, cs)[:4]
+    return _run_backward(grad_outputs, grad_h, grad_c, weight_hh, None, keep, saved, hs, cs)[:4]
