@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from rnnzoo.cells.base import RecurrentCell, constructor_options
+from rnnzoo.cells.checks import refuse_unknown
 from rnnzoo.cells.chrono import chrono_forget_bias, chrono_initialize_
 from rnnzoo.cells.chrono_lstm import ChronoLSTMCell
 from rnnzoo.cells.convert import from_torch_lstm, to_torch_lstm
@@ -86,10 +87,7 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Modu
         ValueError: an unknown cell or option, or an option out of range, naming the value and
             what is allowed.
     """
-    allowed = options(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for cell {name!r}; allowed: {', '.join(allowed)}")
+    refuse_unknown(sorted(kwargs), options(name), whose=f"for cell {name!r}")
     if name in VECTOR_MODELS:
         return VECTOR_MODELS[name](input_size, hidden_size, **kwargs)
     try:

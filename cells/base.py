@@ -18,11 +18,12 @@ fast paths are tested against.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from rnnzoo.cells.checks import require_positive_int
 
 # A cell's state: a NamedTuple whose fields are all (B, H) tensors.
 State = NamedTuple
@@ -34,51 +35,6 @@ def constructor_options(model_type: type[nn.Module]) -> tuple[str, ...]:
     """The keyword options of ``model_type``'s constructor besides input_size and hidden_size."""
     parameters = inspect.signature(model_type.__init__).parameters
     return tuple(name for name in parameters if name not in ("self", "input_size", "hidden_size"))
-
-
-def require_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def require_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    """Return ``value`` as a float if ``low <= value <= high`` (``low < value`` if low_open)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")  # noqa: TRY004  config and require_rate catch ValueError
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number, got NaN")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def require_bool(name: str, value: Any) -> bool:
-    """Return ``value`` if it is a bool (a string such as "false" would silently read as True)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")  # noqa: TRY004  config catches ValueError
-    return value
-
-
-def require_rate(name: str, value: Any) -> float:
-    """Return a dropout rate in [0, 1) as a float (a rate of 1 would drop everything)."""
-    try:
-        rate: float | None = require_in_range(name, value, 0.0, 1.0)
-    except ValueError:  # not a number, or outside [0, 1]: one message names the whole range
-        rate = None
-    if rate is None or rate >= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1) (a rate of 1 drops everything), got {value!r}")
-    return rate
-
-
-def require_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise a ValueError listing them."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
 
 
 class RecurrentCell(nn.Module):

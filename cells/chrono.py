@@ -24,7 +24,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from rnnzoo.cells.base import require_in_range
+from rnnzoo.cells.checks import require_in_range
 
 
 def chrono_forget_bias(hidden_size: int, max_timescale: float, generator: torch.Generator | None = None) -> Tensor:

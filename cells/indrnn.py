@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.base import Masks, RecurrentCell, require_bool, require_choice, require_in_range, require_positive_int
+from rnnzoo.cells.base import Masks, RecurrentCell
+from rnnzoo.cells.checks import require_bool, require_choice, require_in_range, require_positive_int
 from rnnzoo.cells.loops import ops as loop_ops
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}

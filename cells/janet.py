@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.base import Masks, RecurrentCell, require_in_range
+from rnnzoo.cells.base import Masks, RecurrentCell
+from rnnzoo.cells.checks import require_in_range
 from rnnzoo.cells.chrono import chrono_initialize_
 from rnnzoo.cells.loops import ops as loop_ops
 

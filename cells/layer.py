@@ -24,7 +24,8 @@ from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
 from rnnzoo.cells import loops
-from rnnzoo.cells.base import RecurrentCell, State, require_bool, require_choice, require_positive_int, require_rate
+from rnnzoo.cells.base import RecurrentCell, State
+from rnnzoo.cells.checks import refuse_unknown, require_bool, require_choice, require_positive_int, require_rate
 from rnnzoo.cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
 # "python": a Python loop over steps (eager, fastest to run); "scan": torch's scan operator,
@@ -137,10 +138,7 @@ class RecurrentLayer(nn.Module):
         **cell_options: Any,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(cell_options) - set(cell_type.option_names()))
-        if unknown:
-            allowed = ", ".join(cell_type.option_names()) or "none"
-            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {cell_type.__name__}; allowed: {allowed}")
+        refuse_unknown(sorted(cell_options), cell_type.option_names(), whose=f"for {cell_type.__name__}")
         self.cell_type = cell_type
         self.input_size = require_positive_int("input_size", input_size)
         self.hidden_size = require_positive_int("hidden_size", hidden_size)

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.base import Masks, require_in_range
+from rnnzoo.cells.base import Masks
+from rnnzoo.cells.checks import require_in_range
 from rnnzoo.cells.loops import ops as loop_ops
 from rnnzoo.cells.lstm import LSTMCell, lstm_pointwise
 

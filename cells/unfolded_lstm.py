@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnzoo.cells.base import require_bool, require_positive_int, require_rate
+from rnnzoo.cells.checks import require_bool, require_positive_int, require_rate
 from rnnzoo.cells.lstm import LSTMState
 
 # Recurrent batch norm's gain init: small, so sigmoids and tanh start in their linear range.

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from rnnzoo.cells.base import constructor_options, require_bool, require_choice, require_positive_int, require_rate
+from rnnzoo.cells.base import constructor_options
+from rnnzoo.cells.checks import refuse_unknown, require_bool, require_choice, require_positive_int, require_rate
 
 ACTIVATIONS = ("relu", "tanh")
 
@@ -171,9 +172,5 @@ def options(name: str) -> tuple[str, ...]:
 
 def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Module:
     """Baseline ``name`` on vectors of ``input_size``, width ``hidden_size``; an unknown option is a ValueError."""
-    allowed = options(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        named = ", ".join(map(repr, unknown))
-        raise ValueError(f"unknown option(s) {named} for cell {name!r}; allowed: {', '.join(allowed)}")
+    refuse_unknown(sorted(kwargs), options(name), whose=f"for cell {name!r}")
     return BASELINES[name](input_size, hidden_size, **kwargs)

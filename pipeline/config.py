@@ -25,7 +25,6 @@ import difflib
 import hashlib
 import inspect
 import json
-import math
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,8 @@ import torch
 import yaml
 
 from rnnzoo import cells
+from rnnzoo.cells import checks
+from rnnzoo.cells.checks import InvalidValue, cut, is_int, is_number, refuse, refuse_unknown, show
 from rnnzoo.pipeline import baselines
 from rnnzoo.pipeline.model import SequenceModel, build_model, is_sequence_cell
 from rnnzoo.pipeline.tasks import TASKS, TaskSpec
@@ -54,39 +55,25 @@ class ConfigError(ValueError):
     """A bad value in params: the message names the key, the value and what is allowed."""
 
 
-def _cut(text: str, limit: int = 60) -> str:
-    """``text`` cut to ``limit`` characters, so that a message stays one readable line."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+class InvalidParam(InvalidValue, ConfigError):
+    """A value in params outside what is allowed: ``params: <key> must be <allowed>, got <value>``."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"params: {key}", value, allowed)
 
 
-def _show(value: Any) -> str:
-    return _cut(repr(value))
+def require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    """cells.checks.require for a params key: raises InvalidParam."""
+    checks.require(condition, key, value, allowed, InvalidParam)
 
 
-def _check(condition: bool, key: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ConfigError(f"params: {key} = {_show(value)} is not allowed; expected {allowed}")
+def _params_error(message: str) -> ConfigError:
+    return ConfigError(f"params: {message}")
 
 
-def _refuse_unknown(given: Iterable[Any], allowed: Sequence[str], key: str, owner: str = "") -> None:
-    """Refuse keys that are not ``allowed``, suggesting the closest known one (a typo's fix)."""
-    unknown = [str(name) for name in given if name not in allowed]
-    if not unknown:
-        return
-    prefix = f"{key}." if key else ""
-    named = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, allowed, n=1)
-        named.append(f"{prefix}{_cut(name)}" + (f" (did you mean {close[0]}?)" if close else ""))
-    raise ConfigError(f"params: unknown key {', '.join(named)}; allowed{owner}: {', '.join(allowed) or 'none'}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _refuse_unknown(given: Iterable[Any], allowed: Sequence[str], key: str, whose: str = "") -> None:
+    """Refuse keys under ``key`` that are not ``allowed`` (cells.checks.refuse_unknown)."""
+    refuse_unknown(given, allowed, "key", whose, prefix=f"{key}." if key else "", error=_params_error)
 
 
 def _admits(hint: Any, kind: type) -> bool:
@@ -105,7 +92,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if _admits(hint, int):
         number = float(value)
         write = f" (write {int(number)})" if number.is_integer() else ""
-        raise ConfigError(f"params: {key} = {_show(value)} is not allowed; expected an integer{write}")
+        refuse(key, value, f"an integer{write}", InvalidParam)
     return value
 
 
@@ -119,8 +106,8 @@ class PrepareConfig:
     data_dir: str | None = None  # where real data files are (or are downloaded to)
 
     def validate(self, key: str) -> None:
-        _check(_is_int(self.seed), f"{key}.seed", self.seed, "an integer")
-        _check(self.data_dir is None or isinstance(self.data_dir, str), f"{key}.data_dir", self.data_dir, "a path or null")
+        require(is_int(self.seed), f"{key}.seed", self.seed, "an integer")
+        require(self.data_dir is None or isinstance(self.data_dir, str), f"{key}.data_dir", self.data_dir, "a path or null")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,21 +137,21 @@ class TrainConfig:
     lr_decay_start: int = 0
 
     def validate(self, key: str) -> None:
-        _check(self.device in DEVICES, f"{key}.device", self.device, f"one of {', '.join(DEVICES)}")
-        _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
-        _check(self.schedule in SCHEDULES, f"{key}.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
-        _check(_is_int(self.seed), f"{key}.seed", self.seed, "an integer")
+        require(self.device in DEVICES, f"{key}.device", self.device, f"one of {', '.join(DEVICES)}")
+        require(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        require(self.schedule in SCHEDULES, f"{key}.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
+        require(is_int(self.seed), f"{key}.seed", self.seed, "an integer")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 1, f"{key}.{name}", value, "an integer >= 1")
+            require(is_int(value) and value >= 1, f"{key}.{name}", value, "an integer >= 1")
         for name in ("warmup_steps", "eval_every", "lr_decay_every", "lr_decay_start"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 0, f"{key}.{name}", value, "an integer >= 0")
-        _check(_is_number(self.lr_decay) and 0 < self.lr_decay <= 1, f"{key}.lr_decay", self.lr_decay, "a number in (0, 1]")
-        _check(_is_number(self.lr) and self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
-        _check(_is_number(self.weight_decay) and self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
-        _check(_is_number(self.grad_clip) and self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a number >= 0 (0 disables)")
-        _check(isinstance(self.amp, bool), f"{key}.amp", self.amp, "true or false")
+            require(is_int(value) and value >= 0, f"{key}.{name}", value, "an integer >= 0")
+        require(is_number(self.lr_decay) and 0 < self.lr_decay <= 1, f"{key}.lr_decay", self.lr_decay, "a number in (0, 1]")
+        require(is_number(self.lr) and self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
+        require(is_number(self.weight_decay) and self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
+        require(is_number(self.grad_clip) and self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a number >= 0 (0 disables)")
+        require(isinstance(self.amp, bool), f"{key}.amp", self.amp, "true or false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +159,7 @@ class EvaluateConfig:
     batch_size: int = 256
 
     def validate(self, key: str) -> None:
-        _check(_is_int(self.batch_size) and self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
+        require(is_int(self.batch_size) and self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,11 +174,11 @@ class BenchConfig:
 
     def validate(self, key: str) -> None:
         sizes = self.batch_sizes
-        valid = isinstance(sizes, tuple) and all(_is_int(b) and b >= 1 for b in sizes) and 1 in sizes
-        _check(valid, f"{key}.batch_sizes", sizes, "a list of integers >= 1 that includes 1 (batch-1 latency)")
-        _check(_is_int(self.repeats) and self.repeats >= 1, f"{key}.repeats", self.repeats, "an integer >= 1")
-        _check(_is_int(self.warmup) and self.warmup >= 0, f"{key}.warmup", self.warmup, "an integer >= 0")
-        _check(_is_int(self.threads) and self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0 (0: default)")
+        valid = isinstance(sizes, tuple) and all(is_int(b) and b >= 1 for b in sizes) and 1 in sizes
+        require(valid, f"{key}.batch_sizes", sizes, "a list of integers >= 1 that includes 1 (batch-1 latency)")
+        require(is_int(self.repeats) and self.repeats >= 1, f"{key}.repeats", self.repeats, "an integer >= 1")
+        require(is_int(self.warmup) and self.warmup >= 0, f"{key}.warmup", self.warmup, "an integer >= 0")
+        require(is_int(self.threads) and self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0 (0: default)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +214,7 @@ class Config:
         if name not in self.experiments:
             close = difflib.get_close_matches(name, list(self.experiments), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown experiment {_show(name)}{hint}; params define: {', '.join(self.experiments) or 'none'}")
+            raise ConfigError(f"unknown experiment {show(name)}{hint}; params define: {', '.join(self.experiments) or 'none'}")
         return self.experiments[name]
 
 
@@ -243,24 +230,24 @@ def _section(raw: Mapping[str, Any], key: str, section_type: type) -> Any:
     values = raw.get(key)
     if values is None:
         raise ConfigError(f"params: section {key!r} is missing; the file needs the sections {', '.join(SECTIONS)}")
-    _check(isinstance(values, Mapping), key, values, "a mapping")
+    require(isinstance(values, Mapping), key, values, "a mapping")
     return _build(section_type, values, key)
 
 
 def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare: PrepareConfig) -> ExperimentConfig:
-    key = f"experiments.{_cut(name)}"
-    _check(isinstance(raw, Mapping), key, raw, "a mapping with cell, task and hidden_size")
-    _check(name.replace("-", "").replace("_", "").isalnum(), key, name, "a name of letters, digits, '-' and '_'")
+    key = f"experiments.{cut(name)}"
+    require(isinstance(raw, Mapping), key, raw, "a mapping with cell, task and hidden_size")
+    require(name.replace("-", "").replace("_", "").isalnum(), key, name, "a name of letters, digits, '-' and '_'")
     _refuse_unknown(raw, EXPERIMENT_KEYS, key)
     for required in ("cell", "task", "hidden_size"):
         if required not in raw:
             raise ConfigError(f"params: {key}.{required} is missing")
-    _check(raw["cell"] in _cell_names(), f"{key}.cell", raw["cell"], f"one of {', '.join(_cell_names())}")
-    _check(raw["task"] in TASKS, f"{key}.task", raw["task"], f"one of {', '.join(sorted(TASKS))}")
+    require(raw["cell"] in _cell_names(), f"{key}.cell", raw["cell"], f"one of {', '.join(_cell_names())}")
+    require(raw["task"] in TASKS, f"{key}.task", raw["task"], f"one of {', '.join(sorted(TASKS))}")
     hidden_size = _coerce(raw["hidden_size"], int, f"{key}.hidden_size")
-    _check(_is_int(hidden_size) and hidden_size >= 1, f"{key}.hidden_size", hidden_size, "an integer >= 1")
+    require(is_int(hidden_size) and hidden_size >= 1, f"{key}.hidden_size", hidden_size, "an integer >= 1")
     for options in ("cell_options", "task_options", "model_options", "train"):
-        _check(isinstance(raw.get(options, {}), Mapping), f"{key}.{options}", raw.get(options), "a mapping")
+        require(isinstance(raw.get(options, {}), Mapping), f"{key}.{options}", raw.get(options), "a mapping")
     train = _build(TrainConfig, {**train_defaults, **raw.get("train", {})}, f"{key}.train")
     cell_hints, task_hints = _cell_option_hints(raw["cell"]), typing.get_type_hints(TASKS[raw["task"]].Options)
     return ExperimentConfig(
@@ -274,12 +261,12 @@ def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare:
 def parse(raw: Any, path: Path | None = None) -> Config:
     """Validate a params mapping (as read from YAML)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"params: the file must hold a mapping with the sections {', '.join(SECTIONS)}, got {_show(raw)}")
-    _refuse_unknown(raw, SECTIONS, "", " sections")
+        raise ConfigError(f"params: the file must hold a mapping with the sections {', '.join(SECTIONS)}, got {show(raw)}")
+    _refuse_unknown(raw, SECTIONS, "", "sections")
     experiments_raw = raw.get("experiments")
     if not experiments_raw:
         raise ConfigError("params: section 'experiments' is missing or empty; define at least one experiment")
-    _check(isinstance(experiments_raw, Mapping), "experiments", experiments_raw, "a mapping of experiment names to settings")
+    require(isinstance(experiments_raw, Mapping), "experiments", experiments_raw, "a mapping of experiment names to settings")
     train_defaults = raw.get("train")
     if train_defaults is None:
         raise ConfigError(f"params: section 'train' is missing; the file needs the sections {', '.join(SECTIONS)}")
@@ -326,15 +313,24 @@ def _required_cell_options(cell: str) -> list[str]:
     ]
 
 
-def _blame(key: str, options: Mapping[str, Mapping[str, Any]], message: str) -> str:
-    """``key.group.name = value`` for the option ``message`` is about: the one it starts with, else the first it names."""
+def _blame(key: str, options: Mapping[str, Mapping[str, Any]], message: str) -> tuple[str, Any]:
+    """``key.group.name`` and its value for the option ``message`` is about: the one it starts with,
+    else the first it names, else the first group whole."""
     for pattern in (r"^{}\b", r"\b{}\b"):
         for group, values in options.items():
             for name, value in values.items():
                 if re.search(pattern.format(re.escape(name)), message):
-                    return f"{key}.{group}.{name} = {_show(value)}"
+                    return f"{key}.{group}.{name}", value
     group, values = next(iter(options.items()))
-    return f"{key}.{group} = {_show(dict(values))}"
+    return f"{key}.{group}", dict(values)
+
+
+def _refused(key: str, options: Mapping[str, Mapping[str, Any]], error: Exception) -> ConfigError:
+    """A check of the cell, model or task refused one of ``options``: the same refusal, at its params key."""
+    path, value = _blame(key, options, str(error))
+    if isinstance(error, InvalidValue):  # "<option> must be <allowed>, got <value>": re-keyed, same words
+        return InvalidParam(path, error.value, error.allowed)
+    return _params_error(f"{path} = {show(value)} is not allowed: {error}")  # a rule between options, in its own words
 
 
 def _standin(task: str) -> TaskSpec:
@@ -348,29 +344,28 @@ def _standin(task: str) -> TaskSpec:
 
 
 def _check_options(experiment: ExperimentConfig) -> None:
-    key = f"experiments.{_cut(experiment.name)}"
+    key = f"experiments.{cut(experiment.name)}"
     cell = experiment.cell
-    _refuse_unknown(experiment.cell_options, _cell_options(cell), f"{key}.cell_options", f" for cell {cell}")
+    _refuse_unknown(experiment.cell_options, _cell_options(cell), f"{key}.cell_options", f"for cell {cell}")
     _refuse_unknown(experiment.model_options, MODEL_OPTIONS, f"{key}.model_options")
     task_options = [field.name for field in dataclasses.fields(TASKS[experiment.task].Options)]
-    _refuse_unknown(experiment.task_options, task_options, f"{key}.task_options", f" for task {experiment.task}")
+    _refuse_unknown(experiment.task_options, task_options, f"{key}.task_options", f"for task {experiment.task}")
     for name in _required_cell_options(cell):
         if name not in experiment.cell_options:
             raise ConfigError(f"params: {key}.cell_options.{name} is missing; cell {cell!r} requires it")
     # The pipeline's models feed (batch, time, features); a time-major layer would read them wrongly.
     batch_first = experiment.cell_options.get("batch_first", True)
-    _check(batch_first is True, f"{key}.cell_options.batch_first", batch_first, "true (the pipeline feeds batch-first sequences)")
+    require(batch_first is True, f"{key}.cell_options.batch_first", batch_first, "true (the pipeline feeds batch-first sequences)")
     embedding_size = experiment.model_options.get("embedding_size", 0)
-    _check(
-        _is_int(embedding_size) and embedding_size >= 0, f"{key}.model_options.embedding_size", embedding_size, "an integer >= 0 (0: hidden_size)"
+    require(
+        is_int(embedding_size) and embedding_size >= 0, f"{key}.model_options.embedding_size", embedding_size, "an integer >= 0 (0: hidden_size)"
     )
     tie_weights = experiment.model_options.get("tie_weights", False)
-    _check(isinstance(tie_weights, bool), f"{key}.model_options.tie_weights", tie_weights, "true or false")
+    require(isinstance(tie_weights, bool), f"{key}.model_options.tie_weights", tie_weights, "true or false")
     try:
         TASKS[experiment.task](experiment.task_options)
     except ValueError as error:
-        blamed = _blame(key, {"task_options": experiment.task_options}, str(error))
-        raise ConfigError(f"params: {blamed} is not allowed: {error}") from None
+        raise _refused(key, {"task_options": experiment.task_options}, error) from None
     if cell in baselines.BASELINES and TASKS[experiment.task].head != "vector_classification":
         allowed = ", ".join(sorted(name for name, task in TASKS.items() if task.head == "vector_classification"))
         raise ConfigError(
@@ -383,9 +378,9 @@ def _check_options(experiment: ExperimentConfig) -> None:
         want = "a vector task (mnist_vector)" if vector_cell else "a sequence task"
         raise ConfigError(f"params: {key}: cell {cell!r} needs {want}, got task {experiment.task!r}")
     if vector_cell:
-        _check(not experiment.model_options, f"{key}.model_options", experiment.model_options, f"{{}}: cell {cell!r} takes none (they shape language models)")
+        require(not experiment.model_options, f"{key}.model_options", experiment.model_options, f"{{}}: cell {cell!r} takes none (they shape language models)")
     if not vector_cell and TASKS[experiment.task].head != "language_model":
-        _check(
+        require(
             not experiment.model_options, f"{key}.model_options", experiment.model_options,
             f"{{}}: task {experiment.task!r} is not a language model (they shape a language model's embedding and decoder)",
         )
@@ -394,7 +389,7 @@ def _check_options(experiment: ExperimentConfig) -> None:
             build_model(cell, _standin(experiment.task), experiment.hidden_size, **experiment.cell_options, **experiment.model_options)
     except (ValueError, TypeError) as error:
         options = {"cell_options": experiment.cell_options, "model_options": experiment.model_options}
-        raise ConfigError(f"params: {_blame(key, options, str(error))} is not allowed: {error}") from None
+        raise _refused(key, options, error) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -425,7 +420,7 @@ def load(path: Path, overrides: list[str] | None = None) -> Config:
     if raw is None:
         raise ConfigError(f"params file {path} is empty; expected a mapping with the sections {', '.join(SECTIONS)}")
     if not isinstance(raw, dict):
-        raise ConfigError(f"params file {path} holds {_show(raw)}; expected a mapping with the sections {', '.join(SECTIONS)}")
+        raise ConfigError(f"params file {path} holds {show(raw)}; expected a mapping with the sections {', '.join(SECTIONS)}")
     for override in overrides or []:
         _refuse_shadowed(raw, override)
         apply_override(raw, override)
@@ -442,7 +437,7 @@ def _refuse_shadowed(raw: dict[str, Any], override: str) -> None:
     own = [name for name, exp in experiments.items() if isinstance(exp, dict) and isinstance(exp.get("train"), dict) and parts[1] in exp["train"]]
     if len(own) == len(experiments):
         raise ConfigError(
-            f"--set {_show(override)} would change nothing: every experiment sets its own train.{parts[1]}; "
+            f"--set {show(override)} would change nothing: every experiment sets its own train.{parts[1]}; "
             f"set it per experiment, e.g. experiments.{own[0]}.train.{parts[1]}=..."
         )
 
@@ -450,21 +445,21 @@ def _refuse_shadowed(raw: dict[str, Any], override: str) -> None:
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in ``raw``; the value is parsed as YAML (``0.01``, ``true``, ``[1, 2]``)."""
     if "=" not in override:
-        raise ConfigError(f"--set {_show(override)}: expected KEY=VALUE, e.g. train.lr=0.01")
+        raise ConfigError(f"--set {show(override)}: expected KEY=VALUE, e.g. train.lr=0.01")
     key, text = override.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"--set {_show(override)}: the key {_show(key)} has an empty part; expected KEY=VALUE, e.g. train.lr=0.01")
+        raise ConfigError(f"--set {show(override)}: the key {show(key)} has an empty part; expected KEY=VALUE, e.g. train.lr=0.01")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or "cannot be parsed"
         raise ConfigError(
-            f"--set {_show(override)}: the value {_show(text)} is not valid YAML ({problem}); expected e.g. 0.01, true, [1, 2] or a quoted string"
+            f"--set {show(override)}: the value {show(text)} is not valid YAML ({problem}); expected e.g. 0.01, true, [1, 2] or a quoted string"
         ) from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {_show(override)}: {'.'.join(parts[: depth + 1])} = {_show(node)} is not a section")
+            raise ConfigError(f"--set {show(override)}: {'.'.join(parts[: depth + 1])} = {show(node)} is not a section")
     node[parts[-1]] = value

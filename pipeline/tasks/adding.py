@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require_option
 
 BASELINE_MSE = 1.0 / 6.0
 
@@ -25,10 +25,9 @@ class AddingOptions:
     test_size: int = 1_000  # held out to report on; drawn after train and valid, which stay as before
 
     def __post_init__(self) -> None:
-        require(self.length >= 2, f"adding option 'length' must be >= 2 (one marker per half), got {self.length}")
-        require(self.train_size >= 1, f"adding option 'train_size' must be >= 1, got {self.train_size}")
-        require(self.valid_size >= 1, f"adding option 'valid_size' must be >= 1, got {self.valid_size}")
-        require(self.test_size >= 1, f"adding option 'test_size' must be >= 1, got {self.test_size}")
+        require_option(self.length >= 2, "adding", "length", self.length, ">= 2 (one marker per half)")
+        for key in ("train_size", "valid_size", "test_size"):
+            require_option(getattr(self, key) >= 1, "adding", key, getattr(self, key), ">= 1")
 
 
 def adding_sequences(count: int, length: int, generator: torch.Generator) -> Split:

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from rnnzoo.cells.checks import InvalidValue, refuse, refuse_unknown, require
+
 Head = Literal["last_regression", "last_classification", "step_classification", "language_model", "vector_classification"]
 Split = dict[str, Tensor]
 Splits = dict[str, Split]
@@ -64,6 +66,15 @@ class TaskError(ValueError):
     """Bad task options or data; the message says which value or file and what to do."""
 
 
+class InvalidTaskOption(InvalidValue, TaskError):
+    """A task option outside what is allowed: ``<task> option '<key>' must be <allowed>, got <value>``."""
+
+
+def require_option(condition: bool, task: str, key: str, value: Any, allowed: str) -> None:
+    """Raise ``InvalidTaskOption`` naming ``task``'s option ``key`` unless ``condition`` holds."""
+    require(condition, f"{task} option {key!r}", value, allowed, InvalidTaskOption)
+
+
 class Task(ABC):
     """A dataset with its shapes and baseline; options come from ``params.yaml``."""
 
@@ -100,16 +111,14 @@ class Task(ABC):
 def parse_options(task: str, options_type: type, options: Mapping[str, Any]) -> Any:
     """Build the options dataclass, naming unknown keys and wrongly typed values."""
     fields = {field.name: field for field in dataclasses.fields(options_type)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise TaskError(f"unknown option(s) {', '.join(map(repr, unknown))} for task {task!r}; allowed: {', '.join(fields)}")
+    refuse_unknown(sorted(options, key=str), list(fields), whose=f"for task {task!r}", error=TaskError)
     for key, value in options.items():
         default = getattr(options_type, key, None) if fields[key].default is not dataclasses.MISSING else None
         expected = type(default) if default is not None else None
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             continue
         if expected is not None and not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise TaskError(f"task {task!r} option {key!r} must be {expected.__name__}, got {value!r}")
+            refuse(f"{task} option {key!r}", value, f"of type {expected.__name__}", InvalidTaskOption)
     return options_type(**options)
 
 
@@ -122,9 +131,3 @@ def prior_cross_entropy(train_targets: Tensor, valid_targets: Tensor, classes: i
     counts = torch.bincount(train_targets.reshape(-1), minlength=classes).double() + 1.0
     prior = counts / counts.sum()
     return float(-prior.log()[valid_targets.reshape(-1)].mean()), prior
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise ``TaskError(message)`` unless ``condition`` holds."""
-    if not condition:
-        raise TaskError(message)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import IGNORE_INDEX, Split, Splits, Task, TaskSpec, drawn_splits, require_option
 
 RECALL = 10  # symbols to remember
 SYMBOLS = 8  # drawn from 1..SYMBOLS
@@ -34,10 +34,9 @@ class CopyOptions:
     test_size: int = 1_000  # held out to report on; drawn after train and valid, which stay as before
 
     def __post_init__(self) -> None:
-        require(self.length >= 1, f"copy option 'length' must be >= 1 (the delimiter's step), got {self.length}")
-        require(self.train_size >= 1, f"copy option 'train_size' must be >= 1, got {self.train_size}")
-        require(self.valid_size >= 1, f"copy option 'valid_size' must be >= 1, got {self.valid_size}")
-        require(self.test_size >= 1, f"copy option 'test_size' must be >= 1, got {self.test_size}")
+        require_option(self.length >= 1, "copy", "length", self.length, ">= 1 (the delimiter's step)")
+        for key in ("train_size", "valid_size", "test_size"):
+            require_option(getattr(self, key) >= 1, "copy", key, getattr(self, key), ">= 1")
 
 
 def copy_sequences(count: int, length: int, generator: torch.Generator) -> Split:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require_option
 
 SAMPLINGS = ("regular", "high_res", "async")
 STEP_MS = {"regular": 1.0, "high_res": 0.1, "async": 1.0}  # async: the regular count, at random times
@@ -45,12 +45,10 @@ class FrequencyOptions:
     time_feature: bool = False  # append each step's timestamp (ms) to its input: x (N, T, 2)
 
     def __post_init__(self) -> None:
-        allowed = ", ".join(SAMPLINGS)
-        require(self.sampling in SAMPLINGS, f"frequency option 'sampling' must be one of {allowed}, got {self.sampling!r}")
-        require(self.duration >= 2, f"frequency option 'duration' must be >= 2 (ms: two samples), got {self.duration!r}")
-        require(self.train_size >= 2, f"frequency option 'train_size' must be >= 2 (one per class), got {self.train_size}")
-        require(self.valid_size >= 2, f"frequency option 'valid_size' must be >= 2 (one per class), got {self.valid_size}")
-        require(self.test_size >= 2, f"frequency option 'test_size' must be >= 2 (one per class), got {self.test_size}")
+        require_option(self.sampling in SAMPLINGS, "frequency", "sampling", self.sampling, f"one of {', '.join(SAMPLINGS)}")
+        require_option(self.duration >= 2, "frequency", "duration", self.duration, ">= 2 (ms: two samples)")
+        for key in ("train_size", "valid_size", "test_size"):
+            require_option(getattr(self, key) >= 2, "frequency", key, getattr(self, key), ">= 2 (one per class)")
 
 
 def in_band(period: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from rnnzoo.pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
+from rnnzoo.pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require_option
 from rnnzoo.pipeline.tasks.download import download
 
 log = logging.getLogger(__name__)
@@ -76,17 +76,17 @@ class PTBOptions:
     sentences: int = 2_000  # source "embedded": train sentences; valid and test get a tenth as many each
 
     def __post_init__(self) -> None:
-        require(self.source in SOURCES, f"ptb option 'source' must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        require(self.level in LEVELS, f"ptb option 'level' must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        require(self.bptt >= 1, f"ptb option 'bptt' must be >= 1, got {self.bptt}")
-        require(self.sentences >= 10, f"ptb option 'sentences' must be >= 10 (valid gets a tenth), got {self.sentences}")
+        require_option(self.source in SOURCES, "ptb", "source", self.source, f"one of {', '.join(SOURCES)}")
+        require_option(self.level in LEVELS, "ptb", "level", self.level, f"one of {', '.join(LEVELS)}")
+        require_option(self.bptt >= 1, "ptb", "bptt", self.bptt, ">= 1")
+        require_option(self.sentences >= 10, "ptb", "sentences", self.sentences, ">= 10 (valid gets a tenth)")
         for key in ("train_file", "valid_file", "test_file"):
             value = getattr(self, key)
             if self.source == "files" and (key != "test_file" or value is not None):
                 is_path = isinstance(value, str) and value != ""
-                require(is_path, f"ptb option {key!r} must be a path with source 'files', got {value!r}")
+                require_option(is_path, "ptb", key, value, "a path with source 'files'")
             elif self.source != "files":
-                require(value is None, f"ptb option {key!r} needs source 'files', got {value!r} with source {self.source!r}")
+                require_option(value is None, "ptb", key, value, f"null with source {self.source!r} (a path needs source 'files')")
 
 
 class Texts(NamedTuple):
@@ -132,14 +132,16 @@ def encode(tokens: list[str], vocabulary: list[str]) -> Tensor:
 def halves(text: str, name: str) -> tuple[str, str]:
     """``text`` cut between lines into its first half (valid) and its second (test)."""
     lines = text.splitlines(keepends=True)
-    require(len(lines) >= 2, f"the {name} text has {len(lines)} line(s); halving it into valid and test needs at least 2")
+    if len(lines) < 2:
+        raise TaskError(f"the {name} text has {len(lines)} line(s); halving it into valid and test needs at least 2")
     middle = len(lines) // 2
     return "".join(lines[:middle]), "".join(lines[middle:])
 
 
 def stream_split(ids: Tensor, name: str) -> Split:
     """A stream and its next tokens: x ``(L - 1,)``, target ``(L - 1,)``."""
-    require(ids.numel() >= 2, f"the {name} text has {ids.numel()} token(s); a language model needs at least 2")
+    if ids.numel() < 2:
+        raise TaskError(f"the {name} text has {ids.numel()} token(s); a language model needs at least 2")
     return {"x": ids[:-1], "target": ids[1:]}
 
 
@@ -196,7 +198,8 @@ class PTBTask(Task):
     def batches(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Consecutive ``(B, bptt)`` segments of ``B`` parallel streams; never shuffled (``generator`` is unused)."""
         steps = split["x"].numel() // batch_size
-        require(steps >= 1, f"a stream of {split['x'].numel()} tokens cannot feed batch_size {batch_size} parallel streams")
+        if steps < 1:
+            raise TaskError(f"a stream of {split['x'].numel()} tokens cannot feed batch_size {batch_size} parallel streams")
         x = split["x"][: batch_size * steps].view(batch_size, steps)  # (B, L / B): row b continues where row b - 1 ends
         target = split["target"][: batch_size * steps].view(batch_size, steps)
         bptt = self.options.bptt

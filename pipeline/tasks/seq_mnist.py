@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require
+from rnnzoo.cells.checks import is_int
+from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require_option
 from rnnzoo.pipeline.tasks.download import download
 from rnnzoo.pipeline.tasks.idx import read_labelled_images
 
@@ -80,20 +81,17 @@ class ImageOptions:
     image_size: int | None = None  # side after average pooling: null (the source's side) or a divisor of it
 
     def __post_init__(self) -> None:
-        require(self.source in SOURCES, f"{self.task} option 'source' must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        fraction = self.valid_fraction
-        require(0.0 < fraction < 1.0, f"{self.task} option 'valid_fraction' must lie in (0, 1), got {fraction!r}")
-        fraction = self.test_fraction
-        require(0.0 < fraction < 1.0, f"{self.task} option 'test_fraction' must lie in (0, 1), got {fraction!r}")
-        require(
-            self.limit is None or (isinstance(self.limit, int) and not isinstance(self.limit, bool) and self.limit >= 1),
-            f"{self.task} option 'limit' must be null or an integer >= 1, got {self.limit!r}",
-        )
+        require_option(self.source in SOURCES, self.task, "source", self.source, f"one of {', '.join(SOURCES)}")
+        for key in ("valid_fraction", "test_fraction"):
+            fraction = getattr(self, key)
+            require_option(0.0 < fraction < 1.0, self.task, key, fraction, "a number in (0, 1)")
+        limit = self.limit
+        require_option(limit is None or (is_int(limit) and limit >= 1), self.task, "limit", limit, "null or an integer >= 1")
         size, full = self.image_size, FULL_SIZE[self.source]
         divisors = ", ".join(str(d) for d in range(1, full + 1) if full % d == 0)
-        require(
-            size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and full % size == 0),
-            f"{self.task} option 'image_size' must be null or divide the {self.source} side {full} ({divisors}), got {size!r}",
+        require_option(
+            size is None or (is_int(size) and size >= 1 and full % size == 0),
+            self.task, "image_size", size, f"null or a divisor of the {self.source} side {full} ({divisors})",
         )
 
 
@@ -105,10 +103,10 @@ class SeqMNISTOptions(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.mode in MODES, f"seq_mnist option 'mode' must be one of {', '.join(MODES)}, got {self.mode!r}")
-        require(
-            not self.permuted or self.mode == "pixel",
-            f"seq_mnist option 'permuted' needs mode 'pixel' (pMNIST permutes pixels), got mode {self.mode!r}",
+        require_option(self.mode in MODES, "seq_mnist", "mode", self.mode, f"one of {', '.join(MODES)}")
+        require_option(
+            not self.permuted or self.mode == "pixel", "seq_mnist", "permuted", self.permuted,
+            f"false with mode {self.mode!r} (pMNIST permutes pixels: it needs mode 'pixel')",
         )
 
 
@@ -135,7 +133,8 @@ def load_images(options: ImageOptions, data_dir: Path | None, seed: int) -> Spli
 def shrink(images: Tensor, size: int) -> Tensor:
     """Average-pool ``(N, side, side)`` images to ``(N, size, size)``; ``size`` must divide ``side``."""
     side = images.shape[-1]
-    require(side % size == 0, f"option 'image_size' = {size} does not divide the images' side {side}")
+    if side % size:
+        raise TaskError(f"option 'image_size' = {size} does not divide the images' side {side}")
     if size == side:
         return images
     return F.avg_pool2d(images.unsqueeze(1), side // size).squeeze(1)  # (N, 1, side, side) -> (N, size, size)
@@ -172,15 +171,14 @@ def _split(images: Tensor, labels: Tensor, options: ImageOptions, generator: tor
     """One set in three: a seeded shuffle, train after the held-out part, which is valid then test."""
     count = images.shape[0]
     held = round(count * options.valid_fraction)
-    require(
-        0 < held < count,
-        f"option 'valid_fraction' = {options.valid_fraction} of {count} images leaves an empty split; pick a fraction nearer 0.5",
+    require_option(
+        0 < held < count, options.task, "valid_fraction", options.valid_fraction,
+        f"a fraction of the {count} images that leaves no split empty (nearer 0.5)",
     )
     test_count = round(held * options.test_fraction)
-    require(
-        0 < test_count < held,
-        f"option 'test_fraction' = {options.test_fraction} of the {held} held-out images leaves valid or test empty; "
-        f"pick a fraction nearer 0.5 or a larger valid_fraction",
+    require_option(
+        0 < test_count < held, options.task, "test_fraction", options.test_fraction,
+        f"a fraction of the {held} held-out images that leaves neither valid nor test empty (nearer 0.5, or a larger valid_fraction)",
     )
     # Train is order[held:], as before the test split existed: the same images for the same seed.
     order = torch.randperm(count, generator=generator)
@@ -188,13 +186,13 @@ def _split(images: Tensor, labels: Tensor, options: ImageOptions, generator: tor
     return {name: {"x": images[index], "target": labels[index]} for name, index in parts.items()}
 
 
-def _carve_valid(images: Tensor, labels: Tensor, valid_fraction: float, generator: torch.Generator) -> Splits:
+def _carve_valid(images: Tensor, labels: Tensor, options: ImageOptions, generator: torch.Generator) -> Splits:
     """The train file in two: valid_fraction of it (seeded) is valid, the rest train."""
     count = images.shape[0]
-    valid_count = round(count * valid_fraction)
-    require(
-        0 < valid_count < count,
-        f"option 'valid_fraction' = {valid_fraction} of {count} train images leaves an empty split; pick a fraction nearer 0.5",
+    valid_count = round(count * options.valid_fraction)
+    require_option(
+        0 < valid_count < count, options.task, "valid_fraction", options.valid_fraction,
+        f"a fraction of the {count} train images that leaves no split empty (nearer 0.5)",
     )
     order = torch.randperm(count, generator=generator)
     parts = {"train": order[valid_count:], "valid": order[:valid_count]}
@@ -223,7 +221,7 @@ def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Genera
             data_dir, "; ".join(failures), options.valid_fraction, options.test_fraction,
         )
         return _split(*t10k, options, generator)
-    return {**_carve_valid(*train, options.valid_fraction, generator), "test": {"x": t10k[0], "target": t10k[1]}}
+    return {**_carve_valid(*train, options, generator), "test": {"x": t10k[0], "target": t10k[1]}}
 
 
 def _pair(data_dir: Path, part: str, may_download: bool, failures: list[str]) -> tuple[Tensor, Tensor] | None:
@@ -232,10 +230,8 @@ def _pair(data_dir: Path, part: str, may_download: bool, failures: list[str]) ->
     if None in paths:
         return None
     images, labels = read_labelled_images(*paths)
-    require(
-        labels.numel() == 0 or 0 <= int(labels.min()) and int(labels.max()) < CLASSES,
-        f"{paths[1]}: labels outside 0..9, not an MNIST label file; delete it and download it again",
-    )
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < CLASSES):
+        raise TaskError(f"{paths[1]}: labels outside 0..9, not an MNIST label file; delete it and download it again")
     return images.float() / 255.0, labels  # (N, 28, 28) grey levels 0..255 -> [0, 1]
 
 

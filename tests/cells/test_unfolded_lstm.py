@@ -191,5 +191,5 @@ def test_unfolded_lstm_rejects_bad_inputs() -> None:
         cells.make("unfolded_lstm", I, H, depth=0)
     with pytest.raises(ValueError, match="dropout.*1"):
         cells.make("unfolded_lstm", I, H, dropout=1.0)
-    with pytest.raises(ValueError, match="'num_layers'"):
+    with pytest.raises(ValueError, match="unknown option num_layers"):
         cells.make("unfolded_lstm", I, H, num_layers=2)

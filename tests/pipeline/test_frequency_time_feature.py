@@ -42,5 +42,5 @@ def test_spec_input_size_follows_the_option_and_an_lstm_trains_on_it() -> None:
 
 
 def test_time_feature_must_be_a_bool() -> None:
-    with pytest.raises(TaskError, match=r"task 'frequency' option 'time_feature' must be bool, got 'yes'"):
+    with pytest.raises(TaskError, match=r"frequency option 'time_feature' must be of type bool, got 'yes'"):
         make_task("frequency", {"time_feature": "yes"})

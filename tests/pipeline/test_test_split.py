@@ -116,9 +116,9 @@ def test_mnist_with_train_files_tests_on_t10k_and_validates_on_part_of_train(tmp
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"test_fraction": 1.0}, r"seq_mnist option 'test_fraction' must lie in \(0, 1\), got 1\.0"),
-    ({"valid_fraction": 0.0001}, r"'valid_fraction' = 0.0001 of 1797 images leaves an empty split"),
-    ({"valid_fraction": 0.01, "test_fraction": 0.01}, r"'test_fraction' = 0.01 of the 18 held-out images leaves valid or test empty"),
+    ({"test_fraction": 1.0}, r"seq_mnist option 'test_fraction' must be a number in \(0, 1\), got 1\.0"),
+    ({"valid_fraction": 0.0001}, r"seq_mnist option 'valid_fraction' must be a fraction of the 1797 images that leaves no split empty \(nearer 0.5\), got 0.0001"),
+    ({"valid_fraction": 0.01, "test_fraction": 0.01}, r"seq_mnist option 'test_fraction' must be a fraction of the 18 held-out images that leaves neither valid nor test empty .*, got 0.01"),
 ])
 def test_fractions_that_empty_a_split_are_named(options: dict, message: str) -> None:
     with pytest.raises(TaskError, match=message):
@@ -142,9 +142,9 @@ def test_image_size_average_pools_and_the_permutation_applies_to_the_shorter_seq
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"image_size": 5}, r"seq_mnist option 'image_size' must be null or divide the digits side 8 \(1, 2, 4, 8\), got 5"),
-    ({"source": "mnist", "image_size": 8}, r"divide the mnist side 28 \(1, 2, 4, 7, 14, 28\), got 8"),
-    ({"image_size": True}, r"'image_size' must be null or divide"),
+    ({"image_size": 5}, r"seq_mnist option 'image_size' must be null or a divisor of the digits side 8 \(1, 2, 4, 8\), got 5"),
+    ({"source": "mnist", "image_size": 8}, r"a divisor of the mnist side 28 \(1, 2, 4, 7, 14, 28\), got 8"),
+    ({"image_size": True}, r"'image_size' must be null or a divisor"),
 ])
 def test_bad_image_size_names_the_allowed_sides(options: dict, message: str) -> None:
     with pytest.raises(TaskError, match=message):
@@ -197,7 +197,7 @@ def test_files_source_reads_test_file_or_halves_valid_file(tmp_path: Path) -> No
     assert make_task("ptb", {"source": "files", **paths}).texts(None, 0) == ("a b\n", "a\n", "b\nb a\n")
     with_test = make_task("ptb", {"source": "files", **paths, "test_file": str(tmp_path / "x.txt")})
     assert with_test.texts(None, 0) == ("a b\n", "a\nb\nb a\n", "b b\n")
-    with pytest.raises(TaskError, match=r"ptb option 'test_file' needs source 'files'"):
+    with pytest.raises(TaskError, match=r"ptb option 'test_file' must be null with source '\w+' \(a path needs source 'files'\)"):
         make_task("ptb", {"test_file": "x.txt"})
 
 

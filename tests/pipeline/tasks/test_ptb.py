@@ -116,7 +116,7 @@ def test_ptb_source_reads_the_standard_names(tmp_path: Path) -> None:
         ({"source": "wiki"}, r"ptb option 'source' must be one of embedded, ptb, files, got 'wiki'"),
         ({"bptt": 0}, r"ptb option 'bptt' must be >= 1, got 0"),
         ({"source": "files", "train_file": "t.txt"}, r"ptb option 'valid_file' must be a path with source 'files', got None"),
-        ({"train_file": "t.txt"}, r"ptb option 'train_file' needs source 'files', got 't.txt' with source 'embedded'"),
+        ({"train_file": "t.txt"}, r"ptb option 'train_file' must be null with source 'embedded' \(a path needs source 'files'\), got 't.txt'"),
     ],
 )
 def test_bad_ptb_options_name_the_value(options: dict, message: str) -> None:

@@ -135,11 +135,11 @@ def test_missing_mnist_files_are_downloaded_and_checked(tmp_path: Path, monkeypa
     [
         ({"mode": "column"}, r"seq_mnist option 'mode' must be one of pixel, row, got 'column'"),
         ({"source": "emnist"}, r"seq_mnist option 'source' must be one of digits, mnist, got 'emnist'"),
-        ({"mode": "row", "permuted": True}, r"'permuted' needs mode 'pixel'.*got mode 'row'"),
-        ({"valid_fraction": 1.0}, r"'valid_fraction' must lie in \(0, 1\), got 1\.0"),
+        ({"mode": "row", "permuted": True}, r"seq_mnist option 'permuted' must be false with mode 'row' \(pMNIST permutes pixels: it needs mode 'pixel'\), got True"),
+        ({"valid_fraction": 1.0}, r"seq_mnist option 'valid_fraction' must be a number in \(0, 1\), got 1\.0"),
         ({"limit": 0}, r"'limit' must be null or an integer >= 1, got 0"),
         ({"limit": "all"}, r"'limit' must be null or an integer >= 1, got 'all'"),
-        ({"permuted": 1}, r"'permuted' must be bool, got 1"),
+        ({"permuted": 1}, r"seq_mnist option 'permuted' must be of type bool, got 1"),
     ],
 )
 def test_bad_seq_mnist_options_name_the_value(options: dict, message: str) -> None:

@@ -112,6 +112,6 @@ def test_a_model_trains_one_step_on_a_batch(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_unknown_option_is_named(name: str) -> None:
-    with pytest.raises(TaskError, match="'no_such_option'"):
+    with pytest.raises(TaskError, match=rf"unknown option no_such_option; allowed for task '{name}': "):
         make_task(name, {"no_such_option": 1})
 
