@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(ORT)
 # dvc.yaml's commands call `rnnzoo`; find it in the venv without activating it.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-grid lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The DVC experiment-queue grid (2 x 2, two workers; about 3 minutes): a slow test CI runs after `make test`.
+test-grid: $(STAMP)
+	$(BIN)/python -m pytest -m slow -n 0 tests/pipeline/test_dvc_and_mlflow_run.py -k queued_grid
+
 # ruff (its default rules at the pinned version) and mypy (pyproject's [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m mypy
+	$(BIN)/python tools/typecheck.py
 
 bench: $(STAMP)
 	$(BIN)/rnnzoo bench cells --hidden-size 256 --steps 100 --batch-size 64

@@ -18,15 +18,17 @@ fast paths are tested against.
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from rnnzoo.cells.checks import require_positive_int
 
-# A cell's state: a NamedTuple whose fields are all (B, H) tensors.
-State = NamedTuple
+# A cell's state: a NamedTuple whose fields are all (B, H) tensors. Typed Any, not NamedTuple: each
+# cell's methods name its own NamedTuple class (LSTMState, ...), and NamedTuples share no base
+# class that would let those narrower annotations override the base's.
+State = Any
 # Per-sequence random masks (variational dropout); empty when a cell draws none.
 Masks = tuple[Tensor, ...]
 

@@ -40,7 +40,7 @@ def from_torch_lstm(module: nn.LSTM) -> RecurrentLayer:
     layer = RecurrentLayer(
         LSTMCell, module.input_size, module.hidden_size, num_layers=module.num_layers, dropout=module.dropout,
         bidirectional=module.bidirectional, batch_first=module.batch_first,
-    ).to(device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype)  # before copying: no rounding
+    ).to(device=module.all_weights[0][0].device, dtype=module.all_weights[0][0].dtype)  # before copying: no rounding
     for name, cell in zip(_torch_names(module), layer.cells):
         for field in _FIELDS:
             getattr(cell, field).copy_(getattr(module, f"{field}_{name}"))

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from rnnzoo.cells import loops
 from rnnzoo.cells.base import RecurrentCell, State
 from rnnzoo.cells.checks import refuse_unknown, require_bool, require_choice, require_positive_int, require_rate
+from rnnzoo.cells.lstm import LSTMCell
 from rnnzoo.cells.torch_lstm import flatten_for_cudnn, run_torch_lstm
 
 # "python": a Python loop over steps (eager, fastest to run); "scan": torch's scan operator,
@@ -179,11 +180,20 @@ class RecurrentLayer(nn.Module):
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         return self.state_type(*(torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_type._fields))
 
+    def cell(self, index: int) -> RecurrentCell:
+        """The cell of layer ``index // D``, direction ``index % D`` (``cells`` is an ``nn.ModuleList``,
+        whose items type as ``nn.Module``; every one is built by ``cell_type.for_layer``)."""
+        return cast(RecurrentCell, self.cells[index])
+
+    def _lstm_cells(self) -> list[LSTMCell]:
+        """The cells of a layer that runs on torch.nn.LSTM's kernel: LSTM cells, every one."""
+        return [cast(LSTMCell, cell) for cell in self.cells]
+
     def _apply(self, fn: Any, recurse: bool = True) -> RecurrentLayer:
         # Like torch.nn.LSTM: after .to(cuda) / .half(), re-pack the weights for cuDNN.
         result = super()._apply(fn, recurse)
         if self.runs_on_torch_lstm:
-            flatten_for_cudnn(list(self.cells), self.num_layers, self.bidirectional)
+            flatten_for_cudnn(self._lstm_cells(), self.num_layers, self.bidirectional)
         return result
 
     def forward(
@@ -208,15 +218,15 @@ class RecurrentLayer(nn.Module):
             if times is not None:
                 times = torch.where(valid, times, torch.zeros((), dtype=times.dtype, device=times.device))
         if self.training:
-            for cell in self.cells:
-                cast(RecurrentCell, cell).constrain_parameters_()  # built by cell_type.for_layer; ModuleList yields Module
+            for index in range(len(self.cells)):
+                self.cell(index).constrain_parameters_()
         # torch.compile cannot trace torch.nn.LSTM's kernel (dynamo refuses it; inductor mis-lowers
         # mkldnn_rnn_layer): compiled, an LSTM stack runs its cells' fused loop like any other cell.
         # Exporters still get the kernel (run_torch_lstm hands them rnnzoo::lstm_stack).
         compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
         if self.runs_on_torch_lstm and not compiling:
             outputs, final = run_torch_lstm(
-                list(self.cells), x, state, lengths, self.num_layers, self.dropout, self.training, self.bidirectional
+                self._lstm_cells(), x, state, lengths, self.num_layers, self.dropout, self.training, self.bidirectional
             )
         else:
             outputs, final = self._run_stack(x, state, lengths, valid, times)
@@ -237,7 +247,7 @@ class RecurrentLayer(nn.Module):
                 reverse = direction == 1
                 sequence = reverse_padded(layer_input, lengths) if reverse else layer_input
                 sequence_times = reverse_padded(times, lengths) if reverse and times is not None else times
-                outputs, final = self._run_direction(self.cells[index], sequence, cell_state, keep, sequence_times)
+                outputs, final = self._run_direction(self.cell(index), sequence, cell_state, keep, sequence_times)
                 direction_outputs.append(reverse_padded(outputs, lengths) if reverse else outputs)
                 finals.append(final)
             layer_input = torch.cat(direction_outputs, dim=-1)  # (B, T, D*H)

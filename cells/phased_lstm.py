@@ -55,7 +55,9 @@ class PhasedLSTMCell(LSTMCell):
     (default: the state's ``time``, i.e. the step after the last one)."""
 
     takes_time = True
-    state_type = PhasedLSTMState
+    # PhasedLSTMState is LSTMState's (h, c) and the next timestamp; NamedTuples cannot extend one
+    # another, so the overrides below name a state LSTMCell's annotations do not admit.
+    state_type = PhasedLSTMState  # type: ignore[assignment]
     runs_on_torch_lstm: ClassVar[bool] = False
 
     def __init__(
@@ -99,7 +101,7 @@ class PhasedLSTMCell(LSTMCell):
         """The timestamp, ``(B,)``, that the step after ``state`` gets when none is given."""
         return state.time[:, 0]
 
-    def recurrent_step(
+    def recurrent_step(  # type: ignore[override]  # see state_type
         self, projected: Tensor, state: PhasedLSTMState, time: Tensor | None = None, masks: Masks = ()
     ) -> tuple[Tensor, PhasedLSTMState]:
         if time is None:
@@ -113,7 +115,7 @@ class PhasedLSTMCell(LSTMCell):
 
     has_fused_loop = True
 
-    def fused_loop(
+    def fused_loop(  # type: ignore[override]  # see state_type
         self, projected: Tensor, state: PhasedLSTMState, keep: Tensor | None, times: Tensor | None, masks: Masks = ()
     ) -> tuple[Tensor, PhasedLSTMState]:
         if times is None:

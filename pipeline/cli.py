@@ -73,7 +73,8 @@ def list_cells(
     table.add_column("paper")
     for name in cells.names():
         model = cells.make(name, input_size, hidden_size, **cell_bench.required_options(name, 100))
-        table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(type(model.cells[0]) if hasattr(model, "cells") else type(model)))
+        documented = model.cell_type if isinstance(model, cells.RecurrentLayer) else type(model)  # the cell's paper, not the layer's
+        table.add_row(name, f"{sum(p.numel() for p in model.parameters()):,}", _summary(documented))
     console.print(table)
 
 
@@ -164,8 +165,14 @@ def train(
         except ValueError as error:
             raise _fail(error, 2) from None
         from rnnzoo.pipeline import files
+        from rnnzoo.pipeline.stages.train import resolve_device
 
         for name in names:  # said once here, rather than by every rank
+            try:
+                if resolve_device(config.experiment(name).train.device).type == "cuda":
+                    distributed.require_gpus(nproc_per_node)
+            except ValueError as error:
+                raise _fail(error, 2) from None
             try:
                 files.require_file(files.dataset_path(name), "dataset", f"rnnzoo prepare {name}")
             except FileNotFoundError as error:
@@ -268,7 +275,7 @@ def bench_command(
                 with console.status(f"{name}: timing T={cell_bench.FLATNESS_STEPS[1]} against T={cell_bench.FLATNESS_STEPS[0]}..."):
                     flat_rows = cell_bench.flatness(name, shapes[0])
             table = cell_bench.markdown(name, rows, flat_rows, rounds, block)
-            path = files.atomic_write(files.REPORTS_DIR / f"bench_cells_{name}.md", lambda tmp, t=table: tmp.write_text(t))
+            path = files.write_text(table, files.REPORTS_DIR / f"bench_cells_{name}.md")
             console.print(table, markup=False)
             console.print(f"saved {path}")
         return
@@ -334,7 +341,7 @@ def serve(
     processes = f" in {workers} worker processes" if workers > 1 else ""
     console.print(f"serving {escape(str(path))} with {predictor.provider}{processes} on http://{host}:{port} (docs at /docs)")
     if not predictor.streams:
-        console.print(f"no streaming sessions: {escape(predictor.stream_refusal)}")
+        console.print(f"no streaming sessions: {escape(predictor.stream_refusal or '')}")
     options = {"host": host, "port": port, **uvicorn_options(idle_timeout, limit_concurrency)}
     if workers == 1:
         uvicorn.run(application, **options)
@@ -399,7 +406,7 @@ def _print_report(config: config_module.Config, names: list[str]) -> None:
     console.print(summary.table(config, names))
     bench = summary.bench_markdown(list(config.experiments))  # the file covers every experiment, whichever were named
     if bench is not None:
-        path = files.atomic_write(files.REPORTS_DIR / "bench_onnxruntime.md", lambda tmp: tmp.write_text(bench))
+        path = files.write_text(bench, files.REPORTS_DIR / "bench_onnxruntime.md")
         console.print(bench, markup=False)
         console.print(f"saved {path}")
     for line in summary.footer(names):

@@ -67,10 +67,24 @@ class World:
 
     @classmethod
     def from_env(cls) -> World:
-        """From torchrun's environment variables; one process of one when they are absent."""
-        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        """From torchrun's environment variables; one process of one when RANK and WORLD_SIZE are
+        absent. Raises ValueError where they are set but the rest of what joining a process group
+        needs (MASTER_ADDR, MASTER_PORT, whole numbers) is not: a stray RANK in a shell would
+        otherwise make every `rnnzoo train` wait for peers that never come."""
+        if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
             return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")), True)
+        names = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+        missing = [name for name in names if not os.environ.get(name)]
+        if missing:
+            raise ValueError(
+                f"the environment sets {' and '.join(n for n in names[:2] if n in os.environ)} but not {', '.join(missing)}: "
+                "a torchrun job sets all four. Launch with `rnnzoo train EXP --nproc-per-node N` (or torchrun), or unset them"
+            )
+        values = {name: os.environ.get(name, "0") for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        if not all(value.isdigit() for value in values.values()) or int(values["RANK"]) >= int(values["WORLD_SIZE"]):
+            shown = ", ".join(f"{name}={value!r}" for name, value in values.items())
+            raise ValueError(f"torchrun's environment must give whole numbers with RANK < WORLD_SIZE, got {shown}")
+        return cls(int(values["RANK"]), int(values["WORLD_SIZE"]), int(values["LOCAL_RANK"]), True)
 
     @property
     def is_main(self) -> bool:
@@ -102,6 +116,7 @@ def join(world: World, device: torch.device) -> torch.device:
     if not world.launched:
         return device
     if device.type == "cuda":
+        require_gpus(world.local_rank + 1)
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
@@ -110,6 +125,17 @@ def join(world: World, device: torch.device) -> torch.device:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
     return device
+
+
+def require_gpus(processes_per_node: int) -> None:
+    """Raise ValueError unless this node has a CUDA GPU for each of ``processes_per_node`` ranks
+    (nccl runs one rank a GPU; a rank past the last would fail deep in CUDA)."""
+    count = torch.cuda.device_count()
+    if processes_per_node > count:
+        raise ValueError(
+            f"--nproc-per-node must be at most {count} here (one rank per CUDA GPU, and torch sees {count}), "
+            f"got {processes_per_node}; or set train.device: cpu to run the ranks on the CPU (gloo)"
+        )
 
 
 def leave(world: World) -> None:
@@ -134,7 +160,7 @@ def shard(batch: Batch, world: World) -> Batch:
     differ by at most one)."""
     if world.size == 1:
         return batch
-    return Batch(*(None if t is None else torch.tensor_split(t, world.size)[world.rank] for t in batch))
+    return batch.map(lambda t: torch.tensor_split(t, world.size)[world.rank])
 
 
 def loss_share(items: int, global_items: int, world: World) -> float:

@@ -90,8 +90,13 @@ def save_torch(obj: Any, path: Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
+def write_text(text: str, path: Path) -> Path:
+    """``path`` holding ``text`` (UTF-8), written whole or not at all."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_json(obj: Any, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+    return write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 # What torch.load raised, weights_only=True, on 20,000 corrupted or foreign files (a fuzz run):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,8 @@ class SequenceModel(nn.Module):
             embedding_size = embedding_size or hidden_size
             self.embedding = nn.Embedding(spec.input_size, embedding_size)
             input_size = embedding_size
-        self.layer = cells.make(cell, input_size, hidden_size, **cell_options)
+        # cells.make answers nn.Module (a vector model for unfolded_lstm); a sequence cell's is a RecurrentLayer.
+        self.layer = cast(cells.RecurrentLayer, cells.make(cell, input_size, hidden_size, **cell_options))
         if self.layer.bidirectional and spec.head not in LAST_STEP_HEADS:
             raise ValueError(f"bidirectional=True reads the future: head {spec.head!r} predicts step by step and needs a unidirectional layer")
         self.decoder = nn.Linear(self.layer.output_size, spec.output_size)
@@ -124,14 +125,18 @@ class VectorModel(nn.Module):
     def layer_gradient_norms(self) -> list[float]:
         """Gradient norm of each hidden layer's parameters, first to last (after a backward pass)."""
         norms = []
-        for layer in self.network.layers:
+        for layer in self._hidden_layers():
             grads = [p.grad for p in layer.parameters() if p.grad is not None]
             norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0)
         return norms
 
     def first_layer_weight(self) -> Tensor:
         """The first hidden layer's ``.linear`` weight, one row per unit: ``(H, I)`` (a cnn's 3 x 3 kernels, flattened)."""
-        return self.network.layers[0].linear.weight.detach()
+        return cast(nn.Linear, self._hidden_layers()[0].linear).weight.detach()
+
+    def _hidden_layers(self) -> list[nn.Module]:
+        """``network.layers``: every vector network has one entry per hidden layer (see the class)."""
+        return list(cast(nn.ModuleList, self.network.layers))
 
 
 class PredictionModule(nn.Module):

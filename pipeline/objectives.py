@@ -95,7 +95,7 @@ def split_metrics(
     accumulator = MetricAccumulator(model.spec)
     state = None
     for batch in task.batches(split, batch_size):
-        batch = Batch(*(None if t is None else t.to(next(model.parameters()).device) for t in batch))
+        batch = batch.map(lambda t: t.to(next(model.parameters()).device))
         prediction, new_state = model(batch, state)
         state = detach_state(new_state) if model.spec.carries_state else None
         accumulator.add(prediction.float(), batch)

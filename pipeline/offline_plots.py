@@ -118,7 +118,7 @@ def install(project: Path, registry: str = REGISTRY, packages: tuple[Package, ..
     text = page(registry, packages)
     target = project / TEMPLATE
     target.parent.mkdir(parents=True, exist_ok=True)
-    files.atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
+    files.write_text(text, target)
     subprocess.run([dvc, "config", "--local", "plots.html_template", CONFIG_VALUE], cwd=project, check=True, capture_output=True)
     return target
 

@@ -140,9 +140,19 @@ def example_inputs(model: SequenceModel | VectorModel, batch: int, steps: int | 
     return tuple(inputs)
 
 
-def export_graph(model: nn.Module, graph: str, path: Path, metadata: dict[str, str]) -> Path:
+def graph_module(model: SequenceModel | VectorModel, graph: str) -> nn.Module:
+    """The module exported (and benchmarked) as ``graph``, in eval mode: ``sequence`` or ``step``
+    of a sequence model, ``vector`` of a vector model (``model.graphs`` lists which)."""
+    if graph not in model.graphs:
+        raise ValueError(f"graph must be one of {', '.join(model.graphs)} for this model, got {graph!r}")
+    if isinstance(model, SequenceModel):
+        return {"sequence": SequenceGraph, "step": StepGraph}[graph](model).eval()
+    return VectorGraph(model).eval()
+
+
+def export_graph(model: SequenceModel | VectorModel, graph: str, path: Path, metadata: dict[str, str]) -> Path:
     """Export ``graph`` (``sequence``, ``step`` or ``vector``) of ``model`` to one self-contained file."""
-    wrapper = {"sequence": SequenceGraph, "step": StepGraph, "vector": VectorGraph}[graph](model).eval()
+    wrapper = graph_module(model, graph)
     meaning = describe(model, graph)
     input_names, output_names = list(meaning["inputs"]), list(meaning["outputs"])
     args = example_inputs(model, 2, None if graph != "sequence" else 5)

@@ -465,9 +465,9 @@ def _package_copy(folder: Path) -> Path:
 
     package = folder / "rnnzoo"
     package.mkdir()
-    shutil.copy(rnnzoo.__file__, package / "__init__.py")
+    shutil.copy(Path(rnnzoo.__path__[0]) / "__init__.py", package / "__init__.py")
     for subpackage in (cells, pipeline):
-        source = Path(subpackage.__file__).parent
+        source = Path(subpackage.__path__[0])
         shutil.copytree(source, package / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     return package
 

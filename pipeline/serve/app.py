@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -105,7 +105,7 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_sessions: i
         states: list[Any] = [None] * len(checked)
         for members in groups.values():
             xs = np.stack([checked[i][0] for i in members])
-            times = np.stack([checked[i][1] for i in members]) if predictor.takes_time and body.times is not None else None
+            times = np.stack([cast(np.ndarray, checked[i][1]) for i in members]) if predictor.takes_time and body.times is not None else None
             output, final = predictor.run(xs, times, None)
             for row, index in enumerate(members):
                 predictions[index] = output[row].tolist()

@@ -55,6 +55,8 @@ class Predictor:
         if self.tokens and not isinstance(vocabulary, int):
             raise ModelError(f"{path} takes token ids but its output does not give the vocabulary size (dimension {vocabulary!r})")
         self.vocabulary: int | None = vocabulary if self.tokens else None
+        # What each step of x is checked against: the vocabulary's size for ids, else the features a step.
+        self.width: int = vocabulary if self.tokens else inputs["x"].shape[-1]
         self.stream_refusal = self._why_not_streaming()
 
     @property
@@ -86,10 +88,9 @@ class Predictor:
         """Largest gap, relative to the output's scale, between a random sequence run whole and in two pieces (state carried)."""
         rng = np.random.default_rng(0)
         if self.tokens:
-            x = rng.integers(0, self.vocabulary, (1, steps), dtype=np.int64)  # (1, T)
+            x = rng.integers(0, self.width, (1, steps), dtype=np.int64)  # (1, T)
         else:
-            assert self.features is not None  # set for every graph that takes vectors
-            x = rng.standard_normal((1, steps, self.features)).astype(np.float32)  # (1, T, I)
+            x = rng.standard_normal((1, steps, self.width)).astype(np.float32)  # (1, T, I)
         times = np.cumsum(rng.random((1, steps)) + 0.5, axis=1).astype(np.float32) if self.takes_time else None
         half = steps // 2
         try:
@@ -112,11 +113,11 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One sequence as an array ``(T, I)`` (ids ``(T,)``; a vector ``(I,)``), validated; errors name ``what``, ``times_what``."""
         if self.graph == "vector":
-            array = parse.vector(values, self.features, what)
+            array = parse.vector(values, self.width, what)
         elif self.tokens:
-            array = parse.token_ids(values, self.vocabulary, what, self.max_length)
+            array = parse.token_ids(values, self.width, what, self.max_length)
         else:
-            array = parse.vectors(values, self.features, what, self.max_length)
+            array = parse.vectors(values, self.width, what, self.max_length)
         return array, self._check_times(times, array.shape[0] if self.graph != "vector" else 0, times_what)
 
     def _check_times(self, times: Any, steps: int, what: str) -> np.ndarray | None:

@@ -28,6 +28,7 @@ import torch
 from rnnzoo.cells.loops.native import cpu_name
 from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from rnnzoo.pipeline.config import BenchConfig, Config
+from rnnzoo.pipeline.model import SequenceModel, VectorModel
 from rnnzoo.pipeline.model_record import ModelRecord
 
 UNSTEADY_SPREAD = 2.0  # max / min of a figure's paired ratios past which it is flagged unsteady
@@ -73,7 +74,7 @@ def _lengths(spec_steps: int | None) -> Sequence[int | None]:  # a list; Sequenc
     return sorted({max(1, spec_steps // 4), spec_steps, 2 * spec_steps})
 
 
-def bench_model(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig) -> dict[str, Any]:
+def bench_model(graph: str, path: Path, model: SequenceModel | VectorModel, steps: int | None, config: BenchConfig) -> dict[str, Any]:
     """Measurements of one exported graph against its torch model."""
     threads = config.threads or torch.get_num_threads()
     previous = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -97,8 +98,8 @@ def _time_both(
         return paired_speedup(lambda: module(*inputs), lambda: (run(), synchronize()), device, config.warmup, config.repeats)
 
 
-def _measure(graph: str, path: Path, model: torch.nn.Module, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:
-    wrapper = {"sequence": onnx_export.SequenceGraph, "vector": onnx_export.VectorGraph}[graph](model).eval()
+def _measure(graph: str, path: Path, model: SequenceModel | VectorModel, steps: int | None, config: BenchConfig, threads: int) -> dict[str, Any]:
+    wrapper = onnx_export.graph_module(model, graph)
     result: dict[str, Any] = {
         "threads": threads, "onnxruntime": runtime.distribution(), "torch": torch.__version__, "providers": {},
         "lengths": _lengths(steps), "task_length": steps, "batch_sizes": list(config.batch_sizes),
@@ -208,7 +209,7 @@ def bench(config: Config, experiment: str) -> dict[str, float]:
     ]
     with outputs.together() as staged:  # the figures, their table and plot appear together or not at all
         files.write_json({**metrics, "detail": result}, staged.file(report / "bench.json"))
-        files.atomic_write(staged.file(report / "bench.md"), lambda tmp: tmp.write_text(table))
+        files.write_text(table, staged.file(report / "bench.md"))
         series = staged.folder(report / "bench_latency")
         for name, rows in latency_series(latency).items():
             files.write_json(rows, series / f"{name}.json")

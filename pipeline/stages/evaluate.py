@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rnnzoo.pipeline import files, objectives, outputs, plots, tracking
@@ -71,7 +70,7 @@ def _plots(
         ))
     if "layer_gradient_norms" in model.diagnostics:
         made.append(plots.layer_gradient_norms(history, f"{experiment}: gradient norm per layer", folder / "layer_gradient_norms.png"))
-    if "first_layer_filters" in model.diagnostics:
-        weight = model.first_layer_weight().numpy()
-        made.append(plots.first_layer_filters(np.asarray(weight), f"{experiment}: first-layer filters", folder / "first_layer_filters.png"))
+    weight = model.first_layer_weight() if "first_layer_filters" in model.diagnostics else None  # None: a sequence model's
+    if weight is not None:
+        made.append(plots.first_layer_filters(weight.numpy(), f"{experiment}: first-layer filters", folder / "first_layer_filters.png"))
     return made

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rnnzoo.cells import RecurrentCell
 from rnnzoo.pipeline import distributed, files, objectives, outputs, tracking
 from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
-from rnnzoo.pipeline.model import PredictionModule, build_model, detach_state
+from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel, build_model, detach_state
 from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
 
@@ -103,7 +103,7 @@ def batch_stream(
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in batch))
+    return batch.map(lambda t: t.to(device, non_blocking=True))
 
 
 def min_batch_examples(model: nn.Module) -> int:
@@ -185,7 +185,7 @@ def _load_checkpoint(
     )
 
 
-def validate(model: nn.Module, task: Task, split: dict, batch_size: int, state: TrainState, mlflow: Any, logged: dict[int, float]) -> None:
+def validate(model: SequenceModel | VectorModel, task: Task, split: dict, batch_size: int, state: TrainState, mlflow: Any, logged: dict[int, float]) -> None:
     """Evaluate on the valid split at ``state.step``: log the figures as ``valid.*`` curves, add
     them to ``state.valid_history``, and keep the model if it is the best so far."""
     model.eval()
@@ -323,7 +323,9 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             files.save_torch(trained.to_dict(), staged.file(path))
         files.remove_checkpoint(experiment)
         example = next(task.batches(splits["valid"], 2))
-        module = PredictionModule(model).eval()
+        # Logged rebuilt from the record, as export builds it: a plain module on the CPU (no
+        # SyncBatchNorm from a CUDA job's DDP, which would not train on a CPU), the weights written.
+        module = PredictionModule(trained.build()).eval()
         tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=model.is_sequence)
     return path
 

@@ -32,6 +32,10 @@ class Batch(NamedTuple):
     lengths: Tensor | None = None  # (B,) valid steps of each sequence
     times: Tensor | None = None  # (B, T) timestamps, for cells that read them
 
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        """The batch with ``fn`` applied to each tensor it holds (absent fields stay None)."""
+        return Batch(fn(self.x), fn(self.target), *(None if t is None else fn(t) for t in (self.lengths, self.times)))
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:

@@ -226,12 +226,12 @@ def _mnist(options: ImageOptions, data_dir: Path | None, generator: torch.Genera
 
 def _pair(data_dir: Path, part: str, may_download: bool, failures: list[str]) -> tuple[Tensor, Tensor] | None:
     """Images in [0, 1] and labels of ``part``, or None (with the reasons in ``failures``)."""
-    paths = [_find(data_dir, stem, may_download, failures) for stem in MNIST_PAIRS[part]]
-    if None in paths:
+    images_path, labels_path = (_find(data_dir, stem, may_download, failures) for stem in MNIST_PAIRS[part])
+    if images_path is None or labels_path is None:
         return None
-    images, labels = read_labelled_images(*paths)
+    images, labels = read_labelled_images(images_path, labels_path)
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < CLASSES):
-        raise TaskError(f"{paths[1]}: labels outside 0..9, not an MNIST label file; delete it and download it again")
+        raise TaskError(f"{labels_path}: labels outside 0..9, not an MNIST label file; delete it and download it again")
     return images.float() / 255.0, labels  # (N, 28, 28) grey levels 0..255 -> [0, 1]
 
 

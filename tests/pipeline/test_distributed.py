@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from re import escape as re_escape
 from typing import Any
 
 import mlflow
@@ -266,3 +267,46 @@ def test_bad_torchrun_options_get_one_line_naming_them(workdir: Path, args: list
     result = subprocess.run([RNNZOO, "train", "add-janet", *args], cwd=workdir, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert message in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+
+
+def test_more_ranks_than_gpus_is_refused_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    distributed.require_gpus(1)
+    with pytest.raises(ValueError, match=r"--nproc-per-node must be at most 1 here \(one rank per CUDA GPU, and torch sees 1\), got 2"):
+        distributed.require_gpus(2)
+    world = distributed.World(rank=1, size=2, local_rank=1, launched=True)
+    with pytest.raises(ValueError, match="got 2"):  # torchrun run directly: the rank past the last GPU says so
+        distributed.join(world, torch.device("cuda"))
+
+
+TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, distributed.World()),
+    (TORCHRUN_ENV, distributed.World(1, 2, 1, True)),
+    ({**TORCHRUN_ENV, "LOCAL_RANK": None}, distributed.World(1, 2, 0, True)),
+    ({"RANK": "3"}, "the environment sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT: a torchrun job sets all four"),
+    ({**TORCHRUN_ENV, "MASTER_PORT": None}, "the environment sets RANK and WORLD_SIZE but not MASTER_PORT"),
+    ({**TORCHRUN_ENV, "RANK": "2"}, "RANK < WORLD_SIZE, got RANK='2', WORLD_SIZE='2', LOCAL_RANK='1'"),
+    ({**TORCHRUN_ENV, "WORLD_SIZE": "two"}, "whole numbers"),
+], ids=["none", "torchrun", "no local rank", "stray rank", "no port", "rank past size", "not a number"])
+def test_the_world_is_read_from_a_whole_torchrun_environment_only(monkeypatch: pytest.MonkeyPatch, env: dict, expected: Any) -> None:
+    for name in (*TORCHRUN_ENV, "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re_escape(expected)):
+            distributed.World.from_env()
+    else:
+        assert distributed.World.from_env() == expected
+
+
+def test_a_stray_rank_in_the_environment_is_one_line_not_a_wait(workdir: Path) -> None:
+    env = {**os.environ, "RANK": "0"}
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run([RNNZOO, "train", "add-janet"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    assert "the environment sets RANK but not WORLD_SIZE" in result.stdout, result.stdout + result.stderr
