@@ -123,7 +123,8 @@ def join(world: World, device: torch.device) -> torch.device:
         # The other ranks wait in a collective while rank 0 alone validates, writes and logs the
         # model (nccl's default wait is 10 minutes); a rank that dies is seen at once regardless.
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
+        with peers_lost(world):  # the rendezvous: a rank gone before it began
+            torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
     return device
 
 
@@ -152,7 +153,8 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
         return model
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    with peers_lost(world):  # DDP broadcasts rank 0's weights: a collective, like the steps'
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def shard(batch: Batch, world: World) -> Batch:

@@ -310,3 +310,23 @@ def test_a_stray_rank_in_the_environment_is_one_line_not_a_wait(workdir: Path) -
     result = subprocess.run([RNNZOO, "train", "add-janet"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
     assert "the environment sets RANK but not WORLD_SIZE" in result.stdout, result.stdout + result.stderr
+
+
+GLOO_RESET = "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:4242: Connection reset by peer. This may indicate ..."
+
+
+@pytest.mark.parametrize("place", ["join", "wrap"])
+def test_a_peer_lost_before_the_first_step_is_one_line_too(monkeypatch: pytest.MonkeyPatch, place: str) -> None:
+    """The rendezvous and DDP's broadcast of rank 0's weights are collectives outside the training loop."""
+    def reset(*_: Any, **__: Any) -> None:
+        raise RuntimeError(GLOO_RESET)
+
+    world = distributed.World(rank=1, size=2, local_rank=1, launched=True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", reset)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", reset)
+    with pytest.raises(distributed.PeersLost, match=r"^rank 1 lost the other ranks \(Read error \[127.0.0.1\]:4242: Connection reset by peer\)$"):
+        if place == "join":
+            distributed.join(world, torch.device("cpu"))
+        else:
+            distributed.wrap(torch.nn.Linear(2, 2), world, torch.device("cpu"))
