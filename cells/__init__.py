@@ -97,8 +97,7 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.Modu
 
 
 def _check_name(name: str) -> None:
-    if name not in SEQUENCE_CELLS and name not in VECTOR_MODELS:
-        raise ValueError(f"unknown cell {name!r}; allowed: {', '.join(names())}")
+    refuse_unknown([name], names(), what="cell")
 
 
 __all__ = [

@@ -41,10 +41,11 @@ def show(value: Any) -> str:
 
 
 class InvalidValue(ValueError):
-    """``name`` must be ``allowed``, got ``value``: a value outside what is allowed."""
+    """``name`` must be ``allowed``, got ``value``: a value outside what is allowed. ``key`` is the
+    option's own name where ``name`` says more (``key`` "length" of ``name`` "adding option 'length'")."""
 
-    def __init__(self, name: str, value: Any, allowed: str) -> None:
-        self.name, self.value, self.allowed = name, value, allowed
+    def __init__(self, name: str, value: Any, allowed: str, key: str | None = None) -> None:
+        self.name, self.value, self.allowed, self.key = name, value, allowed, key or name
         super().__init__(f"{name} must be {allowed}, got {show(value)}")
 
 
@@ -80,7 +81,12 @@ def require_in_range(
 ) -> float:
     """Return ``value`` as a float if ``low <= value <= high`` (``low < value`` if low_open)."""
     bracket = "(" if low_open else "["
-    allowed = f"a number in {bracket}{low}, {high}]"
+    if math.isinf(low) and math.isinf(high):
+        allowed = "a number"
+    elif math.isinf(high):
+        allowed = f"a number {'>' if low_open else '>='} {low}"
+    else:
+        allowed = f"a number in {bracket}{low}, {high}]"
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)  # ±inf: by the bounds
     require(number and (low < value <= high if low_open else low <= value <= high), name, value, allowed, error)
     return float(value)
@@ -98,9 +104,14 @@ def require_rate(name: str, value: Any, error: type[InvalidValue] = InvalidValue
     return float(value)
 
 
+def one_of(allowed: Iterable[Any]) -> str:
+    """``one of 'a', 'b'``: what is allowed, as every choice's refusal words it."""
+    return f"one of {', '.join(map(repr, allowed))}"
+
+
 def require_choice(name: str, value: Any, allowed: tuple[str, ...], error: type[InvalidValue] = InvalidValue) -> str:
     """Return ``value`` if it is one of ``allowed``."""
-    require(value in allowed, name, value, f"one of {', '.join(map(repr, allowed))}", error)
+    require(value in allowed, name, value, one_of(allowed), error)
     return str(value)
 
 

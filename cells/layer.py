@@ -296,7 +296,7 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}")
         # Values can only be checked eagerly: under export they are data, not constants.
         if not torch.compiler.is_compiling() and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-            raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got {lengths.tolist()}")
+            raise ValueError(f"lengths must be in [1, {steps}] (the sequence length), got {lengths.tolist()}")
         return lengths.to(device=device, dtype=torch.long)
 
     def _check_times(self, times: Tensor | None, batch: int, steps: int, x: Tensor, state: State) -> Tensor | None:

@@ -52,7 +52,7 @@ def _device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"device must be auto, cpu or cuda, got {device!r}", param_hint="--device")
+        raise typer.BadParameter(f"device must be one of 'auto', 'cpu', 'cuda', got {device!r}", param_hint="--device")
     if device == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("device 'cuda' asked for, but torch sees no CUDA GPU", param_hint="--device")
     return device

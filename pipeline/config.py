@@ -36,7 +36,7 @@ import yaml
 
 from rnnzoo import cells
 from rnnzoo.cells import checks
-from rnnzoo.cells.checks import InvalidValue, cut, is_int, is_number, refuse, refuse_unknown, show
+from rnnzoo.cells.checks import InvalidValue, cut, is_int, is_number, one_of, refuse, refuse_unknown, show
 from rnnzoo.pipeline import baselines
 from rnnzoo.pipeline.model import SequenceModel, build_model, is_sequence_cell
 from rnnzoo.pipeline.tasks import TASKS, TaskSpec
@@ -137,9 +137,9 @@ class TrainConfig:
     lr_decay_start: int = 0
 
     def validate(self, key: str) -> None:
-        require(self.device in DEVICES, f"{key}.device", self.device, f"one of {', '.join(DEVICES)}")
-        require(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
-        require(self.schedule in SCHEDULES, f"{key}.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
+        require(self.device in DEVICES, f"{key}.device", self.device, one_of(DEVICES))
+        require(self.optimizer in OPTIMIZERS, f"{key}.optimizer", self.optimizer, one_of(OPTIMIZERS))
+        require(self.schedule in SCHEDULES, f"{key}.schedule", self.schedule, one_of(SCHEDULES))
         require(is_int(self.seed), f"{key}.seed", self.seed, "an integer")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
@@ -242,8 +242,8 @@ def _experiment(name: str, raw: Any, train_defaults: Mapping[str, Any], prepare:
     for required in ("cell", "task", "hidden_size"):
         if required not in raw:
             raise ConfigError(f"params: {key}.{required} is missing")
-    require(raw["cell"] in _cell_names(), f"{key}.cell", raw["cell"], f"one of {', '.join(_cell_names())}")
-    require(raw["task"] in TASKS, f"{key}.task", raw["task"], f"one of {', '.join(sorted(TASKS))}")
+    require(raw["cell"] in _cell_names(), f"{key}.cell", raw["cell"], one_of(_cell_names()))
+    require(raw["task"] in TASKS, f"{key}.task", raw["task"], one_of(sorted(TASKS)))
     hidden_size = _coerce(raw["hidden_size"], int, f"{key}.hidden_size")
     require(is_int(hidden_size) and hidden_size >= 1, f"{key}.hidden_size", hidden_size, "an integer >= 1")
     for options in ("cell_options", "task_options", "model_options", "train"):
@@ -325,12 +325,14 @@ def _blame(key: str, options: Mapping[str, Mapping[str, Any]], message: str) -> 
     return f"{key}.{group}", dict(values)
 
 
-def _refused(key: str, options: Mapping[str, Mapping[str, Any]], error: Exception) -> ConfigError:
-    """A check of the cell, model or task refused one of ``options``: the same refusal, at its params key."""
-    path, value = _blame(key, options, str(error))
-    if isinstance(error, InvalidValue):  # "<option> must be <allowed>, got <value>": re-keyed, same words
-        return InvalidParam(path, error.value, error.allowed)
-    return _params_error(f"{path} = {show(value)} is not allowed: {error}")  # a rule between options, in its own words
+def _refused(key: str, options: Mapping[str, Mapping[str, Any]], known: Mapping[str, Sequence[str]], error: Exception) -> ConfigError:
+    """A check of the cell, model or task refused one of ``options`` (``known``: each group's option
+    names): the same refusal at its params key, whether the user wrote the option or left its default."""
+    group = next((group for group, names in known.items() if isinstance(error, InvalidValue) and error.key in names), None)
+    if isinstance(error, InvalidValue) and group is not None:  # "<option> must be <allowed>, got <value>": re-keyed, same words
+        return InvalidParam(f"{key}.{group}.{error.key}", error.value, error.allowed)
+    path, value = _blame(key, options, str(error))  # a rule between options, in its own words
+    return _params_error(f"{path} = {show(value)} is not allowed: {error}")
 
 
 def _standin(task: str) -> TaskSpec:
@@ -365,7 +367,7 @@ def _check_options(experiment: ExperimentConfig) -> None:
     try:
         TASKS[experiment.task](experiment.task_options)
     except ValueError as error:
-        raise _refused(key, {"task_options": experiment.task_options}, error) from None
+        raise _refused(key, {"task_options": experiment.task_options}, {"task_options": task_options}, error) from None
     if cell in baselines.BASELINES and TASKS[experiment.task].head != "vector_classification":
         allowed = ", ".join(sorted(name for name, task in TASKS.items() if task.head == "vector_classification"))
         raise ConfigError(
@@ -389,7 +391,8 @@ def _check_options(experiment: ExperimentConfig) -> None:
             build_model(cell, _standin(experiment.task), experiment.hidden_size, **experiment.cell_options, **experiment.model_options)
     except (ValueError, TypeError) as error:
         options = {"cell_options": experiment.cell_options, "model_options": experiment.model_options}
-        raise _refused(key, options, error) from None
+        known = {"cell_options": _cell_options(cell), "model_options": MODEL_OPTIONS}
+        raise _refused(key, options, known, error) from None
 
 
 def _read_yaml(path: Path) -> Any:

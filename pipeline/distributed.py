@@ -92,6 +92,11 @@ class World:
         return self.rank == 0
 
 
+# How a collective reports that another rank's process is gone (gloo's words; nccl's come as a
+# DistBackendError). A setup problem (a port in use, a bad interface) is not one: it keeps its own message.
+_LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited")
+
+
 @contextlib.contextmanager
 def peers_lost(world: World) -> Iterator[None]:
     """Turn a collective's failure (gloo: "Connection reset by peer"; nccl: a DistError) into
@@ -100,7 +105,8 @@ def peers_lost(world: World) -> Iterator[None]:
         yield
     except RuntimeError as error:
         message = str(error)
-        if world.launched and (isinstance(error, torch.distributed.DistError) or "gloo" in message or "NCCL" in message):
+        lost = isinstance(error, torch.distributed.DistBackendError) or any(sign in message for sign in _LOST_PEER_SIGNS)
+        if world.launched and lost:
             # gloo's message: "[.../gloo/transport/tcp/pair.cc:537] Read error [host]:port: Connection reset by peer. This is ..."
             reason = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(message.split())).split(". ")[0]
             raise PeersLost(f"rank {world.rank} lost the other ranks ({reason[:160] or type(error).__name__})") from None
@@ -116,15 +122,19 @@ def join(world: World, device: torch.device) -> torch.device:
     if not world.launched:
         return device
     if device.type == "cuda":
-        require_gpus(world.local_rank + 1)
+        count = torch.cuda.device_count()
+        if world.local_rank >= count:  # torchrun run directly with more ranks a node than GPUs
+            raise ValueError(
+                f"LOCAL_RANK {world.local_rank} has no CUDA GPU (torch sees {count}): run at most {count} ranks per node, "
+                "or set train.device: cpu"
+            )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         # The other ranks wait in a collective while rank 0 alone validates, writes and logs the
         # model (nccl's default wait is 10 minutes); a rank that dies is seen at once regardless.
         backend = "nccl" if device.type == "cuda" else "gloo"
-        with peers_lost(world):  # the rendezvous: a rank gone before it began
-            torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
     return device
 
 

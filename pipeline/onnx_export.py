@@ -29,6 +29,7 @@ from onnxscript.function_libs.torch_lib.ops.core import aten_lstm
 from torch import Tensor, nn
 
 import rnnzoo.cells.lstm_stack_op  # noqa: F401 - registers torch.ops.rnnzoo.lstm_stack
+from rnnzoo.cells.checks import require_choice
 from rnnzoo.pipeline import files, known_noise
 from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel
 from rnnzoo.pipeline.model_record import ModelRecord
@@ -143,8 +144,7 @@ def example_inputs(model: SequenceModel | VectorModel, batch: int, steps: int | 
 def graph_module(model: SequenceModel | VectorModel, graph: str) -> nn.Module:
     """The module exported (and benchmarked) as ``graph``, in eval mode: ``sequence`` or ``step``
     of a sequence model, ``vector`` of a vector model (``model.graphs`` lists which)."""
-    if graph not in model.graphs:
-        raise ValueError(f"graph must be one of {', '.join(model.graphs)} for this model, got {graph!r}")
+    require_choice("graph", graph, model.graphs)  # this model's graphs
     if isinstance(model, SequenceModel):
         return {"sequence": SequenceGraph, "step": StepGraph}[graph](model).eval()
     return VectorGraph(model).eval()

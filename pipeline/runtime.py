@@ -23,6 +23,8 @@ except ImportError as error:  # the extras choose the build, so a bare install h
     ) from error
 import torch
 
+from rnnzoo.cells.checks import require_choice
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -59,8 +61,7 @@ def provider_list(provider: str) -> list[str | tuple[str, dict[str, str]]]:
     CUDA runs with TF32 off, so float32 results match torch's default float32 matrix products,
     and with the CPU behind it for any node CUDA has no kernel for.
     """
-    if provider not in (CPU, CUDA):
-        raise ValueError(f"unknown onnxruntime provider {provider!r}: expected {CPU!r} or {CUDA!r}")
+    require_choice("onnxruntime provider", provider, (CPU, CUDA))
     return [(CUDA, {"use_tf32": "0"}), CPU] if provider == CUDA else [CPU]
 
 

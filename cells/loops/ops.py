@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
-# The ops' version, part of every name (``rnnzoo::janet_loop_v2``; the C++ build gets it as
+# The ops' version, part of every name (``rnnzoo::janet_loop_v4``; the C++ build gets it as
 # RNNZOO_OPS_VERSION). Bump it whenever an op's outputs change (a saved buffer's layout, an
 # argument's meaning): torch.compile's on-disk graph cache keys on op names, and would otherwise
 # replay code compiled for the old layout.
@@ -28,7 +28,7 @@ VERSION = 4
 
 
 def versioned(name: str) -> str:
-    """``janet_loop`` -> ``janet_loop_v2``: the registered name."""
+    """``janet_loop`` -> ``janet_loop_v4``: the registered name."""
     return f"{name}_v{VERSION}"
 
 

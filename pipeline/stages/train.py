@@ -27,8 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnzoo.cells import RecurrentCell
+from rnnzoo.cells.checks import refuse
 from rnnzoo.pipeline import distributed, files, objectives, outputs, tracking
-from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, TrainConfig
+from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, InvalidParam, TrainConfig
 from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel, build_model, detach_state
 from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.tasks import Batch, Task, TaskSpec, make_task
@@ -48,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params: train.device = 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+        refuse("train.device", name, "'auto' or 'cpu' here (torch sees no CUDA GPU)", InvalidParam)
     return torch.device(name)
 
 
@@ -323,9 +324,10 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
             files.save_torch(trained.to_dict(), staged.file(path))
         files.remove_checkpoint(experiment)
         example = next(task.batches(splits["valid"], 2))
-        # Logged rebuilt from the record, as export builds it: a plain module on the CPU (no
-        # SyncBatchNorm from a CUDA job's DDP, which would not train on a CPU), the weights written.
-        module = PredictionModule(trained.build()).eval()
+        # Logged rebuilt from the record: a plain module on the CPU (no SyncBatchNorm from a CUDA
+        # job's DDP, which would not train on a CPU), the weights written, the loop the user chose.
+        loop = {name: exp.cell_options[name] for name in ("time_loop", "fused") if name in exp.cell_options}
+        module = PredictionModule(trained.build(**loop)).eval()
         tracking.log_model(mlflow, module, module.pack(example), f"rnnzoo-{exp.cell}-{exp.task}", sequence=model.is_sequence)
     return path
 

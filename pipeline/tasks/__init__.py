@@ -1,5 +1,6 @@
 """The tasks: one file each; ``TASKS`` maps a name to its class."""
 
+from rnnzoo.cells.checks import refuse_unknown
 from rnnzoo.pipeline.tasks.adding import AddingTask
 from rnnzoo.pipeline.tasks.base import Batch, Task, TaskError, TaskSpec
 from rnnzoo.pipeline.tasks.copy import CopyTask
@@ -15,8 +16,7 @@ TASKS: dict[str, type[Task]] = {
 
 def make_task(name: str, options: dict | None = None) -> Task:
     """The task ``name`` with its options validated."""
-    if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}")
+    refuse_unknown([name], sorted(TASKS), what="task", error=TaskError)
     return TASKS[name](options)
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from rnnzoo.cells.checks import InvalidValue, refuse, refuse_unknown, require
+from rnnzoo.cells.checks import InvalidValue, refuse_unknown
 
 Head = Literal["last_regression", "last_classification", "step_classification", "language_model", "vector_classification"]
 Split = dict[str, Tensor]
@@ -76,7 +76,8 @@ class InvalidTaskOption(InvalidValue, TaskError):
 
 def require_option(condition: bool, task: str, key: str, value: Any, allowed: str) -> None:
     """Raise ``InvalidTaskOption`` naming ``task``'s option ``key`` unless ``condition`` holds."""
-    require(condition, f"{task} option {key!r}", value, allowed, InvalidTaskOption)
+    if not condition:
+        raise InvalidTaskOption(f"{task} option {key!r}", value, allowed, key)
 
 
 class Task(ABC):
@@ -122,7 +123,7 @@ def parse_options(task: str, options_type: type, options: Mapping[str, Any]) -> 
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             continue
         if expected is not None and not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            refuse(f"{task} option {key!r}", value, f"of type {expected.__name__}", InvalidTaskOption)
+            raise InvalidTaskOption(f"{task} option {key!r}", value, f"of type {expected.__name__}", key)
     return options_type(**options)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnzoo.cells.checks import one_of
 from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskSpec, drawn_splits, require_option
 
 SAMPLINGS = ("regular", "high_res", "async")
@@ -45,7 +46,7 @@ class FrequencyOptions:
     time_feature: bool = False  # append each step's timestamp (ms) to its input: x (N, T, 2)
 
     def __post_init__(self) -> None:
-        require_option(self.sampling in SAMPLINGS, "frequency", "sampling", self.sampling, f"one of {', '.join(SAMPLINGS)}")
+        require_option(self.sampling in SAMPLINGS, "frequency", "sampling", self.sampling, one_of(SAMPLINGS))
         require_option(self.duration >= 2, "frequency", "duration", self.duration, ">= 2 (ms: two samples)")
         for key in ("train_size", "valid_size", "test_size"):
             require_option(getattr(self, key) >= 2, "frequency", key, getattr(self, key), ">= 2 (one per class)")

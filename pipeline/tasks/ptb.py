@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from rnnzoo.cells.checks import one_of
 from rnnzoo.pipeline.tasks.base import Batch, Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require_option
 from rnnzoo.pipeline.tasks.download import download
 
@@ -76,8 +77,8 @@ class PTBOptions:
     sentences: int = 2_000  # source "embedded": train sentences; valid and test get a tenth as many each
 
     def __post_init__(self) -> None:
-        require_option(self.source in SOURCES, "ptb", "source", self.source, f"one of {', '.join(SOURCES)}")
-        require_option(self.level in LEVELS, "ptb", "level", self.level, f"one of {', '.join(LEVELS)}")
+        require_option(self.source in SOURCES, "ptb", "source", self.source, one_of(SOURCES))
+        require_option(self.level in LEVELS, "ptb", "level", self.level, one_of(LEVELS))
         require_option(self.bptt >= 1, "ptb", "bptt", self.bptt, ">= 1")
         require_option(self.sentences >= 10, "ptb", "sentences", self.sentences, ">= 10 (valid gets a tenth)")
         for key in ("train_file", "valid_file", "test_file"):

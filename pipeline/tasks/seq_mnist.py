@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rnnzoo.cells.checks import is_int
+from rnnzoo.cells.checks import is_int, one_of
 from rnnzoo.pipeline.tasks.base import Split, Splits, Task, TaskError, TaskSpec, prior_cross_entropy, require_option
 from rnnzoo.pipeline.tasks.download import download
 from rnnzoo.pipeline.tasks.idx import read_labelled_images
@@ -81,7 +81,7 @@ class ImageOptions:
     image_size: int | None = None  # side after average pooling: null (the source's side) or a divisor of it
 
     def __post_init__(self) -> None:
-        require_option(self.source in SOURCES, self.task, "source", self.source, f"one of {', '.join(SOURCES)}")
+        require_option(self.source in SOURCES, self.task, "source", self.source, one_of(SOURCES))
         for key in ("valid_fraction", "test_fraction"):
             fraction = getattr(self, key)
             require_option(0.0 < fraction < 1.0, self.task, key, fraction, "a number in (0, 1)")
@@ -103,7 +103,7 @@ class SeqMNISTOptions(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_option(self.mode in MODES, "seq_mnist", "mode", self.mode, f"one of {', '.join(MODES)}")
+        require_option(self.mode in MODES, "seq_mnist", "mode", self.mode, one_of(MODES))
         require_option(
             not self.permuted or self.mode == "pixel", "seq_mnist", "permuted", self.permuted,
             f"false with mode {self.mode!r} (pMNIST permutes pixels: it needs mode 'pixel')",

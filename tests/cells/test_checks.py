@@ -19,7 +19,7 @@ class Custom(InvalidValue):
     [
         (lambda v, e: checks.require_positive_int("n", v, e), [1, 7], [0, -1, 1.0, True, "3", None], "a positive integer"),
         (lambda v, e: checks.require_in_range("x", v, 0.0, 1.0, error=e), [0, 0.5, 1], [-0.1, 1.01, math.nan, "0.5", False], "a number in [0.0, 1.0]"),
-        (lambda v, e: checks.require_in_range("x", v, 0.0, math.inf, low_open=True, error=e), [1e-9, math.inf], [0, -1, math.nan], "a number in (0.0, inf]"),
+        (lambda v, e: checks.require_in_range("x", v, 0.0, math.inf, low_open=True, error=e), [1e-9, math.inf], [0, -1, math.nan], "a number > 0.0"),
         (lambda v, e: checks.require_bool("b", v, e), [True, False], [0, 1, "false", None], "true or false"),
         (lambda v, e: checks.require_rate("p", v, e), [0, 0.0, 0.99], [1, 1.0, -0.1, math.inf, "0.1", True], "a number in [0, 1) (a rate of 1 drops everything)"),
         (lambda v, e: checks.require_choice("c", v, ("a", "b"), e), ["a", "b"], ["c", None, ["a"]], "one of 'a', 'b'"),

@@ -42,9 +42,9 @@ def test_empty_input_raises(name, shape):
 @pytest.mark.parametrize(
     "lengths, message",
     [
-        ([0, 2, 3], r"lengths must lie in \[1, 6\]"),
-        ([7, 2, 3], r"lengths must lie in \[1, 6\]"),
-        ([-1, 2, 3], r"lengths must lie in \[1, 6\]"),
+        ([0, 2, 3], r"lengths must be in \[1, 6\]"),
+        ([7, 2, 3], r"lengths must be in \[1, 6\]"),
+        ([-1, 2, 3], r"lengths must be in \[1, 6\]"),
         ([2, 3], r"lengths must be an integer tensor of shape \(3,\)"),
         ([[2], [3], [4]], r"lengths must be an integer tensor of shape \(3,\)"),
         ([2.0, 3.0, 4.0], r"lengths must be an integer tensor"),

@@ -275,8 +275,8 @@ def test_more_ranks_than_gpus_is_refused_naming_both(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValueError, match=r"--nproc-per-node must be at most 1 here \(one rank per CUDA GPU, and torch sees 1\), got 2"):
         distributed.require_gpus(2)
     world = distributed.World(rank=1, size=2, local_rank=1, launched=True)
-    with pytest.raises(ValueError, match="got 2"):  # torchrun run directly: the rank past the last GPU says so
-        distributed.join(world, torch.device("cuda"))
+    with pytest.raises(ValueError, match=r"LOCAL_RANK 1 has no CUDA GPU \(torch sees 1\): run at most 1 ranks per node"):
+        distributed.join(world, torch.device("cuda"))  # torchrun run directly: the rank past the last GPU says so
 
 
 TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -315,18 +315,26 @@ def test_a_stray_rank_in_the_environment_is_one_line_not_a_wait(workdir: Path) -
 GLOO_RESET = "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:4242: Connection reset by peer. This may indicate ..."
 
 
-@pytest.mark.parametrize("place", ["join", "wrap"])
-def test_a_peer_lost_before_the_first_step_is_one_line_too(monkeypatch: pytest.MonkeyPatch, place: str) -> None:
-    """The rendezvous and DDP's broadcast of rank 0's weights are collectives outside the training loop."""
+def test_a_peer_lost_during_ddps_weight_broadcast_is_one_line_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP's broadcast of rank 0's weights is a collective outside the training loop."""
     def reset(*_: Any, **__: Any) -> None:
         raise RuntimeError(GLOO_RESET)
 
     world = distributed.World(rank=1, size=2, local_rank=1, launched=True)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group", reset)
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", reset)
     with pytest.raises(distributed.PeersLost, match=r"^rank 1 lost the other ranks \(Read error \[127.0.0.1\]:4242: Connection reset by peer\)$"):
-        if place == "join":
-            distributed.join(world, torch.device("cpu"))
-        else:
-            distributed.wrap(torch.nn.Linear(2, 2), world, torch.device("cpu"))
+        distributed.wrap(torch.nn.Linear(2, 2), world, torch.device("cpu"))
+
+
+def test_a_setup_failure_keeps_its_own_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not every gloo or store error is a lost peer: a port in use says so, not "lost the other ranks"."""
+    def in_use(*_: Any, **__: Any) -> None:
+        raise torch.distributed.DistNetworkError("The server socket has failed to listen on any local network address. port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use")
+
+    world = distributed.World(rank=0, size=2, local_rank=0, launched=True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", in_use)
+    with pytest.raises(torch.distributed.DistNetworkError, match="address already in use"):
+        distributed.join(world, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="^gloo: unsupported device$"), distributed.peers_lost(world):
+        raise RuntimeError("gloo: unsupported device")

@@ -107,8 +107,9 @@ def _dvc(copy: Path, env: dict[str, str], *arguments: str) -> str:
 
 @pytest.mark.slow  # about 3 minutes on 2 cores; CI runs it (make test-grid) after the default run
 def test_a_queued_grid_runs_in_parallel_and_dvc_and_mlflow_both_list_its_results(project: tuple[Path, dict[str, str]]) -> None:
-    """One experiment to its evaluate stage (export and bench add minutes and nothing to a grid's
-    metrics; that a queued experiment reruns only the experiment it changes is the dvc repro test's)."""
+    """One experiment, queued to its evaluate stage: export and bench add minutes and nothing to a
+    grid's metrics. Not checked here: which other experiments' stages a queued run without a target
+    reruns (the dvc repro test checks, in the workspace, that a change reruns only its experiment)."""
     copy, env = project
     params = tiny_params()
     del params["experiments"]["vec-unfolded"]
@@ -143,6 +144,6 @@ def test_a_queued_grid_runs_in_parallel_and_dvc_and_mlflow_both_list_its_results
 
     # dvc metrics diff: an experiment against the baseline commit, by its name.
     diff = json.loads(_dvc(copy, env, "metrics", "diff", "HEAD", names[0], "--json"))
-    changed = diff["reports/add-janet/metrics.json"]["test.loss"]
-    assert changed["old"] != changed["new"], changed
+    changed = diff.get("reports/add-janet/metrics.json", {}).get("test.loss")  # absent where nothing changed
+    assert changed and changed["old"] != changed["new"], diff
 

@@ -32,6 +32,19 @@ REFUSED: dict[str, tuple[Callable[[], object], str]] = {
     "train key": (lambda: config.parse({**_params(), "train": {**tiny_params()["train"], "lr": -1}}), "params: train.lr"),
     "task option": (lambda: make_task("adding", {"length": 1}), "adding option 'length'"),
     "task option in params": (lambda: config.parse(_params(task_options={"length": 1})), "params: experiments.base.task_options.length"),
+    # The refused option by its own name, not by the first option the message happens to mention,
+    # and a default the user never wrote (log_period_high's 6 against log_period_low 7).
+    "task option beside the one it names": (
+        lambda: config.parse(_params(cell="lstm", task="ptb", task_options={"source": "embedded", "train_file": "x.txt"})),
+        "params: experiments.base.task_options.train_file",
+    ),
+    "task option refused for another's value": (
+        lambda: config.parse(_params(cell="lstm", task="seq_mnist", task_options={"mode": "row", "permuted": True})),
+        "params: experiments.base.task_options.permuted",
+    ),
+    "cell option left at its default": (
+        lambda: config.parse(_params(cell_options={"log_period_low": 7.0})), "params: experiments.base.cell_options.log_period_high",
+    ),
 }
 
 

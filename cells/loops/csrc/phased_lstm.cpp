@@ -43,8 +43,8 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     }
     const T* __restrict__ p = pre + 4 * b * H;
     T* __restrict__ s = saved + kSaved<kGated> * b * H;
-    T* __restrict__ kb = s + 6 * H;
-    T* __restrict__ cycles = s + 7 * H;
+    T* __restrict__ kb = kGated ? s + 6 * H : nullptr;  // the gate's slots: the Phased LSTM's only
+    T* __restrict__ cycles = kGated ? s + 7 * H : nullptr;
     // Activations first, in simple loops (gcc vectorises these; one fused loop it would not).
     for (int64_t j = 0; j < 2 * H; ++j) s[j] = sigmoid(p[j]);
     for (int64_t j = 2 * H; j < 3 * H; ++j) s[j] = tanh(p[j]);
@@ -97,7 +97,7 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
     const T* __restrict__ hp = h_prev + b * H;
     const T* __restrict__ cp = c_prev + b * H;
     const T* __restrict__ s = saved + kSaved<kGated> * b * H;
-    const T* __restrict__ kb = s + 6 * H;
+    const T* __restrict__ kb = kGated ? s + 6 * H : nullptr;
     T* gh = g_h + b * H;
     T* gc = g_c + b * H;
     for (int64_t j = 0; j < H; ++j) {

@@ -68,7 +68,7 @@ def test_spec_reads_times_and_scores_against_chance() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"sampling": "sparse"}, r"'sampling' must be one of regular, high_res, async, got 'sparse'"),
+        ({"sampling": "sparse"}, r"'sampling' must be one of 'regular', 'high_res', 'async', got 'sparse'"),
         ({"duration": 1.5}, r"'duration' must be >= 2 .*got 1\.5"),
         ({"train_size": 1}, r"'train_size' must be >= 2 .*got 1"),
         ({"duration": "50"}, r"frequency option 'duration' must be of type float, got '50'"),

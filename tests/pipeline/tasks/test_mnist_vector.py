@@ -34,7 +34,7 @@ def test_mnist_source_gives_784_inputs(tmp_path: Path) -> None:
 
 
 def test_bad_options_name_this_task() -> None:
-    with pytest.raises(TaskError, match=r"mnist_vector option 'source' must be one of digits, mnist, got 'cifar'"):
+    with pytest.raises(TaskError, match=r"mnist_vector option 'source' must be one of 'digits', 'mnist', got 'cifar'"):
         make_task("mnist_vector", {"source": "cifar"})
     with pytest.raises(TaskError, match=r"unknown option mode( \(did you mean \w+\?\))?; allowed for task 'mnist_vector'"):
         make_task("mnist_vector", {"mode": "row"})

@@ -112,8 +112,8 @@ def test_ptb_source_reads_the_standard_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"level": "byte"}, r"ptb option 'level' must be one of word, char, got 'byte'"),
-        ({"source": "wiki"}, r"ptb option 'source' must be one of embedded, ptb, files, got 'wiki'"),
+        ({"level": "byte"}, r"ptb option 'level' must be one of 'word', 'char', got 'byte'"),
+        ({"source": "wiki"}, r"ptb option 'source' must be one of 'embedded', 'ptb', 'files', got 'wiki'"),
         ({"bptt": 0}, r"ptb option 'bptt' must be >= 1, got 0"),
         ({"source": "files", "train_file": "t.txt"}, r"ptb option 'valid_file' must be a path with source 'files', got None"),
         ({"train_file": "t.txt"}, r"ptb option 'train_file' must be null with source 'embedded' \(a path needs source 'files'\), got 't.txt'"),

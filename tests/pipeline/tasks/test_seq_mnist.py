@@ -133,8 +133,8 @@ def test_missing_mnist_files_are_downloaded_and_checked(tmp_path: Path, monkeypa
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"mode": "column"}, r"seq_mnist option 'mode' must be one of pixel, row, got 'column'"),
-        ({"source": "emnist"}, r"seq_mnist option 'source' must be one of digits, mnist, got 'emnist'"),
+        ({"mode": "column"}, r"seq_mnist option 'mode' must be one of 'pixel', 'row', got 'column'"),
+        ({"source": "emnist"}, r"seq_mnist option 'source' must be one of 'digits', 'mnist', got 'emnist'"),
         ({"mode": "row", "permuted": True}, r"seq_mnist option 'permuted' must be false with mode 'row' \(pMNIST permutes pixels: it needs mode 'pixel'\), got True"),
         ({"valid_fraction": 1.0}, r"seq_mnist option 'valid_fraction' must be a number in \(0, 1\), got 1\.0"),
         ({"limit": 0}, r"'limit' must be null or an integer >= 1, got 0"),
