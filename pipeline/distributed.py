@@ -92,9 +92,11 @@ class World:
         return self.rank == 0
 
 
-# How a collective reports that another rank's process is gone (gloo's words; nccl's come as a
-# DistBackendError). A setup problem (a port in use, a bad interface) is not one: it keeps its own message.
-_LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited")
+# How a collective reports that another rank's process is gone: any error of gloo's transport (its
+# socket pairs between ranks: "Read error ... Connection reset by peer", "Connection closed by
+# peer", "Write error ... Broken pipe", a pair's timeout) or an nccl DistBackendError. A setup
+# problem (a port in use, a bad interface) is not one: it keeps its own message.
+_LOST_PEER_SIGNS = ("gloo/transport/", "Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited")
 
 
 @contextlib.contextmanager
