@@ -53,7 +53,7 @@ def test_resident_call_gives_the_outputs_of_a_plain_run(graph: Path) -> None:
 
 
 def test_unknown_provider_is_named_with_the_choices(graph: Path) -> None:
-    with pytest.raises(ValueError, match=r"'TensorrtExecutionProvider'.*CPUExecutionProvider.*CUDAExecutionProvider"):
+    with pytest.raises(ValueError, match=r"^onnxruntime provider must be one of 'CPUExecutionProvider', 'CUDAExecutionProvider', got 'TensorrtExecutionProvider'$"):
         runtime.open_session(graph, "TensorrtExecutionProvider")
 
 
