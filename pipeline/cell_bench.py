@@ -10,7 +10,10 @@ training step without the optimizer) are timed separately. The reference row is
 ``torch.nn.LSTM`` against a second ``torch.nn.LSTM``: its spread is the noise floor.
 
 ``flatness`` times one model at two sequence lengths (50 and 400 steps) the same way: the
-ratio of time per step says whether the backward pass grows faster than T.
+ratio of time per step says whether the backward pass grows faster than T. Both keep freed host
+memory in the process as ``rnnzoo train`` does (``cells.loops.host_memory``): with glibc's
+defaults the large buffers of T=400 are page-faulted back in every call, which grew
+``torch.nn.LSTM``'s time per step as much as the loops'.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnzoo import cells
+from rnnzoo.cells.loops.host_memory import keep_freed_memory
 from rnnzoo.cells.loops.native import cpu_name
 
 REFERENCE = "torch.nn.LSTM"
@@ -179,6 +183,7 @@ def paired(run_a: Callable[[], None], run_b: Callable[[], None], device: torch.d
 
 def measure(device: str, shape: Shape, names: Sequence[str] | None = None, rounds: int = 10, block: int = 3) -> list[BenchRow]:
     """One row per cell (and the reference against itself) at ``shape`` on ``device``."""
+    keep_freed_memory()  # as `rnnzoo train` runs
     torch_device = torch.device(device)
     torch.manual_seed(0)
     x = torch.randn(shape.batch_size, shape.steps, shape.input_size, device=torch_device, dtype=getattr(torch, shape.dtype))
@@ -217,6 +222,7 @@ def flatness(device: str, shape: Shape, names: Sequence[str] | None = None, roun
     Rows for the fused loops and, for the cells that have one, for the reference Python loop too
     (``fused=False``, the path a device without fused kernels takes): its backward once grew with T².
     """
+    keep_freed_memory()  # as `rnnzoo train` runs: freed buffers page-faulted back in grew with T
     torch_device = torch.device(device)
     short, long = FLATNESS_STEPS
     dtype = getattr(torch, shape.dtype)
@@ -267,7 +273,9 @@ def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[Flatness
         (
             f"Ratios to {REFERENCE} at the same shape (H width, B batch, T steps, I inputs); each ratio is the median (min–max) of {rounds} paired rounds of "
             f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
-            "forward + backward. ms/step: the cell's median time per time step."
+            "forward + backward. ms/step: the cell's median time per time step. "
+            + ("Freed host memory is kept in the process, as `rnnzoo train` keeps it (rnnzoo.cells.loops.host_memory)."
+               if keep_freed_memory() else "This C library's malloc keeps its own policy for freed memory (no glibc).")
         ),
         "",
         "| shape | cell | forward ms/step | forward ratio | training ms/step | training ratio | target (training) | met |",

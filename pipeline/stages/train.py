@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from rnnzoo.cells import RecurrentCell
 from rnnzoo.cells.checks import refuse
+from rnnzoo.cells.loops.host_memory import keep_freed_memory
 from rnnzoo.pipeline import distributed, files, objectives, outputs, tracking
 from rnnzoo.pipeline.config import Config, ConfigError, ExperimentConfig, InvalidParam, TrainConfig
 from rnnzoo.pipeline.model import PredictionModule, SequenceModel, VectorModel, build_model, detach_state
@@ -210,6 +211,7 @@ def train(config: Config, experiment: str, resume: bool = False, stop_after: int
     """
     exp = config.experiment(experiment)
     cfg = exp.train
+    keep_freed_memory()  # each step's buffers reused, not page-faulted back in (host_memory's docstring)
     world = distributed.World.from_env()
     device = distributed.join(world, resolve_device(cfg.device))
     splits = files.load_torch(files.dataset_path(experiment), "dataset", f"rnnzoo prepare {experiment}")

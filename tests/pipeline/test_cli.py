@@ -87,9 +87,15 @@ def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) ->
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cell_bench, "SHAPES", {"cpu": (cell_bench.Shape(4, 2, 3, input_size=2),)})
     monkeypatch.setattr(cell_bench, "FLATNESS_STEPS", (3, 6))
+    events: list[str] = []
+    monkeypatch.setattr(cell_bench, "keep_freed_memory", lambda: events.append("keep") or True)
+    paired = cell_bench.paired
+    monkeypatch.setattr(cell_bench, "paired", lambda *args, **kwargs: events.append("time") or paired(*args, **kwargs))
     result = runner.invoke(app, ["bench", "cells", "--device", "cpu", "--rounds", "2", "--block", "1"])
     assert result.exit_code == 0, result.output
+    assert events[0] == "keep" and "time" in events  # timed as `rnnzoo train` runs, freed memory kept
     table = (tmp_path / "reports" / "bench_cells_cpu.md").read_text()
+    assert "Freed host memory is kept in the process" in table
     assert "CPU" in table and f"| {cell_bench.REFERENCE} |" in table
     assert all(f"| {name} |" in table for name in cells.names())
     assert "T=6 over T=3" in table

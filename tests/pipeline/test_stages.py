@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from rnnzoo.pipeline import config, files, runtime, summary
+from rnnzoo.pipeline.model import build_model
 from rnnzoo.pipeline.model_record import ModelRecord
+from rnnzoo.pipeline.stages import train as train_stage
 from rnnzoo.pipeline.stages.evaluate import evaluate
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import TrainingDiverged, train
@@ -54,6 +56,16 @@ def test_same_params_and_seed_give_the_same_metrics(workdir: Path) -> None:
     assert first == second
     other_seed = config.load(workdir / "params.yaml", ["train.seed=1"])
     assert _run_all(other_seed, "add-janet") != first
+
+
+def test_training_keeps_freed_host_memory_before_its_first_step(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = config.load(workdir / "params.yaml", ["train.steps=1", "train.eval_every=0"])
+    prepare(params, "add-janet")
+    events: list[str] = []
+    monkeypatch.setattr(train_stage, "keep_freed_memory", lambda: events.append("keep") or True)
+    monkeypatch.setattr(train_stage, "build_model", lambda *a, **k: events.append("build") or build_model(*a, **k))
+    train(params, "add-janet", progress=False)
+    assert events == ["keep", "build"]
 
 
 def test_divergence_stops_with_a_message_and_no_model(workdir: Path) -> None:
