@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnzoo.cells.loops.host_memory import keep_freed_memory
 from rnnzoo.cells.loops.native import cpu_name
 from rnnzoo.pipeline import cell_bench, files, onnx_export, outputs, plots, runtime, tracking
 from rnnzoo.pipeline.config import BenchConfig, Config
@@ -76,6 +77,7 @@ def _lengths(spec_steps: int | None) -> Sequence[int | None]:  # a list; Sequenc
 
 def bench_model(graph: str, path: Path, model: SequenceModel | VectorModel, steps: int | None, config: BenchConfig) -> dict[str, Any]:
     """Measurements of one exported graph against its torch model."""
+    keep_freed_memory()  # torch as `rnnzoo train` runs it (onnxruntime keeps its own memory arena)
     threads = config.threads or torch.get_num_threads()
     previous = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.set_num_threads(threads)

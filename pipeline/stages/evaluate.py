@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from rnnzoo.cells.loops.host_memory import keep_freed_memory
 from rnnzoo.pipeline import files, objectives, outputs, plots, tracking
 from rnnzoo.pipeline.config import Config
 from rnnzoo.pipeline.model import SequenceModel, VectorModel
@@ -22,6 +23,7 @@ def evaluate(config: Config, experiment: str) -> dict[str, float]:
     """Metrics of the trained model on the valid split and, where the dataset has one, the test
     split (``test.*``: with ``train.eval_every``, of the model selected on valid)."""
     exp = config.experiment(experiment)
+    keep_freed_memory()  # each batch's buffers reused, not page-faulted back in (host_memory's docstring)
     record = ModelRecord.load(experiment, exp.params_hash())
     model = record.build()
     spec: TaskSpec = model.spec

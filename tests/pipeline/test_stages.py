@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,7 +20,6 @@ import pytest
 import torch
 
 from rnnzoo.pipeline import config, files, runtime, summary
-from rnnzoo.pipeline.model import build_model
 from rnnzoo.pipeline.model_record import ModelRecord
 from rnnzoo.pipeline.stages import train as train_stage
 from rnnzoo.pipeline.stages.evaluate import evaluate
@@ -58,14 +58,27 @@ def test_same_params_and_seed_give_the_same_metrics(workdir: Path) -> None:
     assert _run_all(other_seed, "add-janet") != first
 
 
-def test_training_keeps_freed_host_memory_before_its_first_step(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stage", ["train", "evaluate", "bench"])
+def test_each_stage_that_runs_torch_keeps_freed_host_memory_before_its_model_runs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    from rnnzoo.pipeline.stages import bench as bench_stage
+    from rnnzoo.pipeline.stages import evaluate as evaluate_stage
+    from rnnzoo.pipeline.stages.export import export
+
     params = config.load(workdir / "params.yaml", ["train.steps=1", "train.eval_every=0"])
     prepare(params, "add-janet")
+    if stage != "train":
+        train(params, "add-janet", progress=False)
+    if stage == "bench":
+        export(params, "add-janet")
+    module = {"train": train_stage, "evaluate": evaluate_stage, "bench": bench_stage}[stage]
     events: list[str] = []
-    monkeypatch.setattr(train_stage, "keep_freed_memory", lambda: events.append("keep") or True)
-    monkeypatch.setattr(train_stage, "build_model", lambda *a, **k: events.append("build") or build_model(*a, **k))
-    train(params, "add-janet", progress=False)
-    assert events == ["keep", "build"]
+    monkeypatch.setattr(module, "keep_freed_memory", lambda: events.append("keep") or True)
+    forward = torch.nn.Module.__call__
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda *a, **k: events.append("forward") or forward(*a, **k))
+    {"train": functools.partial(train, progress=False), "evaluate": evaluate, "bench": bench_stage.bench}[stage](params, "add-janet")
+    assert events[0] == "keep" and "forward" in events
 
 
 def test_divergence_stops_with_a_message_and_no_model(workdir: Path) -> None:
