@@ -21,9 +21,10 @@ template <bool kGated>
 constexpr int64_t kSaved = kGated ? 8 : 6;
 
 // kGated = false is the plain LSTM (k ≡ 1): the same loop, for torch.compile (see cells/lstm.py).
+// inv_period and inv_ratio_on are 1/τ and 1/r_on, per unit: a multiply an element instead of a divide.
 template <typename T, bool kGated>
-void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const T* __restrict__ period,
-                  const T* __restrict__ shift, const T* __restrict__ ratio_on, T leak, const T* __restrict__ h_prev,
+void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const T* __restrict__ inv_period,
+                  const T* __restrict__ shift, const T* __restrict__ inv_ratio_on, T leak, const T* __restrict__ h_prev,
                   const T* __restrict__ c_prev, T* __restrict__ h_next, T* __restrict__ c_next, T* __restrict__ out,
                   T* __restrict__ saved, const bool* keep, int64_t b_begin, int64_t b_end, int64_t H) {
   for (int64_t b = b_begin; b < b_end; ++b) {
@@ -52,12 +53,11 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
     if constexpr (kGated) {
       const T time = times[b];
       for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
-        const T cycle = (time - shift[j]) / period[j];
+        const T cycle = (time - shift[j]) * inv_period[j];
         const T phase = cycle - std::floor(cycle);
-        const T r = ratio_on[j];
-        const T opening = T(2) * phase / r;
+        const T opening = T(2) * phase * inv_ratio_on[j];  // rises to 1 at r_on/2 (opening = 1), falls to 0 at r_on
         cycles[j] = cycle;
-        kb[j] = phase < T(0.5) * r ? opening : (phase < r ? T(2) - opening : leak * phase);
+        kb[j] = opening < T(1) ? opening : (opening < T(2) ? T(2) - opening : leak * phase);
       }
     }
     // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
@@ -122,10 +122,10 @@ void backward_rows(const T* __restrict__ g_out, T* g_h, T* g_c, const T* __restr
 // touch a row), and writes the timestamps' gradient of the step:
 //   ∂k/∂φ = 2/r_on, -2/r_on, α;  ∂k/∂r_on = -2φ/r_on², 2φ/r_on², 0  (rising, falling, closed; ∂φ/∂cycle = 1)
 //   cycle = (t - s) / τ:  ∂/∂t = 1/τ,  ∂/∂s = -1/τ,  ∂/∂τ = -cycle/τ
-// g_cycle (B, H) is scratch for each row's dL/dcycle / τ.
+// inv_period, inv_ratio_on: 1/τ, 1/r_on; g_cycle (B, H) is scratch for each row's dL/dcycle / τ.
 template <typename T>
-void accumulate_gate_rows(const T* __restrict__ g_k, const T* __restrict__ saved, const T* __restrict__ period,
-                          const T* __restrict__ ratio_on, T leak, T* __restrict__ g_cycle, T* __restrict__ sum_shift,
+void accumulate_gate_rows(const T* __restrict__ g_k, const T* __restrict__ saved, const T* __restrict__ inv_period,
+                          const T* __restrict__ inv_ratio_on, T leak, T* __restrict__ g_cycle, T* __restrict__ sum_shift,
                           T* __restrict__ sum_period, T* __restrict__ sum_ratio, T* __restrict__ g_times, const bool* keep,
                           int64_t b_begin, int64_t b_end, int64_t H) {
   for (int64_t b = b_begin; b < b_end; ++b) {
@@ -140,15 +140,15 @@ void accumulate_gate_rows(const T* __restrict__ g_k, const T* __restrict__ saved
     T* __restrict__ ratio = sum_ratio + b * H;
     T* __restrict__ gcy = g_cycle + b * H;
     for (int64_t j = 0; j < H; ++j) {
-      const T cycle = cycles[j], r = ratio_on[j];
+      const T cycle = cycles[j], inv_r = inv_ratio_on[j];
       const T phase = cycle - std::floor(cycle);
-      const T opening = T(2) * phase / r;
-      const bool rising = phase < T(0.5) * r, falling = phase < r;
-      const T by_cycle = gk[j] * (rising ? T(2) / r : (falling ? T(-2) / r : leak)) / period[j];
+      const T opening = T(2) * phase * inv_r;  // as the forward's, so the same branch
+      const bool rising = opening < T(1), falling = opening < T(2);
+      const T by_cycle = gk[j] * (rising ? T(2) * inv_r : (falling ? T(-2) * inv_r : leak)) * inv_period[j];
       gcy[j] = by_cycle;
       shift[j] -= by_cycle;
       tau[j] -= by_cycle * cycle;
-      ratio[j] += gk[j] * (rising ? -opening / r : (falling ? opening / r : T(0)));
+      ratio[j] += gk[j] * (rising ? -opening * inv_r : (falling ? opening * inv_r : T(0)));
     }
     T time = T(0);
     for (int64_t j = 0; j < H; ++j) time += gcy[j];
@@ -161,6 +161,9 @@ struct Gate {
   at::Tensor times, period, shift, ratio_on;
   double leak;
 };
+
+// 1/x of a per-unit gate parameter, contiguous; undefined (no gate) stays undefined.
+at::Tensor per_unit_reciprocal(const at::Tensor& x) { return x.defined() ? x.reciprocal().contiguous() : x; }
 
 // Both loops' forward pass; `gate` is the Phased LSTM's, absent for the plain LSTM.
 template <bool kGated>
@@ -187,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto pre = at::empty({B, 4 * H}, projected.options());  // one step's gates, reused (stays in cache)
   const auto weight = weight_hh.contiguous();
   const auto contiguous = [](const at::Tensor& x) { return x.defined() ? x.contiguous() : x; };  // undefined: no gate
-  const auto tau = contiguous(gate.period), s = contiguous(gate.shift), r = contiguous(gate.ratio_on);
+  const auto inv_tau = per_unit_reciprocal(gate.period), s = contiguous(gate.shift), inv_r = per_unit_reciprocal(gate.ratio_on);
   const bool* keep_ptr = keep_pointer(keep, T, B, op);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_loops_forward", [&] {
     const auto pointer = [](const at::Tensor& x) { return x.defined() ? x.data_ptr<scalar_t>() : nullptr; };
@@ -200,8 +203,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         scalar_t* pre_rows = pre_all + b0 * 4 * H;  // pre = projected_t + h_{t-1} Wᵀ
         std::memcpy(pre_rows, proj + 4 * (step + b0 * H), (b1 - b0) * 4 * H * sizeof(scalar_t));
         gemm_accumulate<scalar_t>(b1 - b0, 4 * H, H, h + step + b0 * H, H, w, true, pre_rows, 4 * H);
-        forward_rows<scalar_t, kGated>(pre_all, kGated ? pointer(gate.times) + t * B : nullptr, pointer(tau), pointer(s),
-                                       pointer(r), static_cast<scalar_t>(gate.leak), h + step, c + step, h + step + B * H,
+        forward_rows<scalar_t, kGated>(pre_all, kGated ? pointer(gate.times) + t * B : nullptr, pointer(inv_tau), pointer(s),
+                                       pointer(inv_r), static_cast<scalar_t>(gate.leak), h + step, c + step, h + step + B * H,
                                        c + step + B * H, out + step, sv + kSaved<kGated> * step, step_keep(keep_ptr, t, B), b0, b1, H);
       }
     });
@@ -220,12 +223,12 @@ std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::T
   check_shape(saved, {T, B, kSaved<kGated> * H}, "saved", op);
   auto grad_pre = at::empty({T, B, 4 * H}, grad_outputs.options());
   at::Tensor grad_k, grad_cycle, sums, grad_times;
-  at::Tensor tau, r;
+  at::Tensor inv_tau, inv_r;
   if constexpr (kGated) {
     check_shape(gate.period, {H}, "period", op);
     check_shape(gate.ratio_on, {H}, "ratio_on", op);
-    tau = gate.period.contiguous();
-    r = gate.ratio_on.contiguous();
+    inv_tau = per_unit_reciprocal(gate.period);
+    inv_r = per_unit_reciprocal(gate.ratio_on);
     grad_k = at::empty({B, H}, grad_outputs.options());  // one step's, reused
     grad_cycle = at::empty({B, H}, grad_outputs.options());
     sums = at::zeros({3, B, H}, grad_outputs.options());  // per row, over time: -dL/ds, -dL/dτ, dL/dr_on
@@ -250,7 +253,7 @@ std::vector<at::Tensor> run_backward(const at::Tensor& grad_outputs, const at::T
         backward_rows<scalar_t, kGated>(go + step, gh, gc, sv + kSaved<kGated> * step, h + step, c + step, gp + 4 * step, gk,
                                         step_keep(keep_ptr, t, B), b0, b1, H);
         if constexpr (kGated) {
-          accumulate_gate_rows<scalar_t>(gk, sv + kSaved<kGated> * step, pointer(tau), pointer(r), leak, gcy, sum, sum + B * H,
+          accumulate_gate_rows<scalar_t>(gk, sv + kSaved<kGated> * step, pointer(inv_tau), pointer(inv_r), leak, gcy, sum, sum + B * H,
                                          sum + 2 * B * H, gt + t * B, step_keep(keep_ptr, t, B), b0, b1, H);
         }
         // dh_{t-1} = (the direct part, written in place) + dpre W

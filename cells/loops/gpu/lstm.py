@@ -25,21 +25,21 @@ from rnnzoo.cells.loops.ops import LSTM_SAVED, PHASED_LSTM_SAVED  # the saved bu
 
 
 @triton.jit
-def _gate_derivatives(cycle, period, ratio, leak):
+def _gate_derivatives(cycle, inv_period, inv_ratio, leak):
     """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on, recomputed from the saved cycle (the same φ, so
-    the same branch as the forward's)."""
+    the same branch as the forward's); 1/τ and 1/r_on as the C++ loop takes them."""
     phase = cycle - tl.floor(cycle)
-    opening = 2.0 * phase / ratio
-    rising = phase < 0.5 * ratio
-    falling = phase < ratio
-    k_by_cycle = tl.where(rising, 2.0 / ratio, tl.where(falling, -2.0 / ratio, leak)) / period
-    k_by_ratio = tl.where(rising, -opening / ratio, tl.where(falling, opening / ratio, 0.0))
+    opening = 2.0 * phase * inv_ratio
+    rising = opening < 1.0
+    falling = opening < 2.0
+    k_by_cycle = tl.where(rising, 2.0 * inv_ratio, tl.where(falling, -2.0 * inv_ratio, leak)) * inv_period
+    k_by_ratio = tl.where(rising, -opening * inv_ratio, tl.where(falling, opening * inv_ratio, 0.0))
     return k_by_cycle, k_by_ratio
 
 
 @triton.jit
 def _forward(
-    P, H0, C0, W, TIMES, PERIOD, SHIFT, RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
+    P, H0, C0, W, TIMES, INV_PERIOD, SHIFT, INV_RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
 ):
@@ -49,10 +49,10 @@ def _forward(
     w_f = square_tile(W + 1 * H * H, H, units, True)
     w_g = square_tile(W + 2 * H * H, H, units, True)
     w_o = square_tile(W + 3 * H * H, H, units, True)
-    if GATED:  # padding lanes get a harmless gate (period 1, ratio 1), never a division by zero
-        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+    if GATED:  # padding lanes get a harmless gate (period 1, ratio 1)
+        inv_period = tl.load(INV_PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
         shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
-        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        inv_ratio = tl.load(INV_RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
     h = tl.load(H0 + at, mask=tile, other=0.0).to(COMPUTE)
     c = tl.load(C0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(HS + at, h.to(HS.dtype.element_ty), mask=tile)
@@ -69,12 +69,10 @@ def _forward(
         save_at = slab_at(t, B, SAVED_UNITS * H, rows, units)
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
-            cycle = (time - shift) / period
+            cycle = (time - shift) * inv_period
             phase = cycle - tl.floor(cycle)
-            opening = 2.0 * phase / ratio
-            rising = phase < 0.5 * ratio
-            falling = phase < ratio
-            k = tl.where(rising, opening, tl.where(falling, 2.0 - opening, leak * phase))
+            opening = 2.0 * phase * inv_ratio  # rises to 1 at r_on/2, falls to 0 at r_on
+            k = tl.where(opening < 1.0, opening, tl.where(opening < 2.0, 2.0 - opening, leak * phase))
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
             tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
@@ -103,15 +101,15 @@ def _forward(
 
 @triton.jit
 def _backward(
-    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, PERIOD, RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
+    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, INV_PERIOD, INV_RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     if GATED:  # padding lanes as in _forward
         unit_ok = units < H
-        period = tl.load(PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
-        ratio = tl.load(RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        inv_period = tl.load(INV_PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        inv_ratio = tl.load(INV_RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
     w_i = square_tile(W + 0 * H * H, H, units, False)
     w_f = square_tile(W + 1 * H * H, H, units, False)
     w_g = square_tile(W + 2 * H * H, H, units, False)
@@ -134,7 +132,7 @@ def _backward(
             k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
             gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
             cycle = tl.load(SAVED_ + save_at + 7 * H, mask=tile, other=0.0).to(COMPUTE)
-            k_by_cycle, k_by_ratio = _gate_derivatives(cycle, period, ratio, leak)
+            k_by_cycle, k_by_ratio = _gate_derivatives(cycle, inv_period, inv_ratio, leak)
             g_cycle = gk * k_by_cycle
             g_ratio = gk * k_by_ratio
         else:
@@ -184,6 +182,8 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     hs = projected.new_empty(steps + 1, batch, hidden)
     cs = projected.new_empty(steps + 1, batch, hidden)
     times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
+    if gate is not None:  # the kernels take 1/τ and 1/r_on, as the C++ loop does (the same roundings)
+        period, ratio_on = period.reciprocal(), ratio_on.reciprocal()
     _forward[grid(batch)](
         projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), period.contiguous(),
         shift.contiguous(), ratio_on.contiguous(), keep_or_empty(keep, projected),
@@ -202,6 +202,8 @@ def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs
     grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs  # unwritten when not
     grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs
     period, ratio_on, leak = gate if gated else (grad_outputs, grad_outputs, 0.0)  # unread when not
+    if gated:  # as in _run_forward
+        period, ratio_on = period.reciprocal(), ratio_on.reciprocal()
     grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
