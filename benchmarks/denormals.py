@@ -3,6 +3,7 @@
 Trains-steps sequential MNIST (pixels, T=784, loss on the last step as in the papers) with
 torch.nn.LSTM 2x128 and JANET 2x128, with and without ``torch.set_flush_denormal(True)``, the
 two settings interleaved round by round; prints the median and min-max of the paired ratios.
+Freed memory is kept in the process, as ``rnnzoo train`` keeps it (``cells.loops.host_memory``).
 
     python benchmarks/denormals.py ../shared/data/mnist [--batch 64 --rounds 6 --steps 784]
 """
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from rnnzoo import cells
+from rnnzoo.cells.loops.host_memory import keep_freed_memory
 
 
 def mnist_pixels(folder: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--random", action="store_true", help="standard-normal inputs instead of the images (the issue's setting)")
     args = parser.parse_args()
+    keep_freed_memory()  # as training runs: otherwise the large buffers' page faults would blur the comparison
     x, y = mnist_pixels(args.data_dir, args.batch)
     x = torch.randn(args.batch, args.steps, 1) if args.random else x[:, : args.steps]
     torch.manual_seed(0)

@@ -265,8 +265,11 @@ def _target(device: str, row: BenchRow) -> tuple[str, str]:
     return label, "yes" if ratio <= target else "no"
 
 
-def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[FlatnessRow], rounds: int, block: int) -> str:
-    """The tables as markdown, headed by the device and the method."""
+def markdown(
+    device: str, rows: Sequence[BenchRow], flat_rows: Sequence[FlatnessRow], rounds: int, block: int, memory_kept: bool
+) -> str:
+    """The tables as markdown, headed by the device and the method (``memory_kept``: what
+    ``keep_freed_memory`` returned in the measuring process)."""
     lines = [
         f"# Cell speed on {device_name(device)}",
         "",
@@ -275,7 +278,7 @@ def markdown(device: str, rows: Sequence[BenchRow], flat_rows: Sequence[Flatness
             f"{block} back-to-back calls a side, the two sides interleaved. Forward: eval mode under no_grad. Training: "
             "forward + backward. ms/step: the cell's median time per time step. "
             + ("Freed host memory is kept in the process, as `rnnzoo train` keeps it (rnnzoo.cells.loops.host_memory)."
-               if keep_freed_memory() else "This C library's malloc keeps its own policy for freed memory (no glibc).")
+               if memory_kept else "Freed host memory is not kept: this C library's malloc has its own policy, or glibc refused the thresholds.")
         ),
         "",
         "| shape | cell | forward ms/step | forward ratio | training ms/step | training ratio | target (training) | met |",

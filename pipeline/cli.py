@@ -274,7 +274,7 @@ def bench_command(
             if flatness:
                 with console.status(f"{name}: timing T={cell_bench.FLATNESS_STEPS[1]} against T={cell_bench.FLATNESS_STEPS[0]}..."):
                     flat_rows = cell_bench.flatness(name, shapes[0])
-            table = cell_bench.markdown(name, rows, flat_rows, rounds, block)
+            table = cell_bench.markdown(name, rows, flat_rows, rounds, block, memory_kept=cell_bench.keep_freed_memory())
             path = files.write_text(table, files.REPORTS_DIR / f"bench_cells_{name}.md")
             console.print(table, markup=False)
             console.print(f"saved {path}")

@@ -77,7 +77,7 @@ def _lengths(spec_steps: int | None) -> Sequence[int | None]:  # a list; Sequenc
 
 def bench_model(graph: str, path: Path, model: SequenceModel | VectorModel, steps: int | None, config: BenchConfig) -> dict[str, Any]:
     """Measurements of one exported graph against its torch model."""
-    keep_freed_memory()  # torch as `rnnzoo train` runs it (onnxruntime keeps its own memory arena)
+    kept = keep_freed_memory()  # torch as `rnnzoo train` runs it (onnxruntime keeps its own memory arena)
     threads = config.threads or torch.get_num_threads()
     previous = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.set_num_threads(threads)
@@ -85,7 +85,7 @@ def bench_model(graph: str, path: Path, model: SequenceModel | VectorModel, step
     # and cuDNN's RNN kernels would otherwise use it for torch.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        return {**_measure(graph, path, model, steps, config, threads), "tf32": False}
+        return {**_measure(graph, path, model, steps, config, threads), "tf32": False, "freed_memory_kept": kept}
     finally:  # later stages in this process run as before
         torch.set_num_threads(previous[0])
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous[1:]

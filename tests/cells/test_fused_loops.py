@@ -98,7 +98,22 @@ def test_the_cpu_loops_are_built_here():
 @pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
 @pytest.mark.parametrize("name, options", PARAMS, ids=[f"{n}-{i}" for n, cases in CASES.items() for i in range(len(cases))])
 def test_fused_loop_matches_reference_loop(monkeypatch, name, options, layout, dtype, training):
-    reference, fused = _pair(name, options, LAYOUTS[layout], dtype, training)
+    _assert_paths_agree(monkeypatch, name, *_pair(name, options, LAYOUTS[layout], dtype, training), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_phased_lstm_gate_with_a_ratio_on_at_or_below_zero_stays_closed_in_both_loops(monkeypatch, dtype):
+    # ratio_on is learned and unclamped: a value may cross 0, where the gate never opens (at exactly 0
+    # the reference's gradient is NaN: torch.where backpropagates 0 · ∞ from the branch it did not take).
+    reference, fused = _pair("phased_lstm", {"ratio_on": 0.6}, {}, dtype, True)
+    with torch.no_grad():
+        for layer in (reference, fused):
+            layer.cells[0].ratio_on.copy_(torch.tensor([-0.3, -1e-3, 0.6, 0.4, -0.05], dtype=dtype))
+    _assert_paths_agree(monkeypatch, "phased_lstm", reference, fused, dtype)
+
+
+def _assert_paths_agree(monkeypatch, name: str, reference, fused, dtype: torch.dtype) -> None:
+    """The fused and reference layers agree: outputs, final state, every input and parameter gradient."""
     x, state, times = _inputs(name, dtype, reference)
     lengths = torch.tensor(LENGTHS)
     out_ref, final_ref, loss_ref = _run(reference, x, state, lengths, times)

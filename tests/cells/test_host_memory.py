@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ for _ in range(5):
     cycle()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-_PAGES = 5 * (64 << 20) // 4096
+_PAGES = 5 * (64 << 20) // 4096  # 81,920 (fewer where transparent huge pages back the fresh mappings)
 
 
 def _page_faults(mode: str) -> int:
@@ -34,10 +35,13 @@ def _page_faults(mode: str) -> int:
     return int(done.stdout.strip())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: the C library of Linux CI")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's malloc (CI's C library)"
+)
 def test_freed_buffers_are_reused_without_page_faults() -> None:
-    assert _page_faults("default") > _PAGES // 2  # glibc's defaults: the freed block goes back to the kernel
-    assert _page_faults("keep") < _PAGES // 100
+    default, kept = _page_faults("default"), _page_faults("keep")
+    assert default > 100, "glibc's defaults give the freed 64 MiB back to the kernel: faults on every cycle"
+    assert kept < min(default // 20, _PAGES // 100), (default, kept)
 
 
 def test_without_glibc_nothing_is_changed(monkeypatch: pytest.MonkeyPatch) -> None:

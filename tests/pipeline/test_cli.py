@@ -65,10 +65,17 @@ def _row(name: str, training_ratio: float) -> cell_bench.BenchRow:
 
 def test_bench_table_judges_each_target_and_rhn_per_micro_layer() -> None:
     rows = [_row("janet", 0.7), _row("indrnn", 0.3), _row("rhn", 3.3), _row("phased_lstm", 1.1)]
-    table = cell_bench.markdown("cpu", rows, [], rounds=2, block=1)
+    table = cell_bench.markdown("cpu", rows, [], rounds=2, block=1, memory_kept=True)
     met = dict(re.findall(r"\| (janet|indrnn|rhn|phased_lstm) \|.*\| (yes|no) \|", table))
     # janet 0.7 <= 0.75; indrnn 0.3 > 0.25; rhn 3.3 / depth 3 = 1.1 <= 1.2; phased 1.1 <= 1.2.
     assert met == {"janet": "yes", "indrnn": "no", "rhn": "yes", "phased_lstm": "yes"}, table
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_bench_table_says_whether_freed_memory_was_kept(kept: bool) -> None:
+    table = cell_bench.markdown("cpu", [_row("janet", 0.7)], [], rounds=2, block=1, memory_kept=kept)
+    assert ("Freed host memory is kept in the process" in table) is kept
+    assert ("Freed host memory is not kept" in table) is not kept
 
 
 def test_bench_cells_rejects_an_unknown_device() -> None:

@@ -248,6 +248,7 @@ def test_bench_measures_onnxruntime_against_torch_and_records_it(workdir: Path) 
         assert {k: v for k, v in report.items() if k != "detail"} == metrics
         detail = report["detail"]
         assert detail["threads"] == 1 and detail["batch_sizes"] == [1, 4] and detail["tf32"] is False
+        assert detail["freed_memory_kept"] is True  # what the (patched) keep_freed_memory returned
         assert torch.backends.cudnn.allow_tf32, "the bench restores torch's TF32 setting for later stages"
         assert list(detail["providers"]) == runtime.providers_here()  # CUDA too where onnxruntime-gpu has a GPU
         assert detail["onnxruntime"] == runtime.distribution()

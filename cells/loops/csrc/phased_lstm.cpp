@@ -16,7 +16,7 @@ namespace {
 
 // Saved per unit: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, and for the Phased LSTM k and cycle = (t - s)/τ.
 // The gate's local derivatives are recomputed from the cycle in the backward pass (a floor and a
-// division an element) rather than saved: two fewer values an element to write and read back.
+// few multiplies an element) rather than saved: two fewer values an element to write and read back.
 template <bool kGated>
 constexpr int64_t kSaved = kGated ? 8 : 6;
 
@@ -55,9 +55,11 @@ void forward_rows(const T* __restrict__ pre, const T* __restrict__ times, const 
       for (int64_t j = 0; j < H; ++j) {  // the time gate, as cells/phased_lstm.py's time_gate
         const T cycle = (time - shift[j]) * inv_period[j];
         const T phase = cycle - std::floor(cycle);
-        const T opening = T(2) * phase * inv_ratio_on[j];  // rises to 1 at r_on/2 (opening = 1), falls to 0 at r_on
+        const T inv_r = inv_ratio_on[j];
+        const T opening = T(2) * phase * inv_r;  // 2φ/r_on: k rises with it to 1 at φ = r_on/2, falls back to 0 at r_on
+        const bool open = inv_r > T(0);  // r_on ≤ 0 (a learned value may cross 0): always closed, as the reference
         cycles[j] = cycle;
-        kb[j] = opening < T(1) ? opening : (opening < T(2) ? T(2) - opening : leak * phase);
+        kb[j] = open && opening < T(1) ? opening : (open && opening < T(2) ? T(2) - opening : leak * phase);
       }
     }
     // Disjoint slices of one saved row: restrict-qualified so gcc knows the stores miss the loads.
@@ -143,7 +145,7 @@ void accumulate_gate_rows(const T* __restrict__ g_k, const T* __restrict__ saved
       const T cycle = cycles[j], inv_r = inv_ratio_on[j];
       const T phase = cycle - std::floor(cycle);
       const T opening = T(2) * phase * inv_r;  // as the forward's, so the same branch
-      const bool rising = opening < T(1), falling = opening < T(2);
+      const bool open = inv_r > T(0), rising = open && opening < T(1), falling = open && opening < T(2);
       const T by_cycle = gk[j] * (rising ? T(2) * inv_r : (falling ? T(-2) * inv_r : leak)) * inv_period[j];
       gcy[j] = by_cycle;
       shift[j] -= by_cycle;

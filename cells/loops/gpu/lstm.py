@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -30,8 +31,8 @@ def _gate_derivatives(cycle, inv_period, inv_ratio, leak):
     the same branch as the forward's); 1/τ and 1/r_on as the C++ loop takes them."""
     phase = cycle - tl.floor(cycle)
     opening = 2.0 * phase * inv_ratio
-    rising = opening < 1.0
-    falling = opening < 2.0
+    rising = (inv_ratio > 0.0) & (opening < 1.0)  # r_on <= 0: always closed, as in _forward
+    falling = (inv_ratio > 0.0) & (opening < 2.0)
     k_by_cycle = tl.where(rising, 2.0 * inv_ratio, tl.where(falling, -2.0 * inv_ratio, leak)) * inv_period
     k_by_ratio = tl.where(rising, -opening * inv_ratio, tl.where(falling, opening * inv_ratio, 0.0))
     return k_by_cycle, k_by_ratio
@@ -71,8 +72,9 @@ def _forward(
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
             cycle = (time - shift) * inv_period
             phase = cycle - tl.floor(cycle)
-            opening = 2.0 * phase * inv_ratio  # rises to 1 at r_on/2, falls to 0 at r_on
-            k = tl.where(opening < 1.0, opening, tl.where(opening < 2.0, 2.0 - opening, leak * phase))
+            opening = 2.0 * phase * inv_ratio  # 2φ/r_on: k rises with it to 1 at φ = r_on/2, falls back to 0 at r_on
+            is_open = inv_ratio > 0.0  # r_on <= 0 (a learned value may cross 0): always closed, as the reference
+            k = tl.where(is_open & (opening < 1.0), opening, tl.where(is_open & (opening < 2.0), 2.0 - opening, leak * phase))
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
             tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
@@ -174,6 +176,13 @@ def _backward(
     tl.store(GC0 + at, dc.to(GC0.dtype.element_ty), mask=tile)
 
 
+def _reciprocals(period: Tensor, ratio_on: Tensor) -> tuple[Tensor, Tensor]:
+    """1/τ and 1/r_on as the kernels take them, as the C++ loop does (the same roundings), in at least
+    float32: a bfloat16 or float16 reciprocal would round the gate's phase a second time."""
+    compute = torch.promote_types(period.dtype, torch.float32)
+    return period.to(compute).reciprocal().contiguous(), ratio_on.to(compute).reciprocal().contiguous()
+
+
 def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     outputs = projected.new_empty(steps, batch, hidden)
@@ -182,11 +191,10 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     hs = projected.new_empty(steps + 1, batch, hidden)
     cs = projected.new_empty(steps + 1, batch, hidden)
     times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
-    if gate is not None:  # the kernels take 1/τ and 1/r_on, as the C++ loop does (the same roundings)
-        period, ratio_on = period.reciprocal(), ratio_on.reciprocal()
+    inv_period, inv_ratio_on = _reciprocals(period, ratio_on) if gate is not None else (projected, projected)
     _forward[grid(batch)](
-        projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), period.contiguous(),
-        shift.contiguous(), ratio_on.contiguous(), keep_or_empty(keep, projected),
+        projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), inv_period,
+        shift.contiguous(), inv_ratio_on, keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), SAVED_UNITS=saved_units,
@@ -202,12 +210,11 @@ def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs
     grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs  # unwritten when not
     grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs
     period, ratio_on, leak = gate if gated else (grad_outputs, grad_outputs, 0.0)  # unread when not
-    if gated:  # as in _run_forward
-        period, ratio_on = period.reciprocal(), ratio_on.reciprocal()
+    inv_period, inv_ratio_on = _reciprocals(period, ratio_on) if gated else (grad_outputs, grad_outputs)
     grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
-        keep_or_empty(keep, grad_outputs), saved, hs, cs, period.contiguous(), ratio_on.contiguous(),
+        keep_or_empty(keep, grad_outputs), saved, hs, cs, inv_period, inv_ratio_on,
         grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gated, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
