@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(ORT)
 # dvc.yaml's commands call `rnnzoo`; find it in the venv without activating it.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-grid lint bench clean
+.PHONY: run test test-long lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The DVC experiment-queue grid (2 x 2, two workers; about 3 minutes): a slow test CI runs after `make test`.
-test-grid: $(STAMP)
-	$(BIN)/python -m pytest -m slow -n 0 tests/pipeline/test_dvc_and_mlflow_run.py -k queued_grid
+# Two slow tests CI runs after `make test`, one at a time (each starts its own worker processes;
+# about 5 minutes): the DVC experiment-queue grid (2 x 2, two workers) and 2-rank DDP training
+# held to one process's and to an uninterrupted run when resumed.
+LONG_TESTS := tests/pipeline/test_dvc_and_mlflow_run.py::test_a_queued_grid_runs_in_parallel_and_dvc_and_mlflow_both_list_its_results \
+	tests/pipeline/test_distributed.py::test_two_ranks_train_what_one_process_trains_and_resume_under_ddp_equals_an_uninterrupted_run
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -m slow -n 0 $(LONG_TESTS)
 
 # ruff (its default rules at the pinned version) and mypy (pyproject's [tool.mypy]).
 lint: $(STAMP)

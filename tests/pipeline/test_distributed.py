@@ -82,6 +82,7 @@ def _close(a: Any, b: Any) -> bool:
     return bool(torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), **TOLERANCE))
 
 
+@pytest.mark.slow  # 70-85 s (three 2-rank jobs): CI runs it (make test-long) after the default run
 def test_two_ranks_train_what_one_process_trains_and_resume_under_ddp_equals_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,7 +105,7 @@ def _dvc(copy: Path, env: dict[str, str], *arguments: str) -> str:
     return result.stdout
 
 
-@pytest.mark.slow  # about 3 minutes on 2 cores; CI runs it (make test-grid) after the default run
+@pytest.mark.slow  # about 3 minutes on 2 cores; CI runs it (make test-long) after the default run
 def test_a_queued_grid_runs_in_parallel_and_dvc_and_mlflow_both_list_its_results(project: tuple[Path, dict[str, str]]) -> None:
     """One experiment, queued to its evaluate stage: export and bench add minutes and nothing to a
     grid's metrics. Not checked here: which other experiments' stages a queued run without a target

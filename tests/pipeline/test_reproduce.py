@@ -16,6 +16,7 @@ from rnnzoo.pipeline.claims.base import FAILS, HOLDS, INCONCLUSIVE, SCALES, Arm,
 from rnnzoo.pipeline.cli import app
 from rnnzoo.pipeline.stages.prepare import prepare
 from rnnzoo.pipeline.stages.train import train
+from tests.pipeline.conftest import empty_store
 
 ALL = list(claims.CLAIMS)
 
@@ -23,7 +24,7 @@ ALL = list(claims.CLAIMS)
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty_store(tmp_path))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     return tmp_path
@@ -125,7 +126,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
 
     fresh_dir = tmp_path_factory.mktemp("fresh")
     monkeypatch.chdir(fresh_dir)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh_dir / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty_store(fresh_dir))
     fresh = reproduce.run_claim(TINY, "smoke", None, "cpu", say=lambda line: None, progress=False)[0]
     assert resumed.metrics == fresh.metrics
     strip = lambda history: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in history]

@@ -234,6 +234,7 @@ with tracking.stage_run("prepare", exp) as run_mlflow:
 
 
 def test_commands_started_at_once_on_a_fresh_project_all_succeed(workdir: Path) -> None:
+    (workdir / "mlflow.db").unlink()  # fresh: the first commands create and migrate the database, under the lock
     experiments = ["add-janet", "vec-unfolded", "add-janet", "vec-unfolded"]  # a configuration twice: still one run
     logs = [workdir / f"stderr-{i}.txt" for i in range(len(experiments))]
     processes = [

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from rnnzoo.pipeline.cli import app
 from rnnzoo.pipeline.serve.connections import uvicorn_options
+from tests.pipeline.conftest import empty_store
 from tests.pipeline.serve.asgi import call
 
 
@@ -66,8 +67,8 @@ UNSERVABLE: dict[str, tuple[Callable[..., str], list[str]]] = {
 
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An empty tracking store, made once: MLflow takes seconds to create its tables."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    """An empty tracking store, shared by the module's tests (they only read it)."""
+    return empty_store(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.mark.parametrize("case", sorted(UNSERVABLE))
