@@ -20,15 +20,15 @@ import torch
 from torch import Tensor
 
 LIBRARY = torch.library.Library("rnnzoo", "FRAGMENT")
-# The ops' version, part of every name (``rnnzoo::janet_loop_v4``; the C++ build gets it as
+# The ops' version, part of every name (``rnnzoo::janet_loop_v5``; the C++ build gets it as
 # RNNZOO_OPS_VERSION). Bump it whenever an op's outputs change (a saved buffer's layout, an
 # argument's meaning): torch.compile's on-disk graph cache keys on op names, and would otherwise
 # replay code compiled for the old layout.
-VERSION = 4
+VERSION = 5
 
 
 def versioned(name: str) -> str:
-    """``janet_loop`` -> ``janet_loop_v4``: the registered name."""
+    """``janet_loop`` -> ``janet_loop_v5``: the registered name."""
     return f"{name}_v{VERSION}"
 
 
@@ -161,10 +161,9 @@ _define(
 )
 
 
-# Values saved per unit and step: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃; the Phased LSTM adds k and
-# its cycle (t - s)/τ (the gate's derivatives are recomputed from the cycle in the backward op).
+# Values saved per unit and step by both LSTM loops: σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃ (the
+# Phased LSTM's backward op recomputes its gate k and cycle (t - s)/τ from the timestamps).
 LSTM_SAVED = 6
-PHASED_LSTM_SAVED = 8
 
 
 def _lstm_outputs(projected: Tensor, h0: Tensor, c0: Tensor, saved: int) -> tuple[Tensor, ...]:
@@ -192,7 +191,7 @@ def _lstm_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, we
 
 
 def _save_lstm(ctx: Any, weight_hh: Tensor, keep: Tensor | None, output: tuple[Tensor, ...], *gate: Tensor) -> None:
-    """What both LSTM loops' backward ops read (``gate``: the Phased LSTM's τ and r_on)."""
+    """What both LSTM loops' backward ops read (``gate``: the Phased LSTM's timestamps, τ, s and r_on)."""
     outputs, h, c, saved, hs, cs = output
     ctx.save_for_backward(weight_hh, keep, saved, hs, cs, outputs, h, c, *gate)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved outputs
@@ -216,20 +215,20 @@ torch.library.register_autograd(_qualified("lstm_loop"), _lstm_backward, setup_c
 
 
 # --- Phased LSTM: state (h, c); the time gate is computed in the loop (see csrc/phased_lstm.cpp);
-# saved σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃, k, (t - s)/τ (T, B, 8H) and h, c before every step;
-# the backward op recomputes the gate's derivatives from the cycle, τ, r_on and α.
+# saved as the LSTM's, σ(i), σ(f), tanh(g), σ(o), tanh(c̃), c̃ (T, B, 6H), and h, c before every
+# step; the backward op recomputes the gate and its derivatives from the timestamps, τ, s, r_on and α.
 _define(
     "phased_lstm_loop",
     "(Tensor projected, Tensor h0, Tensor c0, Tensor weight_hh, Tensor times, Tensor period, Tensor shift,"
     " Tensor ratio_on, Tensor? keep, float leak) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "(Tensor grad_outputs, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor? keep, Tensor saved, Tensor hs, Tensor cs,"
-    " Tensor period, Tensor ratio_on, float leak) -> Tensor[]",
+    " Tensor times, Tensor period, Tensor shift, Tensor ratio_on, float leak) -> Tensor[]",
 )
 
 
 @torch.library.register_fake(_qualified("phased_lstm_loop"), lib=LIBRARY)
 def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Tensor, ...]:
-    return _lstm_outputs(projected, h0, c0, PHASED_LSTM_SAVED)
+    return _lstm_outputs(projected, h0, c0, LSTM_SAVED)
 
 
 @torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
@@ -243,16 +242,17 @@ def _phased_backward(
     ctx: Any, grad_outputs: Tensor | None, grad_h: Tensor | None, grad_c: Tensor | None, *_: Any
 ) -> tuple[Tensor | None, ...]:
     _no_double_backward()
-    weight_hh, keep, saved, hs, cs, outputs, h, c, period, ratio_on = ctx.saved_tensors
+    weight_hh, keep, saved, hs, cs, outputs, h, c, times, period, shift, ratio_on = ctx.saved_tensors
     grads = op("phased_lstm_loop_backward")(
-        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs, period, ratio_on, ctx.leak
+        _grad(grad_outputs, outputs), _grad(grad_h, h), _grad(grad_c, c), weight_hh, keep, saved, hs, cs,
+        times, period, shift, ratio_on, ctx.leak,
     )
     # projected, h0, c0, weight_hh, times, period, shift, ratio_on; none for keep and leak.
     return (*grads, None, None)
 
 
 def _phased_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _save_lstm(ctx, inputs[3], inputs[8], output, inputs[5], inputs[7])  # weight_hh, keep; period, ratio_on
+    _save_lstm(ctx, inputs[3], inputs[8], output, *inputs[4:8])  # weight_hh, keep; times, period, shift, ratio_on
     ctx.leak = inputs[9]
 
 

@@ -81,7 +81,7 @@ def _backward_args(name: str, args: tuple, outputs: tuple, grads: tuple) -> tupl
     if name == "indrnn":
         return (*grads, args[2], args[3], args[4], outputs[0], *saved)
     if name == "phased_lstm":
-        return (*grads, args[3], args[8], *saved, args[5], args[7], args[9])  # ... period, ratio_on, leak
+        return (*grads, args[3], args[8], *saved, *args[4:8], args[9])  # ... times, period, shift, ratio_on, leak
     if name == "lstm":
         return (*grads, args[3], args[4], *saved)
     return (*grads, args[2], args[4], args[5], *saved)

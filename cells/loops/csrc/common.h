@@ -11,7 +11,7 @@
 #include <cstring>
 
 // The ops' registered names carry their version (cells/loops/ops.py's VERSION, passed to the build
-// as RNNZOO_OPS_VERSION): RNNZOO_OP("janet_loop") is "janet_loop_v4".
+// as RNNZOO_OPS_VERSION): RNNZOO_OP("janet_loop") is "janet_loop_v5".
 #define RNNZOO_STRINGIFY_(x) #x
 #define RNNZOO_STRINGIFY(x) RNNZOO_STRINGIFY_(x)
 #define RNNZOO_OP(name) name "_v" RNNZOO_STRINGIFY(RNNZOO_OPS_VERSION)

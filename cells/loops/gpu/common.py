@@ -33,7 +33,7 @@ def row_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """This program's batch rows and hidden units: rows, units, rows in range, the (rows, units)
     mask, and their offsets in a (B, H) slab. The units are tile ``program_id(1)`` of BLOCK_H: all
     of them in a grid over rows only (its program_id(1) is 0), one tile in IndRNN's grid over both."""
-    # int64 rows: offsets such as (t * B + row) * 8H pass 2**31 on a large GPU's memory.
+    # int64 rows: offsets such as (t * B + row) * 6H pass 2**31 on a large GPU's memory.
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < B

@@ -22,12 +22,24 @@ from rnnzoo.cells.loops.gpu.common import (
     square_tile,
     tanh,
 )
-from rnnzoo.cells.loops.ops import LSTM_SAVED, PHASED_LSTM_SAVED  # the saved buffer's layout, as on the CPU
+from rnnzoo.cells.loops.ops import LSTM_SAVED  # the saved buffer's layout, as on the CPU
+
+
+@triton.jit
+def _time_gate(time, shift, inv_period, inv_ratio, leak):
+    """The gate k and its cycle (t - s)/τ for a tile (time (BLOCK_B, 1), the rest (1, BLOCK_H)), as
+    cells/phased_lstm.py's time_gate; both kernels call it, so they take the same branch."""
+    cycle = (time - shift) * inv_period
+    phase = cycle - tl.floor(cycle)
+    opening = 2.0 * phase * inv_ratio  # 2φ/r_on: k rises with it to 1 at φ = r_on/2, falls back to 0 at r_on
+    is_open = inv_ratio > 0.0  # r_on <= 0 (a learned value may cross 0): always closed, as the reference
+    k = tl.where(is_open & (opening < 1.0), opening, tl.where(is_open & (opening < 2.0), 2.0 - opening, leak * phase))
+    return k, cycle
 
 
 @triton.jit
 def _gate_derivatives(cycle, inv_period, inv_ratio, leak):
-    """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on, recomputed from the saved cycle (the same φ, so
+    """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on, from the cycle _time_gate gave (the same φ, so
     the same branch as the forward's); 1/τ and 1/r_on as the C++ loop takes them."""
     phase = cycle - tl.floor(cycle)
     opening = 2.0 * phase * inv_ratio
@@ -42,7 +54,7 @@ def _gate_derivatives(cycle, inv_period, inv_ratio, leak):
 def _forward(
     P, H0, C0, W, TIMES, INV_PERIOD, SHIFT, INV_RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
@@ -67,18 +79,12 @@ def _forward(
         o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_o, input_precision=PRECISION).to(COMPUTE))
         c_proposed = f * c + i * g
         tanh_c = tanh(c_proposed)
-        save_at = slab_at(t, B, SAVED_UNITS * H, rows, units)
+        save_at = slab_at(t, B, LSTM_SAVED * H, rows, units)
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
-            cycle = (time - shift) * inv_period
-            phase = cycle - tl.floor(cycle)
-            opening = 2.0 * phase * inv_ratio  # 2φ/r_on: k rises with it to 1 at φ = r_on/2, falls back to 0 at r_on
-            is_open = inv_ratio > 0.0  # r_on <= 0 (a learned value may cross 0): always closed, as the reference
-            k = tl.where(is_open & (opening < 1.0), opening, tl.where(is_open & (opening < 2.0), 2.0 - opening, leak * phase))
+            k, _ = _time_gate(time, shift, inv_period, inv_ratio, leak)
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
-            tl.store(SAVED_ + save_at + 6 * H, k.to(SAVED_.dtype.element_ty), mask=tile)
-            tl.store(SAVED_ + save_at + 7 * H, cycle.to(SAVED_.dtype.element_ty), mask=tile)
         else:
             h_new = o * tanh_c
             c_new = c_proposed
@@ -103,14 +109,15 @@ def _forward(
 
 @triton.jit
 def _backward(
-    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, INV_PERIOD, INV_RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
+    GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, TIMES, INV_PERIOD, SHIFT, INV_RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, SAVED_UNITS: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     if GATED:  # padding lanes as in _forward
         unit_ok = units < H
         inv_period = tl.load(INV_PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
+        shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
         inv_ratio = tl.load(INV_RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
     w_i = square_tile(W + 0 * H * H, H, units, False)
     w_f = square_tile(W + 1 * H * H, H, units, False)
@@ -120,7 +127,7 @@ def _backward(
     dc = tl.load(GC + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        save_at = slab_at(t, B, SAVED_UNITS * H, rows, units)
+        save_at = slab_at(t, B, LSTM_SAVED * H, rows, units)
         i = tl.load(SAVED_ + save_at, mask=tile, other=0.0).to(COMPUTE)
         f = tl.load(SAVED_ + save_at + H, mask=tile, other=0.0).to(COMPUTE)
         g = tl.load(SAVED_ + save_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
@@ -131,9 +138,9 @@ def _backward(
         d = dh + tl.load(GOUT + slab_at(t, B, H, rows, units), mask=tile, other=0.0).to(COMPUTE)
         if GATED:
             c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
-            k = tl.load(SAVED_ + save_at + 6 * H, mask=tile, other=0.0).to(COMPUTE)
+            time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
+            k, cycle = _time_gate(time, shift, inv_period, inv_ratio, leak)
             gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
-            cycle = tl.load(SAVED_ + save_at + 7 * H, mask=tile, other=0.0).to(COMPUTE)
             k_by_cycle, k_by_ratio = _gate_derivatives(cycle, inv_period, inv_ratio, leak)
             g_cycle = gk * k_by_cycle
             g_ratio = gk * k_by_ratio
@@ -186,8 +193,7 @@ def _reciprocals(period: Tensor, ratio_on: Tensor) -> tuple[Tensor, Tensor]:
 def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
     steps, batch, hidden = projected.shape[0], projected.shape[1], h0.shape[1]
     outputs = projected.new_empty(steps, batch, hidden)
-    saved_units = LSTM_SAVED if gate is None else PHASED_LSTM_SAVED
-    saved = projected.new_zeros(steps, batch, saved_units * hidden)  # zeros: every value defined
+    saved = projected.new_zeros(steps, batch, LSTM_SAVED * hidden)  # zeros: every value defined
     hs = projected.new_empty(steps + 1, batch, hidden)
     cs = projected.new_empty(steps + 1, batch, hidden)
     times, period, shift, ratio_on = gate if gate is not None else (projected,) * 4  # unread when not GATED
@@ -197,28 +203,27 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
         shift.contiguous(), inv_ratio_on, keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), SAVED_UNITS=saved_units,
+        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
     )
     return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
 
 
 def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs, cs):
-    """``gate``: the Phased LSTM's (τ, r_on, α), None for the LSTM."""
+    """``gate``: the Phased LSTM's (timestamps, τ, s, r_on, α), None for the LSTM."""
     steps, batch, hidden = grad_outputs.shape
     grad_pre = grad_outputs.new_empty(steps, batch, 4 * hidden)
     gated = gate is not None
     grad_cycle = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs  # unwritten when not
     grad_ratio = grad_outputs.new_empty(steps, batch, hidden) if gated else grad_outputs
-    period, ratio_on, leak = gate if gated else (grad_outputs, grad_outputs, 0.0)  # unread when not
+    times, period, shift, ratio_on, leak = gate if gated else (grad_outputs,) * 4 + (0.0,)  # unread when not
     inv_period, inv_ratio_on = _reciprocals(period, ratio_on) if gated else (grad_outputs, grad_outputs)
     grad_h0, grad_c0 = grad_h.new_empty(batch, hidden), grad_c.new_empty(batch, hidden)
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
-        keep_or_empty(keep, grad_outputs), saved, hs, cs, inv_period, inv_ratio_on,
+        keep_or_empty(keep, grad_outputs), saved, hs, cs, times.contiguous(), inv_period, shift.contiguous(), inv_ratio_on,
         grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
         BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gated, HAS_KEEP=keep is not None,
         COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
-        SAVED_UNITS=PHASED_LSTM_SAVED if gated else LSTM_SAVED,
     )
     grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
     return grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio
@@ -228,16 +233,18 @@ def phased_forward(projected, h0, c0, weight_hh, times, period, shift, ratio_on,
     return _run_forward(projected, h0, c0, weight_hh, (times, period, shift, ratio_on), keep, leak)
 
 
-def phased_backward(grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, period, ratio_on, leak) -> list[Tensor]:
+def phased_backward(
+    grad_outputs, grad_h, grad_c, weight_hh, keep, saved, hs, cs, times, period, shift, ratio_on, leak
+) -> list[Tensor]:
     grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio = _run_backward(
-        grad_outputs, grad_h, grad_c, weight_hh, (period, ratio_on, leak), keep, saved, hs, cs
+        grad_outputs, grad_h, grad_c, weight_hh, (times, period, shift, ratio_on, leak), keep, saved, hs, cs
     )
     # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ).
-    steps, batch, hidden = grad_outputs.shape
-    cycles = saved.view(steps, batch, PHASED_LSTM_SAVED, hidden)[:, :, 7]
+    compute = torch.promote_types(grad_cycle.dtype, torch.float32)
+    cycles = (times.to(compute).unsqueeze(-1) - shift.to(compute)) * _reciprocals(period, ratio_on)[0]
     return [
         grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.sum(-1),
-        -(grad_cycle * cycles).sum((0, 1)), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
+        -(grad_cycle * cycles).sum((0, 1)).to(grad_cycle.dtype), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
     ]
 
 
