@@ -64,6 +64,21 @@ inline float tanh<float>(float x) {
   return ax < 0.625f ? small : large;
 }
 
+// Σ x[0..n) as 8 interleaved partial sums, which gcc vectorises: one running sum is a chain of
+// dependent scalar adds that it may not reorder (without -ffast-math), 4 cycles each.
+template <typename T>
+inline T row_sum(const T* __restrict__ x, int64_t n) {
+  T partial[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) partial[l] += x[j + l];
+  }
+  T sum = T(0);
+  for (; j < n; ++j) sum += x[j];
+  for (int l = 0; l < 8; ++l) sum += partial[l];
+  return sum;
+}
+
 // The loops call ATen (addmm, mm) on tensors that may require grad, possibly under autocast: run
 // them as plain kernels, with neither autograd recording nor autocast casting.
 struct PlainKernelGuard {

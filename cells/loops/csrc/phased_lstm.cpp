@@ -178,9 +178,7 @@ void accumulate_gate_rows(const T* __restrict__ g_k, const GateRows<T>& gate, T*
       tau[j] -= by_cycle * cycle;
       ratio[j] += gk[j] * (rising ? -opening * inv_r : (falling ? opening * inv_r : T(0)));
     }
-    T time = T(0);
-    for (int64_t j = 0; j < H; ++j) time += gcy[j];
-    g_times[b] = time;
+    g_times[b] = row_sum(gcy, H);
   }
 }
 
