@@ -90,11 +90,15 @@ class PhasedLSTMCell(LSTMCell):
         """The openness ``k_t``, ``(B, H)``, at timestamps ``time`` ``(B,)``."""
         cycles = (time.unsqueeze(-1) - self.shift) / self.period  # (B, H)
         phase = cycles - torch.floor(cycles)  # φ_t in [0, 1): (t - s) mod τ, over τ
-        opening = 2.0 * phase / self.ratio_on
+        # r_on is learned and unclamped: a unit whose r_on reaches 0 or below stays closed. Its branches
+        # divide by 1 instead, since torch.where backpropagates 0 · ∞ (NaN) from a branch it did not take.
+        is_open = self.ratio_on > 0.0
+        ratio_on = torch.where(is_open, self.ratio_on, torch.ones_like(self.ratio_on))
+        opening = 2.0 * phase / ratio_on
         closing = 2.0 - opening
         leak = self.leak if self.training else 0.0
         closed = leak * phase
-        return torch.where(phase < 0.5 * self.ratio_on, opening, torch.where(phase < self.ratio_on, closing, closed))
+        return torch.where(is_open & (phase < 0.5 * ratio_on), opening, torch.where(is_open & (phase < ratio_on), closing, closed))
 
     @staticmethod
     def next_time(state: PhasedLSTMState) -> Tensor:
