@@ -308,6 +308,15 @@ def test_ops_refuse_arguments_that_would_read_out_of_bounds():
         op("indrnn_loop")(projected, h0, u, torch.ones(1, 1, dtype=torch.bool), True)
     with pytest.raises(RuntimeError, match="recurrent_weight must have shape"):
         op("indrnn_loop")(projected, h0, u[:1], None, True)
+    # The Phased LSTM's gate is read through raw pointers of the loop's dtype: another dtype is refused, by name.
+    steps, batch, hidden = 4, 3, 2
+    gate = [torch.rand(hidden) + 1.0, torch.rand(hidden), torch.full((hidden,), 0.5)]  # period, shift, ratio_on
+    args = [torch.randn(steps, batch, 4 * hidden), torch.zeros(batch, hidden), torch.zeros(batch, hidden), torch.randn(4 * hidden, hidden)]
+    times = torch.arange(steps, dtype=torch.float64).unsqueeze(1).expand(steps, batch).contiguous()
+    with pytest.raises(RuntimeError, match="times must be float like the loop's other inputs, got Double"):
+        op("phased_lstm_loop")(*args, times, *gate, None, 0.0)
+    with pytest.raises(RuntimeError, match="shift must be float like the loop's other inputs, got Double"):
+        op("phased_lstm_loop")(*args, times.float(), gate[0], gate[1].double(), gate[2], None, 0.0)
 
 
 def test_triton_loops_are_not_chosen_past_their_block_limit():

@@ -64,8 +64,9 @@ def _forward_args(name: str, dtype: torch.dtype, keep: torch.Tensor | None, opti
         times = torch.rand(T, B, dtype=dtype).mul(3).cumsum(0)
         period = torch.rand(H, dtype=dtype) * 4 + 1
         ratio_on = torch.rand(H, dtype=dtype) * 0.8 + 0.1
-        if option:  # a learned r_on may cross 0: both loops keep that unit's gate closed
+        if option:  # a learned r_on may reach or cross 0: both loops keep that unit's gate closed
             ratio_on[0] = -0.2
+            ratio_on[1] = 0.0
         return r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H, scale=0.3), times, period, torch.rand(H, dtype=dtype), ratio_on, keep, 0.01 if option else 0.0
     if name == "lstm":
         return r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H, scale=0.3), keep

@@ -199,6 +199,10 @@ PreparedGate prepare_gate(const Gate& gate, int64_t T, int64_t B, int64_t H, con
     check_shape(*tensor, {H}, name, op);
   }
   TORCH_CHECK(gate.times.is_contiguous() && gate.times.sizes() == at::IntArrayRef({T, B}), op, ": times must be contiguous (T, B)");
+  for (const auto& [tensor, name] : {std::pair{&gate.times, "times"}, {&gate.period, "period"}, {&gate.shift, "shift"}, {&gate.ratio_on, "ratio_on"}}) {
+    TORCH_CHECK(tensor->scalar_type() == options.dtype(), op, ": ", name, " must be ", options.dtype(), " like the loop's other inputs, got ",
+                tensor->scalar_type());
+  }
   return {gate.times, gate.period.reciprocal().contiguous(), gate.shift.contiguous(), gate.ratio_on.reciprocal().contiguous(),
           at::empty({B, 2 * H}, options), gate.leak};
 }

@@ -239,12 +239,17 @@ def phased_backward(
     grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio = _run_backward(
         grad_outputs, grad_h, grad_c, weight_hh, (times, period, shift, ratio_on, leak), keep, saved, hs, cs
     )
-    # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ).
+    # cycle = (t - s) / τ: ∂/∂t = 1/τ, ∂/∂s = -1/τ, ∂/∂τ = -cycle/τ (grad_cycle holds dL/dcycle / τ), so
+    # dL/dτ = -(Σ grad_cycle · t - s Σ grad_cycle) / τ, without a (T, B, H) tensor of cycles.
+    # Padded steps' timestamps are masked: their grad_cycle is 0, and 0 · NaN would not be.
     compute = torch.promote_types(grad_cycle.dtype, torch.float32)
-    cycles = (times.to(compute).unsqueeze(-1) - shift.to(compute)) * _reciprocals(period, ratio_on)[0]
+    step_times = times.to(compute) if keep is None else times.to(compute).masked_fill(~keep, 0.0)
+    by_unit = grad_cycle.to(compute).sum((0, 1))
+    by_time = torch.einsum("tbh,tb->h", grad_cycle.to(compute), step_times)
+    grad_period = -(by_time - shift.to(compute) * by_unit) * _reciprocals(period, ratio_on)[0]
     return [
         grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.sum(-1),
-        -(grad_cycle * cycles).sum((0, 1)).to(grad_cycle.dtype), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
+        grad_period.to(grad_cycle.dtype), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
     ]
 
 
