@@ -203,8 +203,9 @@ PreparedGate prepare_gate(const Gate& gate, int64_t T, int64_t B, int64_t H, con
     TORCH_CHECK(tensor->scalar_type() == options.dtype(), op, ": ", name, " must be ", options.dtype(), " like the loop's other inputs, got ",
                 tensor->scalar_type());
   }
-  return {gate.times, gate.period.reciprocal().contiguous(), gate.shift.contiguous(), gate.ratio_on.reciprocal().contiguous(),
-          at::empty({B, 2 * H}, options), gate.leak};
+  // 1/r_on is 0 where r_on ≤ 0 (a closed unit), not ±∞: the loops test `1/r_on > 0` and never meet ∞ or NaN.
+  const auto inv_ratio_on = at::where(gate.ratio_on > 0, gate.ratio_on.reciprocal(), at::zeros_like(gate.ratio_on)).contiguous();
+  return {gate.times, gate.period.reciprocal().contiguous(), gate.shift.contiguous(), inv_ratio_on, at::empty({B, 2 * H}, options), gate.leak};
 }
 
 // Step t's view of a prepared gate (no gate: null pointers, never read).

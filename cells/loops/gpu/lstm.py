@@ -185,9 +185,11 @@ def _backward(
 
 def _reciprocals(period: Tensor, ratio_on: Tensor) -> tuple[Tensor, Tensor]:
     """1/τ and 1/r_on as the kernels take them, as the C++ loop does (the same roundings), in at least
-    float32: a bfloat16 or float16 reciprocal would round the gate's phase a second time."""
+    float32: a bfloat16 or float16 reciprocal would round the gate's phase a second time. 1/r_on is 0
+    where r_on <= 0 (a closed unit), not ±inf, as in the C++ loop."""
     compute = torch.promote_types(period.dtype, torch.float32)
-    return period.to(compute).reciprocal().contiguous(), ratio_on.to(compute).reciprocal().contiguous()
+    ratio = ratio_on.to(compute)
+    return period.to(compute).reciprocal().contiguous(), torch.where(ratio > 0, ratio.reciprocal(), 0.0).contiguous()
 
 
 def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
