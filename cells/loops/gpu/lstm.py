@@ -27,24 +27,23 @@ from rnnzoo.cells.loops.ops import LSTM_SAVED  # the saved buffer's layout, as o
 
 @triton.jit
 def _time_gate(time, shift, inv_period, inv_ratio, leak):
-    """The gate k and its cycle (t - s)/τ for a tile (time (BLOCK_B, 1), the rest (1, BLOCK_H)), as
-    cells/phased_lstm.py's time_gate; both kernels call it, so they take the same branch."""
+    """The gate for a tile (time (BLOCK_B, 1), the rest (1, BLOCK_H)), as cells/phased_lstm.py's
+    time_gate: k, 2φ/r_on and the branch (rising, falling; falling also holds where rising does).
+    Both kernels call it, and the backward's derivatives take its branch."""
     cycle = (time - shift) * inv_period
     phase = cycle - tl.floor(cycle)
     opening = 2.0 * phase * inv_ratio  # 2φ/r_on: k rises with it to 1 at φ = r_on/2, falls back to 0 at r_on
     is_open = inv_ratio > 0.0  # r_on <= 0 (a learned value may cross 0): always closed, as the reference
-    k = tl.where(is_open & (opening < 1.0), opening, tl.where(is_open & (opening < 2.0), 2.0 - opening, leak * phase))
-    return k, cycle
+    rising = is_open & (opening < 1.0)
+    falling = is_open & (opening < 2.0)
+    k = tl.where(rising, opening, tl.where(falling, 2.0 - opening, leak * phase))
+    return k, opening, rising, falling
 
 
 @triton.jit
-def _gate_derivatives(cycle, inv_period, inv_ratio, leak):
-    """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on, from the cycle _time_gate gave (the same φ, so
-    the same branch as the forward's); 1/τ and 1/r_on as the C++ loop takes them."""
-    phase = cycle - tl.floor(cycle)
-    opening = 2.0 * phase * inv_ratio
-    rising = (inv_ratio > 0.0) & (opening < 1.0)  # r_on <= 0: always closed, as in _forward
-    falling = (inv_ratio > 0.0) & (opening < 2.0)
+def _gate_derivatives(opening, rising, falling, inv_period, inv_ratio, leak):
+    """∂k/∂cycle / τ (∂φ/∂cycle = 1) and ∂k/∂r_on on the branch _time_gate took; 1/τ and 1/r_on as
+    the C++ loop takes them."""
     k_by_cycle = tl.where(rising, 2.0 * inv_ratio, tl.where(falling, -2.0 * inv_ratio, leak)) * inv_period
     k_by_ratio = tl.where(rising, -opening * inv_ratio, tl.where(falling, opening * inv_ratio, 0.0))
     return k_by_cycle, k_by_ratio
@@ -82,7 +81,7 @@ def _forward(
         save_at = slab_at(t, B, LSTM_SAVED * H, rows, units)
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
-            k, _ = _time_gate(time, shift, inv_period, inv_ratio, leak)
+            k, _, _, _ = _time_gate(time, shift, inv_period, inv_ratio, leak)
             h_new = k * (o * tanh_c) + (1.0 - k) * h
             c_new = k * c_proposed + (1.0 - k) * c
         else:
@@ -139,9 +138,9 @@ def _backward(
         if GATED:
             c_proposed = tl.load(SAVED_ + save_at + 5 * H, mask=tile, other=0.0).to(COMPUTE)
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
-            k, cycle = _time_gate(time, shift, inv_period, inv_ratio, leak)
+            k, opening, rising, falling = _time_gate(time, shift, inv_period, inv_ratio, leak)
             gk = d * (o * tanh_c - h_prev) + dc * (c_proposed - c_prev)
-            k_by_cycle, k_by_ratio = _gate_derivatives(cycle, inv_period, inv_ratio, leak)
+            k_by_cycle, k_by_ratio = _gate_derivatives(opening, rising, falling, inv_period, inv_ratio, leak)
             g_cycle = gk * k_by_cycle
             g_ratio = gk * k_by_ratio
         else:
