@@ -37,7 +37,8 @@ def available(device: torch.device, hidden_size: int = 1) -> bool:
     return False
 
 
-# Triton caps a block at 2**20 elements, and the kernels hold (H, H) weight tiles: H <= 1024.
+# A program holds (rows, H) tiles of its state in registers (16 warps at H = 1024); to this H every
+# kernel compiles for sm_90 within its shared memory (tests/cells/test_triton_resources.py, -m slow).
 MAX_TRITON_HIDDEN = 1024
 
 

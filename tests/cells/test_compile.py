@@ -89,3 +89,24 @@ def test_compiled_layer_does_not_recompile_for_a_new_length(name):
         assert out.shape == (2, steps, 6)
     frames = counts["stats"]["unique_graphs"]
     assert frames == 1, f"{frames} graphs compiled for 3 sequence lengths"
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_compiled_unfolded_lstm_matches_eager(training):
+    """The one registry model with no time loop (its L steps are L layers over one vector, each with
+    its own weights, so there is no recurrence to fuse: a layer is a GEMM and a pointwise pass, as
+    nn.Linear is): it compiles whole too, batch norm included."""
+    eager = cells.make("unfolded_lstm", 3, 6, depth=3, batch_norm=True).train(training)
+    compiled_module = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_module, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 3)
+    expected, expected_state = eager(x)
+    actual, actual_state = compiled(x)
+    assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    for a, e in zip(actual_state, expected_state):
+        assert_close(a, e, atol=1e-5, rtol=1e-4)
+    if training:
+        expected.square().sum().backward()
+        actual.square().sum().backward()
+        for (label, p_eager), p_compiled in zip(eager.named_parameters(), compiled_module.parameters()):
+            assert_close(p_compiled.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=lambda m, label=label: f"{label}: {m}")

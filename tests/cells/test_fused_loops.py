@@ -170,7 +170,10 @@ def test_fused_loop_runs_under_bfloat16_autocast(monkeypatch, name):
 
 
 def _op_arguments(name: str):
-    """Small float64 arguments of each op, the differentiable ones requiring grad."""
+    """Small float64 arguments of each op, the differentiable ones requiring grad. The ops' CPU
+    kernels exist once the build is loaded: done here, so a test calling an op passes or fails
+    alone as within the whole run (``pytest -k gradcheck`` once failed, nothing having loaded it)."""
+    assert loops.available(torch.device("cpu")), "the C++ loops did not build: see the warning above"
     steps, batch, hidden = 4, 3, 2
     keep = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
 
@@ -247,7 +250,6 @@ print("fell back:", messages[0][:60])
 def test_fused_op_passes_opcheck(name):
     # The schema, the fake implementation's shapes against the kernel's, the autograd registration,
     # and AOT dispatch: what torch.compile and export rely on.
-    loops.available(torch.device("cpu"))
     op_, arguments = _op_arguments(name)
     torch.library.opcheck(op_, arguments)
 
@@ -302,7 +304,7 @@ def test_fused_loop_splits_rows_over_threads_exactly(monkeypatch, name):
 
 
 def test_ops_refuse_arguments_that_would_read_out_of_bounds():
-    loops.available(torch.device("cpu"))
+    assert loops.available(torch.device("cpu"))
     projected, h0, u = torch.randn(4, 3, 8), torch.randn(3, 8), torch.rand(8)
     with pytest.raises(RuntimeError, match="keep must be a contiguous bool tensor of shape"):
         op("indrnn_loop")(projected, h0, u, torch.ones(1, 1, dtype=torch.bool), True)

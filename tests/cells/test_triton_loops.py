@@ -29,6 +29,15 @@ def _cpp_loops():
     assert loops.available(torch.device("cpu")), "the C++ loops are the reference here"
 
 
+@pytest.fixture(autouse=True)
+def _several_weight_slices(monkeypatch):
+    """Recurrent dots summed over two slices of units, as at the GPU's sizes (H = 128 reads two in
+    float32, H = 256 eight), rather than one whole block at this test's H."""
+    monkeypatch.setattr(gpu.common, "DOT_SLICE_BYTES", gpu.common.MIN_BLOCK * gpu.common.block_h(H) * 4)
+    for dtype in (torch.float32, torch.float64):
+        assert gpu.common.block_k(H, dtype) * 2 == gpu.common.block_h(H)
+
+
 def test_kernels_run_compiled_on_a_gpu_or_interpreted_without_one():
     assert torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
     assert loops.available(torch.device("cpu")), "the C++ loops are the reference here"

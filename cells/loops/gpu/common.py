@@ -1,10 +1,16 @@
 """Shared pieces of the Triton time loops: activations, block sizes, launch settings.
 
 Every loop kernel runs one program per tile of ``BLOCK_B`` batch rows; the program holds all
-hidden units of its rows and runs the whole time loop, so the state stays on chip between steps
-and no program waits on another (batch rows are independent). The recurrent weight is read in
-``(BLOCK_H, BLOCK_H)`` tiles that stay resident in L1/L2 across steps. ``BLOCK_H`` is the hidden
+hidden units of its rows and runs the whole time loop, so the state stays in registers between
+steps and no program waits on another (batch rows are independent). ``BLOCK_H`` is the hidden
 size rounded up to a power of two (Triton's block shapes); the padding lanes hold zeros.
+
+The recurrent matmul (:func:`recurrent_dot`) reads the weight in ``(BLOCK_K, BLOCK_H)`` slices
+from global memory each step (an L2 hit after the first: 4H² floats at most, a few MiB) and the
+state it multiplies from the slab the kernel has just written. Holding whole ``(H, H)`` blocks on
+chip, as the loops first did, needs more than an H100/H200 SM's 227 KiB of shared memory from
+H = 128 on (an LSTM's four float32 blocks are 256 KiB): ``tests/cells/test_triton_resources.py``
+compiles every kernel for sm_90 and holds it under that limit up to ``MAX_TRITON_HIDDEN``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import triton.language as tl
 
 # tl.dot needs at least 16 rows a block.
 MIN_BLOCK = 16
+# Bytes of one weight slice a dot reads, (BLOCK_K, BLOCK_H): every kernel's operands then fit in
+# shared memory at any BLOCK_H up to 1024 (test_triton_resources).
+DOT_SLICE_BYTES = 32 * 1024
 
 
 @triton.jit
@@ -54,12 +63,34 @@ def kept(KEEP, t, B, rows, row_ok):
 
 
 @triton.jit
-def square_tile(base, H, units, TRANSPOSED: tl.constexpr):
-    """The (H, H) block at ``base`` (row-major, rows of H): as it is, or transposed (for x @ W^T)."""
-    ok = (units < H)[:, None] & (units < H)[None, :]
-    if TRANSPOSED:
-        return tl.load(base + units[None, :] * H + units[:, None], mask=ok, other=0.0)
-    return tl.load(base + units[:, None] * H + units[None, :], mask=ok, other=0.0)
+def recurrent_dot(
+    X, step, B, width, rows, row_ok, W, H, units, MASK,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    TRANSPOSED: tl.constexpr, HAS_MASK: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """``x @ W^T`` (TRANSPOSED) or ``x @ W`` for this program's rows, a (BLOCK_B, BLOCK_H) tile in COMPUTE.
+
+    x: (rows, H), slab ``step`` of the (steps, B, width) tensor at X, times MASK's (B, H) rows where
+    HAS_MASK; W: an (H, H) row-major block. Read in BLOCK_K slices of the units summed over. The
+    caller wrote x's slab this step or the last, from all its threads: it calls ``tl.debug_barrier()``
+    between that store and this, so every thread reads every unit's value.
+    """
+    unit_ok = units < H
+    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=COMPUTE)
+    for start in range(0, BLOCK_H, BLOCK_K):
+        ks = start + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        x_ok = row_ok[:, None] & k_ok[None, :]
+        x = tl.load(X + slab_at(step, B, width, rows, ks), mask=x_ok, other=0.0)
+        if HAS_MASK:
+            x = x * tl.load(MASK + rows[:, None] * H + ks[None, :], mask=x_ok, other=0.0)
+        w_ok = k_ok[:, None] & unit_ok[None, :]
+        if TRANSPOSED:
+            w = tl.load(W + units[None, :] * H + ks[:, None], mask=w_ok, other=0.0)
+        else:
+            w = tl.load(W + ks[:, None] * H + units[None, :], mask=w_ok, other=0.0)
+        acc += tl.dot(x.to(w.dtype), w, input_precision=PRECISION).to(COMPUTE)
+    return acc
 
 
 def keep_or_empty(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -69,6 +100,19 @@ def keep_or_empty(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor
 
 def block_h(hidden: int) -> int:
     return max(MIN_BLOCK, triton.next_power_of_2(hidden))
+
+
+def block_k(hidden: int, dtype: torch.dtype) -> int:
+    """Units summed over per slice of :func:`recurrent_dot`: a (BLOCK_K, BLOCK_H) weight slice of at
+    most DOT_SLICE_BYTES, and at least tl.dot's 16."""
+    width = block_h(hidden)
+    return max(MIN_BLOCK, min(width, DOT_SLICE_BYTES // (width * dtype.itemsize)))
+
+
+def num_warps(hidden: int) -> int:
+    """Warps a program: its (BLOCK_B, BLOCK_H) tiles spread over more threads as H grows, so each
+    thread's share of a tile stays at 16-32 values (registers, not spilled to local memory)."""
+    return min(16, max(4, block_h(hidden) // 32))
 
 
 def block_b(batch: int) -> int:

@@ -9,15 +9,17 @@ from torch import Tensor
 from rnnzoo.cells.loops.gpu.common import (
     block_b,
     block_h,
+    block_k,
     compute_dtype,
     grid,
     input_precision,
     keep_or_empty,
     kept,
+    num_warps,
+    recurrent_dot,
     row_tile,
     sigmoid,
     slab_at,
-    square_tile,
     tanh,
 )
 
@@ -25,19 +27,22 @@ from rnnzoo.cells.loops.gpu.common import (
 @triton.jit
 def _forward(
     P, C0, W, KEEP, OUT, STATES, ACT, T, B, H, shift,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
-    # W^T's two (H, H) blocks: forget (rows 0..H of W) and candidate (rows H..2H).
-    w_f = square_tile(W, H, units, True)
-    w_c = square_tile(W + H * H, H, units, True)
     c = tl.load(C0 + at, mask=tile, other=0.0).to(COMPUTE)
     tl.store(STATES + at, c.to(STATES.dtype.element_ty), mask=tile)
     for t in range(T):
+        tl.debug_barrier()  # c_{t-1}, stored at STATES[t] by every thread, is what the dots read
         gate_at = slab_at(t, B, 2 * H, rows, units)
-        c_in = c.to(W.dtype.element_ty)
-        s = tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + tl.dot(c_in, w_f, input_precision=PRECISION).to(COMPUTE)
-        cand = tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(c_in, w_c, input_precision=PRECISION).to(COMPUTE)
+        # c_{t-1} @ W^T's two (H, H) blocks: forget (rows 0..H of W) and candidate (rows H..2H).
+        s = tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + recurrent_dot(
+            STATES, t, B, H, rows, row_ok, W, H, units, W, BLOCK_B, BLOCK_H, BLOCK_K, True, False, COMPUTE, PRECISION
+        )
+        cand = tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + recurrent_dot(
+            STATES, t, B, H, rows, row_ok, W + H * H, H, units, W, BLOCK_B, BLOCK_H, BLOCK_K, True, False, COMPUTE, PRECISION
+        )
         f = sigmoid(s)
         f_shifted = sigmoid(s - shift)
         g = tanh(cand)
@@ -59,12 +64,10 @@ def _forward(
 @triton.jit
 def _backward(
     GOUT, GFINAL, W, KEEP, ACT, STATES, GPRE, GC0, T, B, H,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_KEEP: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HAS_KEEP: tl.constexpr,
+    COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
-    # dc_{t-1} gets dpre @ W: W's two blocks as they are.
-    w_f = square_tile(W, H, units, False)
-    w_c = square_tile(W + H * H, H, units, False)
     dc = tl.load(GFINAL + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
@@ -85,9 +88,14 @@ def _backward(
         gate_at = slab_at(t, B, 2 * H, rows, units)
         tl.store(GPRE + gate_at, d_s.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + H, d_cand.to(GPRE.dtype.element_ty), mask=tile)
-        dtype = W.dtype.element_ty
-        dc = direct + tl.dot(d_s.to(dtype), w_f, input_precision=PRECISION).to(COMPUTE)
-        dc = dc + tl.dot(d_cand.to(dtype), w_c, input_precision=PRECISION).to(COMPUTE)
+        tl.debug_barrier()  # every thread's d_s and d_cand, as stored, are what the dots read
+        # dc_{t-1} gets dpre @ W: W's two blocks as they are.
+        dc = direct + recurrent_dot(
+            GPRE, t, B, 2 * H, rows, row_ok, W, H, units, W, BLOCK_B, BLOCK_H, BLOCK_K, False, False, COMPUTE, PRECISION
+        )
+        dc += recurrent_dot(
+            GPRE + H, t, B, 2 * H, rows, row_ok, W + H * H, H, units, W, BLOCK_B, BLOCK_H, BLOCK_K, False, False, COMPUTE, PRECISION
+        )
     tl.store(GC0 + at, dc.to(GC0.dtype.element_ty), mask=tile)
 
 
@@ -99,8 +107,8 @@ def forward(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | Non
     states = projected.new_empty(steps + 1, batch, hidden)
     _forward[grid(batch)](
         projected, c0, weight_hh, keep_or_empty(keep, projected), outputs, states, activations, steps, batch, hidden, shift,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
     )
     return outputs, states[steps].clone(), activations, states
 
@@ -114,8 +122,8 @@ def backward(
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(), keep_or_empty(keep, grad_outputs),
         activations, states, grad_pre, grad_c0, steps, batch, hidden,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_KEEP=keep is not None,
+        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
     )
     grad_weight_hh = grad_pre.view(steps * batch, 2 * hidden).t() @ states[:steps].reshape(steps * batch, hidden)
     return grad_pre, grad_c0, grad_weight_hh.to(weight_hh.dtype)

@@ -11,18 +11,24 @@ from torch import Tensor
 from rnnzoo.cells.loops.gpu.common import (
     block_b,
     block_h,
+    block_k,
     compute_dtype,
     grid,
     input_precision,
     keep_or_empty,
     kept,
+    num_warps,
+    recurrent_dot,
     row_tile,
     sigmoid,
     slab_at,
-    square_tile,
     tanh,
 )
-from rnnzoo.cells.loops.ops import LSTM_SAVED  # the saved buffer's layout, as on the CPU
+from rnnzoo.cells.loops.ops import LSTM_SAVED
+
+# The saved buffer's layout, as on the CPU. A kernel reads a module global only as a constexpr
+# (the interpreter reads any global: only compiling for a GPU tells, test_triton_resources).
+SAVED: tl.constexpr = tl.constexpr(LSTM_SAVED)
 
 
 @triton.jit
@@ -50,17 +56,19 @@ def _gate_derivatives(opening, rising, falling, inv_period, inv_ratio, leak):
 
 
 @triton.jit
+def _gate_dot(HS, t, B, rows, row_ok, W, gate, H, units, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    """h_{t-1} @ W^T's block ``gate`` (i, f, g, o: rows gate·H of W), h_{t-1} read from HS[t]."""
+    return recurrent_dot(HS, t, B, H, rows, row_ok, W + gate * H * H, H, units, W, BLOCK_B, BLOCK_H, BLOCK_K, True, False, COMPUTE, PRECISION)
+
+
+@triton.jit
 def _forward(
     P, H0, C0, W, TIMES, INV_PERIOD, SHIFT, INV_RATIO, KEEP, OUT, HS, CS, SAVED_, T, B, H, leak,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
-    w_i = square_tile(W + 0 * H * H, H, units, True)
-    w_f = square_tile(W + 1 * H * H, H, units, True)
-    w_g = square_tile(W + 2 * H * H, H, units, True)
-    w_o = square_tile(W + 3 * H * H, H, units, True)
     if GATED:  # padding lanes get a harmless gate (period 1, ratio 1)
         inv_period = tl.load(INV_PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
         shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
@@ -70,15 +78,15 @@ def _forward(
     tl.store(HS + at, h.to(HS.dtype.element_ty), mask=tile)
     tl.store(CS + at, c.to(CS.dtype.element_ty), mask=tile)
     for t in range(T):
+        tl.debug_barrier()  # h_{t-1}, stored at HS[t] by every thread, is what the dots read
         gate_at = slab_at(t, B, 4 * H, rows, units)
-        h_in = h.to(W.dtype.element_ty)
-        i = sigmoid(tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_i, input_precision=PRECISION).to(COMPUTE))
-        f = sigmoid(tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_f, input_precision=PRECISION).to(COMPUTE))
-        g = tanh(tl.load(P + gate_at + 2 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_g, input_precision=PRECISION).to(COMPUTE))
-        o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + tl.dot(h_in, w_o, input_precision=PRECISION).to(COMPUTE))
+        i = sigmoid(tl.load(P + gate_at, mask=tile, other=0.0).to(COMPUTE) + _gate_dot(HS, t, B, rows, row_ok, W, 0, H, units, BLOCK_B, BLOCK_H, BLOCK_K, COMPUTE, PRECISION))
+        f = sigmoid(tl.load(P + gate_at + H, mask=tile, other=0.0).to(COMPUTE) + _gate_dot(HS, t, B, rows, row_ok, W, 1, H, units, BLOCK_B, BLOCK_H, BLOCK_K, COMPUTE, PRECISION))
+        g = tanh(tl.load(P + gate_at + 2 * H, mask=tile, other=0.0).to(COMPUTE) + _gate_dot(HS, t, B, rows, row_ok, W, 2, H, units, BLOCK_B, BLOCK_H, BLOCK_K, COMPUTE, PRECISION))
+        o = sigmoid(tl.load(P + gate_at + 3 * H, mask=tile, other=0.0).to(COMPUTE) + _gate_dot(HS, t, B, rows, row_ok, W, 3, H, units, BLOCK_B, BLOCK_H, BLOCK_K, COMPUTE, PRECISION))
         c_proposed = f * c + i * g
         tanh_c = tanh(c_proposed)
-        save_at = slab_at(t, B, LSTM_SAVED * H, rows, units)
+        save_at = slab_at(t, B, SAVED * H, rows, units)
         if GATED:
             time = tl.load(TIMES + t * B + rows, mask=row_ok, other=0.0).to(COMPUTE)[:, None]
             k, _, _, _ = _time_gate(time, shift, inv_period, inv_ratio, leak)
@@ -109,7 +117,7 @@ def _forward(
 @triton.jit
 def _backward(
     GOUT, GH, GC, W, KEEP, SAVED_, HS, CS, TIMES, INV_PERIOD, SHIFT, INV_RATIO, GPRE, GCYCLE, GRATIO, GH0, GC0, T, B, H, leak,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, GATED: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
@@ -118,15 +126,11 @@ def _backward(
         inv_period = tl.load(INV_PERIOD + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
         shift = tl.load(SHIFT + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
         inv_ratio = tl.load(INV_RATIO + units, mask=unit_ok, other=1.0).to(COMPUTE)[None, :]
-    w_i = square_tile(W + 0 * H * H, H, units, False)
-    w_f = square_tile(W + 1 * H * H, H, units, False)
-    w_g = square_tile(W + 2 * H * H, H, units, False)
-    w_o = square_tile(W + 3 * H * H, H, units, False)
     dh = tl.load(GH + at, mask=tile, other=0.0).to(COMPUTE)
     dc = tl.load(GC + at, mask=tile, other=0.0).to(COMPUTE)
     for step in range(T):
         t = T - 1 - step
-        save_at = slab_at(t, B, LSTM_SAVED * H, rows, units)
+        save_at = slab_at(t, B, SAVED * H, rows, units)
         i = tl.load(SAVED_ + save_at, mask=tile, other=0.0).to(COMPUTE)
         f = tl.load(SAVED_ + save_at + H, mask=tile, other=0.0).to(COMPUTE)
         g = tl.load(SAVED_ + save_at + 2 * H, mask=tile, other=0.0).to(COMPUTE)
@@ -172,11 +176,14 @@ def _backward(
         tl.store(GPRE + gate_at + H, d_f.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + 2 * H, d_g.to(GPRE.dtype.element_ty), mask=tile)
         tl.store(GPRE + gate_at + 3 * H, d_o.to(GPRE.dtype.element_ty), mask=tile)
-        dtype = W.dtype.element_ty
-        dh = direct + tl.dot(d_i.to(dtype), w_i, input_precision=PRECISION).to(COMPUTE)
-        dh = dh + tl.dot(d_f.to(dtype), w_f, input_precision=PRECISION).to(COMPUTE)
-        dh = dh + tl.dot(d_g.to(dtype), w_g, input_precision=PRECISION).to(COMPUTE)
-        dh = dh + tl.dot(d_o.to(dtype), w_o, input_precision=PRECISION).to(COMPUTE)
+        tl.debug_barrier()  # every thread's gate gradients, as stored, are what the dots read
+        # dh_{t-1} gets dpre @ W: W's four blocks as they are.
+        dh = direct
+        for gate in tl.static_range(4):
+            dh += recurrent_dot(
+                GPRE + gate * H, t, B, 4 * H, rows, row_ok, W + gate * H * H, H, units, W,
+                BLOCK_B, BLOCK_H, BLOCK_K, False, False, COMPUTE, PRECISION,
+            )
         dc = new_dc
     tl.store(GH0 + at, dh.to(GH0.dtype.element_ty), mask=tile)
     tl.store(GC0 + at, dc.to(GC0.dtype.element_ty), mask=tile)
@@ -203,8 +210,8 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
         projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), inv_period,
         shift.contiguous(), inv_ratio_on, keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gate is not None, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), GATED=gate is not None,
+        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
     )
     return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
 
@@ -223,8 +230,8 @@ def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
         keep_or_empty(keep, grad_outputs), saved, hs, cs, times.contiguous(), inv_period, shift.contiguous(), inv_ratio_on,
         grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), GATED=gated, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), GATED=gated,
+        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
     )
     grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
     return grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio

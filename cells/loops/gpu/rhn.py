@@ -10,15 +10,17 @@ from torch import Tensor
 from rnnzoo.cells.loops.gpu.common import (
     block_b,
     block_h,
+    block_k,
     compute_dtype,
     grid,
     input_precision,
     keep_or_empty,
     kept,
+    num_warps,
+    recurrent_dot,
     row_tile,
     sigmoid,
     slab_at,
-    square_tile,
     tanh,
 )
 
@@ -26,27 +28,31 @@ from rnnzoo.cells.loops.gpu.common import (
 @triton.jit
 def _forward(
     P, S0, W, BIAS, MASK, KEEP, OUT, FINAL, LAYER_STATES, ACT, T, B, H, D,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
     unit_ok = units < H
-    if HAS_MASK:
-        mask = tl.load(MASK + at, mask=tile, other=0.0).to(COMPUTE)
     s = tl.load(S0 + at, mask=tile, other=0.0).to(COMPUTE)
     for t in range(T):
         s_start = s
         for layer in range(D):
-            tl.store(LAYER_STATES + slab_at(layer * T + t, B, H, rows, units), s.to(LAYER_STATES.dtype.element_ty), mask=tile)
-            s_in = s * mask if HAS_MASK else s
-            s_in = s_in.to(W.dtype.element_ty)
+            slab = layer * T + t
+            tl.store(LAYER_STATES + slab_at(slab, B, H, rows, units), s.to(LAYER_STATES.dtype.element_ty), mask=tile)
+            tl.debug_barrier()  # every thread's s, as stored, is what the dots read (times the mask)
             # The input enters the first micro-layer only: a load masked off for the others.
             first = tile & (layer == 0)
             gate_at = slab_at(t, B, 2 * H, rows, units)
             bias_h = tl.load(BIAS + layer * 2 * H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
             bias_t = tl.load(BIAS + layer * 2 * H + H + units, mask=unit_ok, other=0.0).to(COMPUTE)[None, :]
-            pre_h = tl.dot(s_in, square_tile(W + (2 * layer + 0) * H * H, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_h
-            pre_t = tl.dot(s_in, square_tile(W + (2 * layer + 1) * H * H, H, units, True), input_precision=PRECISION).to(COMPUTE) + bias_t
+            pre_h = bias_h + recurrent_dot(
+                LAYER_STATES, slab, B, H, rows, row_ok, W + (2 * layer + 0) * H * H, H, units, MASK,
+                BLOCK_B, BLOCK_H, BLOCK_K, True, HAS_MASK, COMPUTE, PRECISION,
+            )
+            pre_t = bias_t + recurrent_dot(
+                LAYER_STATES, slab, B, H, rows, row_ok, W + (2 * layer + 1) * H * H, H, units, MASK,
+                BLOCK_B, BLOCK_H, BLOCK_K, True, HAS_MASK, COMPUTE, PRECISION,
+            )
             pre_h += tl.load(P + gate_at, mask=first, other=0.0).to(COMPUTE)
             pre_t += tl.load(P + gate_at + H, mask=first, other=0.0).to(COMPUTE)
             h = tanh(pre_h)
@@ -67,7 +73,7 @@ def _forward(
 @triton.jit
 def _backward(
     GOUT, GFINAL, W, MASK, KEEP, LAYER_STATES, ACT, GPRE, GS0, T, B, H, D,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KEEP: tl.constexpr,
     COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, units, row_ok, tile, at = row_tile(B, H, BLOCK_B, BLOCK_H)
@@ -90,9 +96,16 @@ def _backward(
             d_pre_t = d * (h - s_layer) * transform * (1.0 - transform)
             tl.store(GPRE + act_at, d_pre_h.to(GPRE.dtype.element_ty), mask=tile)
             tl.store(GPRE + act_at + H, d_pre_t.to(GPRE.dtype.element_ty), mask=tile)
-            dtype = W.dtype.element_ty
-            through = tl.dot(d_pre_h.to(dtype), square_tile(W + (2 * layer + 0) * H * H, H, units, False), input_precision=PRECISION).to(COMPUTE)
-            through += tl.dot(d_pre_t.to(dtype), square_tile(W + (2 * layer + 1) * H * H, H, units, False), input_precision=PRECISION).to(COMPUTE)
+            tl.debug_barrier()  # every thread's d_pre_h and d_pre_t, as stored, are what the dots read
+            slab = layer * T + t
+            through = recurrent_dot(
+                GPRE, slab, B, 2 * H, rows, row_ok, W + (2 * layer + 0) * H * H, H, units, MASK,
+                BLOCK_B, BLOCK_H, BLOCK_K, False, False, COMPUTE, PRECISION,
+            )
+            through += recurrent_dot(
+                GPRE + H, slab, B, 2 * H, rows, row_ok, W + (2 * layer + 1) * H * H, H, units, MASK,
+                BLOCK_B, BLOCK_H, BLOCK_K, False, False, COMPUTE, PRECISION,
+            )
             if HAS_MASK:
                 through = through * mask
             d = d * (1.0 - transform) + through
@@ -115,8 +128,8 @@ def forward(
         projected.contiguous(), s0.contiguous(), weight_hh.contiguous(), bias.contiguous(),
         state_mask if state_mask is not None else projected.new_empty(0), keep_or_empty(keep, projected),
         outputs, final, layer_states, activations, steps, batch, hidden, depth,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_MASK=state_mask is not None,
+        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
     )
     return outputs, final, layer_states, activations
 
@@ -133,8 +146,8 @@ def backward(
         grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(),
         state_mask if state_mask is not None else grad_outputs.new_empty(0), keep_or_empty(keep, grad_outputs),
         layer_states, activations, grad_pre, grad_s0, steps, batch, hidden, depth,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), HAS_MASK=state_mask is not None, HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype),
+        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_MASK=state_mask is not None,
+        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
     )
     inputs = layer_states * state_mask if state_mask is not None else layer_states  # (D, T, B, H): what W_l saw
     grad_weight_hh = torch.bmm(grad_pre.view(depth, steps * batch, 2 * hidden).transpose(1, 2), inputs.reshape(depth, steps * batch, hidden))
