@@ -84,19 +84,20 @@ def _fused_direction(
         projected = cell.project_input(x, masks).transpose(0, 1).contiguous()
     else:  # the projection is a linear map of the last axis: made time-major, nothing is copied
         projected = cell.project_input(x.transpose(0, 1), masks)  # (T, B, G)
-    # The loops run in float32 or float64; a half or bfloat16 model (or autocast's bfloat16
-    # projection) runs them in float32. Outputs and state come back in the dtypes the reference
-    # loop gives: the input's and the state's own (float32 under autocast, which keeps the Phased
-    # LSTM's carried timestamp exact past 256; a half model's half).
-    given = projected.dtype
-    dtype = given if given in (torch.float32, torch.float64) else torch.float32
+    # The loops run in float32 or float64, and in bfloat16 on CUDA (loops.loop_dtype); a half model
+    # (or autocast's half projection) runs them in float32. Timestamps stay in at least float32 (a
+    # bfloat16 timestamp is not exact past 256). Outputs and state come back in the dtypes the
+    # reference loop gives: the input's and the state's own (float32 under autocast; a half model's half).
+    dtype = loops.loop_dtype(projected.dtype, projected.device)
+    time_dtype = torch.promote_types(dtype, torch.float32)
     state_dtypes = [field.dtype for field in state]
-    state = type(state)(*(field.to(dtype).contiguous() for field in state))
+    # A carried timestamp (the Phased LSTM's state.time) in the timestamps' dtype, the rest in the loop's.
+    state = type(state)(*(field.to(time_dtype if name == "time" else dtype).contiguous() for name, field in zip(state._fields, state)))
     outputs, final = cell.fused_loop(
         projected.to(dtype).contiguous(),
         state,
         None if valid is None else valid.squeeze(-1).t().contiguous(),  # (T, B)
-        None if times is None else times.to(dtype).t().contiguous(),  # (T, B)
+        None if times is None else times.to(time_dtype).t().contiguous(),  # (T, B)
         masks,
     )
     return outputs.transpose(0, 1).to(x.dtype), type(final)(*(field.to(kept) for field, kept in zip(final, state_dtypes)))
@@ -122,7 +123,8 @@ class RecurrentLayer(nn.Module):
     Raises ``ValueError`` naming the bad value and what is allowed, for unknown options and
     out-of-range values here, and for wrongly shaped inputs, lengths, times or state in forward.
     Dtypes: float32 and float64; float16 and bfloat16 (a half model, or autocast) too, the fused
-    loops then computing in float32 and handing back the input's dtype.
+    loops then computing in float32 (on CUDA, bfloat16 storage and tensor-core bfloat16 products
+    with float32 accumulation: ``loops.loop_dtype``) and handing back the input's dtype.
     """
 
     def __init__(

@@ -124,11 +124,12 @@ class PhasedLSTMCell(LSTMCell):
     ) -> tuple[Tensor, PhasedLSTMState]:
         if times is None:
             raise ValueError("PhasedLSTMCell needs timestamps, shape (time, batch)")
-        dtype = projected.dtype
-        period, shift, ratio_on = (p.to(dtype) for p in (self.period, self.shift, self.ratio_on))
+        # The gate in the timestamps' dtype: the loop's, or float32 for a bfloat16 loop (a phase
+        # (t - s) / τ in bfloat16 would be 8 bits of t past 256).
+        period, shift, ratio_on = (p.to(times.dtype) for p in (self.period, self.shift, self.ratio_on))
         leak = self.leak if self.training else 0.0  # as time_gate: a closed gate holds the state in eval
         outputs, h, c, *_ = loop_ops.op("phased_lstm_loop")(
-            projected, state.h, state.c, self.weight_hh.to(dtype), times, period, shift, ratio_on, keep, leak
+            projected, state.h, state.c, self.weight_hh.to(projected.dtype), times, period, shift, ratio_on, keep, leak
         )
         # The next default timestamp: the last valid step's + 1 (a sequence's steps are a prefix).
         if keep is None:

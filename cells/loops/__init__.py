@@ -37,6 +37,17 @@ def available(device: torch.device, hidden_size: int = 1) -> bool:
     return False
 
 
+def loop_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype a fused loop takes and gives (its inputs, outputs and saved values) for a layer
+    input projected in ``dtype``: float32 and float64 as they are; bfloat16 on CUDA too (the
+    Triton loops load and store bfloat16, multiply the recurrent weight in it on tensor cores and
+    accumulate and carry the state in float32, as cuDNN's bfloat16 LSTM does); float16, and
+    bfloat16 on the CPU (the C++ loops are float32 and float64), in float32."""
+    if dtype in (torch.float32, torch.float64) or (dtype == torch.bfloat16 and device.type == "cuda"):
+        return dtype
+    return torch.float32
+
+
 # A program holds (rows, H) tiles of its state in registers (16 warps at H = 1024); to this H every
 # kernel compiles for sm_90 within its shared memory (tests/cells/test_triton_resources.py, -m slow).
 MAX_TRITON_HIDDEN = 1024

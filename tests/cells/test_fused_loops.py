@@ -446,3 +446,20 @@ def test_importing_the_cells_does_not_import_torch_dynamo() -> None:
     script = "import sys, rnnzoo.cells; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("given", "device", "loop"),
+    [
+        (torch.float32, "cpu", torch.float32),
+        (torch.float64, "cpu", torch.float64),
+        (torch.bfloat16, "cpu", torch.float32),  # the C++ loops are float32 and float64
+        (torch.float16, "cpu", torch.float32),
+        (torch.float32, "cuda", torch.float32),
+        (torch.float64, "cuda", torch.float64),
+        (torch.bfloat16, "cuda", torch.bfloat16),  # the Triton loops' bfloat16 storage and products
+        (torch.float16, "cuda", torch.float32),
+    ],
+)
+def test_the_loop_dtype_for_each_projection_dtype_and_device(given, device, loop):
+    assert loops.loop_dtype(given, torch.device(device)) == loop

@@ -93,3 +93,54 @@ def test_cuda_fused_weights_are_flattened_for_cudnn(name):
         outputs.sum().backward()
     messages = [str(w.message) for w in caught]
     assert not any("contiguous chunk" in m for m in messages), messages
+
+
+OWN_LOOP_CELLS = [name for name in SEQUENCE_CELLS if name not in FUSED_CELLS]
+
+
+def _float32_loss_run(layer, x, lengths, times):
+    """Outputs, final state and gradients of a loss taken in float32 whatever the layer's dtype
+    (a bfloat16 sum over every output would round the loss, not test the loop)."""
+    x = x.clone().requires_grad_()
+    layer.zero_grad()
+    outputs, final = layer(x, lengths=lengths, times=times)
+    output_weight, state_weights = loss_weights(outputs.float().cpu(), [f.float().cpu() for f in final])
+    loss = (outputs.float() * output_weight.to(outputs.device)).sum()
+    loss = loss + sum((f.float() * w.to(f.device)).sum() for f, w in zip(final, state_weights))
+    loss.backward()
+    grads = {name: p.grad.detach().float().cpu() for name, p in layer.named_parameters()}
+    return outputs.detach().cpu(), [f.detach().float().cpu() for f in final], grads, x.grad.float().cpu()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", OWN_LOOP_CELLS)
+def test_cuda_bfloat16_model_runs_the_bfloat16_loop_close_to_float32(name):
+    """A bfloat16 model on CUDA runs the Triton loops in bfloat16 (loops.loop_dtype): its outputs,
+    final state and gradients against the same weights and inputs in float32 on the CPU, each
+    tensor to 5% of its largest value (the loops store each step's state in bfloat16, and the
+    bfloat16 model rounds its projections and gradients)."""
+    from rnnzoo.cells import loops
+
+    assert loops.loop_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+    gpu = make(name, dtype=torch.float32, num_layers=2).train().to("cuda", torch.bfloat16)
+    cpu = copy.deepcopy(gpu).to("cpu", torch.float32)  # the very same (bfloat16-rounded) weights
+    x = pad_with_garbage(inputs(dtype=torch.float32), LENGTHS, scale=10.0).to(torch.bfloat16)
+    lengths = torch.tensor(LENGTHS)
+    times = random_times(dtype=torch.float32) if cpu.takes_time else None
+
+    expected = _float32_loss_run(cpu, x.float(), lengths, times)
+    actual = _float32_loss_run(gpu, x.cuda(), lengths.cuda(), None if times is None else times.cuda())
+    assert_nontrivial(expected[0])
+    assert actual[0].dtype == torch.bfloat16
+
+    def close(a: torch.Tensor, e: torch.Tensor, label: str) -> None:
+        error, scale = (a.float() - e).abs().max().item(), e.abs().max().item()
+        assert error <= 0.05 * scale, f"{label}: largest difference {error:.3g} of largest value {scale:.3g}"
+
+    close(actual[0], expected[0], "outputs")
+    for index, (a, e) in enumerate(zip(actual[1], expected[1])):
+        close(a, e, f"state field {index}")
+    for key in expected[2]:
+        close(actual[2][key], expected[2][key], f"gradient of {key}")
+    close(actual[3], expected[3], "gradient of the input")

@@ -21,7 +21,16 @@ gpu = pytest.importorskip("rnnzoo.cells.loops.gpu", reason="triton is not instal
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 T, B, H, DEPTH = 5, 19, 20, 3  # B and H not multiples of the tiles, so the padding lanes are exercised
-TOLERANCE = {torch.float64: {"atol": 1e-12, "rtol": 1e-10}, torch.float32: {"atol": 2e-5, "rtol": 2e-5}}
+TOLERANCE = {
+    torch.float64: {"atol": 1e-12, "rtol": 1e-10},
+    torch.float32: {"atol": 2e-5, "rtol": 2e-5},
+}
+# bfloat16 against the C++ loop in float32 on the same bfloat16 values, tensor by tensor relative to
+# its largest value: the kernels store each step's state and saved values in bfloat16 (2**-8
+# relative), the dots read the stored state, and sums such as the weight's gradient round to it.
+BFLOAT16_NORMWISE = 2e-2
+# The Phased LSTM's timestamps and gate (forward args 4-7) stay float32 in a bfloat16 loop, as the layer passes them.
+FLOAT32_IN_BFLOAT16 = {"phased_lstm": range(4, 8)}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,24 +110,51 @@ def _to(device: torch.device, values: tuple) -> tuple:
     return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in values)
 
 
+def _as_loop_dtype(name: str, args: tuple, dtype: torch.dtype) -> tuple[tuple, tuple]:
+    """(the C++ loop's args, the Triton loop's): as made for float32/float64; for bfloat16 the
+    Triton loop gets bfloat16 values (but the Phased LSTM's gate) and the C++ loop the very same
+    values in float32."""
+    if dtype != torch.bfloat16:
+        return args, args
+    kept = FLOAT32_IN_BFLOAT16.get(name, ())
+
+    def rounded(index: int, value):
+        floating = isinstance(value, torch.Tensor) and value.is_floating_point() and index not in kept
+        return value.to(torch.bfloat16) if floating else value
+
+    triton_args = tuple(rounded(i, v) for i, v in enumerate(args))
+    return tuple(v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in triton_args), triton_args
+
+
 @pytest.mark.parametrize("option", [False, True], ids=["default", "variant"])
 @pytest.mark.parametrize("with_keep", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["float64", "float32", "bfloat16"])
 @pytest.mark.parametrize("name", list(OPS))
 def test_triton_loop_matches_cpp_loop(name, dtype, with_keep, option):
     op_name, triton_forward, triton_backward, state_fields = OPS[name]
     cpp_forward = op(op_name)
     cpp_backward = op(f"{op_name}_backward")
-    args = _forward_args(name, dtype, _keep(with_keep), option)
-    expected = cpp_forward(*args)
+    cpp_args, args = _as_loop_dtype(name, _forward_args(name, torch.float32 if dtype == torch.bfloat16 else dtype, _keep(with_keep), option), dtype)
+    expected = cpp_forward(*cpp_args)
     actual = [t.cpu() for t in triton_forward(*_to(DEVICE, args))]
     assert expected[0].abs().max() > 1e-3, "outputs are all zero: the comparison would prove nothing"
     for index in range(1 + state_fields):  # outputs and final state (saved buffers are the kernels' own business)
-        assert_close(actual[index], expected[index], **TOLERANCE[dtype])
+        assert actual[index].dtype == dtype
+        _assert_close(actual[index], expected[index], f"output {index}")
 
     grads = (torch.randn_like(expected[0]), *(torch.randn_like(expected[1 + i]) for i in range(state_fields)))
-    expected_grads = cpp_backward(*_backward_args(name, args, expected, grads))
+    grads = tuple(g.to(dtype) for g in grads)  # the C++ side gets them in float32, as it gets the forward's values
+    expected_grads = cpp_backward(*_backward_args(name, cpp_args, expected, tuple(g.to(expected[0].dtype) for g in grads)))
     actual_grads = triton_backward(*_to(DEVICE, _backward_args(name, args, tuple(actual), grads)))
     assert len(actual_grads) == len(expected_grads)
     for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
-        assert_close(a.cpu(), e, msg=lambda m, index=index: f"gradient {index}: {m}", **TOLERANCE[dtype])
+        _assert_close(a.cpu(), e, f"gradient {index}")
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, label: str) -> None:
+    if actual.dtype != torch.bfloat16:
+        assert_close(actual, expected, msg=lambda m: f"{label}: {m}", **TOLERANCE[expected.dtype])
+        return
+    error = (actual.to(expected.dtype) - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert error <= BFLOAT16_NORMWISE * scale, f"{label}: largest difference {error:.3g}, {error / scale:.2%} of the largest value {scale:.3g}"

@@ -49,6 +49,7 @@ KERNELS = {
     "indrnn backward": (gpu.indrnn._backward, {"HAS_KEEP": True, "RELU": False}),
 }
 SCALARS = {"T": "i32", "B": "i32", "H": "i32", "D": "i32", "shift": "fp32", "leak": "fp32"}
+TIME_GATE = {"TIMES", "INV_PERIOD", "SHIFT", "INV_RATIO"}  # the Phased LSTM's
 
 
 def _compile(kernel, switches: dict, hidden: int, batch: int, dtype: torch.dtype):
@@ -59,27 +60,39 @@ def _compile(kernel, switches: dict, hidden: int, batch: int, dtype: torch.dtype
     else:  # IndRNN's elementwise loop: fixed tiles over rows and units
         blocks, warps = {"BLOCK_B": gpu.indrnn.BLOCK_B, "BLOCK_H": gpu.indrnn.BLOCK_H}, 4
     constants = {**blocks, **switches, "COMPUTE": common.compute_dtype(dtype), "PRECISION": common.input_precision(dtype)}
-    element = {torch.float32: "fp32", torch.float64: "fp64"}[dtype]
+    element = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}[dtype]
     signature = {}
     for param in kernel.params:
         if param.is_constexpr:
             signature[param.name] = "constexpr"
         elif param.name in SCALARS:
             signature[param.name] = SCALARS[param.name]
+        elif param.name == "KEEP":
+            signature[param.name] = "*i1"
+        elif param.name in TIME_GATE:  # float32 at least, whatever the loop's dtype (cells/layer.py)
+            signature[param.name] = "*fp64" if dtype == torch.float64 else "*fp32"
         else:
-            signature[param.name] = "*i1" if param.name == "KEEP" else f"*{element}"
+            signature[param.name] = f"*{element}"
     unknown = {name for name, kind in signature.items() if kind == "constexpr"} - constants.keys()
     assert not unknown, f"set these constexprs in the test: {unknown}"
     constexprs = {(index,): constants[name] for index, name in enumerate(signature) if signature[name] == "constexpr"}
     return triton.compile(ASTSource(kernel, signature, constexprs), target=SM_90, options={"num_warps": warps})
 
 
-# (hidden, batch, dtype). By default the GPU shape at H = 256 (a few seconds a kernel); under
-# -m slow (up to 40 s a kernel) H = 128, the largest H the layer sends here, B > 256 (the larger row
-# tile) and float64 (twice the bytes a weight slice).
+# (hidden, batch, dtype). By default the GPU shape at H = 256 in float32 and bfloat16 (a few
+# seconds a kernel); under -m slow (up to 40 s a kernel) H = 128, the largest H the layer sends here,
+# B > 256 (the larger row tile), FlashRNN's shape (bfloat16, H = 768, B = 16) and float64 (twice the
+# bytes a weight slice).
 CASES = {
-    "default": [(256, 32, "float32")],
-    "more": [(128, 512, "float32"), (256, 512, "float32"), (loops.MAX_TRITON_HIDDEN, 512, "float32"), (256, 32, "float64")],
+    "default": [(256, 32, "float32"), (256, 32, "bfloat16")],
+    "more": [
+        (128, 512, "float32"),
+        (256, 512, "float32"),
+        (loops.MAX_TRITON_HIDDEN, 512, "float32"),
+        (loops.MAX_TRITON_HIDDEN, 512, "bfloat16"),
+        (768, 16, "bfloat16"),
+        (256, 32, "float64"),
+    ],
 }
 
 

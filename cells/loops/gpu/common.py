@@ -15,6 +15,8 @@ compiles every kernel for sm_90 and holds it under that limit up to ``MAX_TRITON
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -24,6 +26,10 @@ MIN_BLOCK = 16
 # Bytes of one weight slice a dot reads, (BLOCK_K, BLOCK_H): every kernel's operands then fit in
 # shared memory at any BLOCK_H up to 1024 (test_triton_resources).
 DOT_SLICE_BYTES = 32 * 1024
+# Triton's interpreter (3.8) multiplies bfloat16 by their raw bits (it stores them as uint16): under
+# it recurrent_dot multiplies in the compute dtype, so the bfloat16 tests hold everything else
+# (loads, stores, rounding of the saved values) and compiled kernels keep tensor-core bfloat16 dots.
+INTERPRETED: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 
 @triton.jit
@@ -83,13 +89,16 @@ def recurrent_dot(
         x_ok = row_ok[:, None] & k_ok[None, :]
         x = tl.load(X + slab_at(step, B, width, rows, ks), mask=x_ok, other=0.0)
         if HAS_MASK:
-            x = x * tl.load(MASK + rows[:, None] * H + ks[None, :], mask=x_ok, other=0.0)
+            x = x.to(COMPUTE) * tl.load(MASK + rows[:, None] * H + ks[None, :], mask=x_ok, other=0.0).to(COMPUTE)
         w_ok = k_ok[:, None] & unit_ok[None, :]
         if TRANSPOSED:
             w = tl.load(W + units[None, :] * H + ks[:, None], mask=w_ok, other=0.0)
         else:
             w = tl.load(W + ks[:, None] * H + units[None, :], mask=w_ok, other=0.0)
-        acc += tl.dot(x.to(w.dtype), w, input_precision=PRECISION).to(COMPUTE)
+        if INTERPRETED:
+            acc += tl.dot(x.to(COMPUTE), w.to(COMPUTE), input_precision=PRECISION).to(COMPUTE)
+        else:  # bfloat16 operands accumulate in float32 (tl.dot's default out_dtype)
+            acc += tl.dot(x.to(w.dtype), w, input_precision=PRECISION).to(COMPUTE)
     return acc
 
 
@@ -125,7 +134,8 @@ def grid(batch: int) -> tuple[int]:
 
 
 def compute_dtype(dtype: torch.dtype) -> tl.dtype:
-    """float64 stays float64; float32 and bfloat16 compute in float32."""
+    """float64 stays float64; float32 and bfloat16 compute in float32 (bfloat16: what the kernels
+    load and store, and multiply the recurrent weight in)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
