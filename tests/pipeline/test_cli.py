@@ -108,6 +108,20 @@ def test_bench_cells_saves_a_markdown_table_per_device(tmp_path, monkeypatch) ->
     assert "T=6 over T=3" in table
 
 
+def test_bench_cells_flashrnn_shape_adds_janet_and_the_lstms_at_that_shape_in_bfloat16(tmp_path, monkeypatch) -> None:
+    """``--shape flashrnn``: FlashRNN's comparison (bfloat16; here at a tiny stand-in for its
+    B=16, T=1024, H=768) after the device's own shapes: the reference, lstm and janet only."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cell_bench, "SHAPES", {"cpu": (cell_bench.Shape(4, 2, 3, input_size=2),)})
+    tiny = cell_bench.Shape(8, 2, 5, input_size=8, dtype="bfloat16")
+    monkeypatch.setattr(cell_bench, "FLASHRNN", tiny)
+    result = runner.invoke(app, ["bench", "cells", "--device", "cpu", "--shape", "flashrnn", "--no-flatness", "--rounds", "2", "--block", "1"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "reports" / "bench_cells_cpu.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith(f"| {tiny.label()} |")]
+    assert sorted(line.split(" | ")[1] for line in rows) == sorted([cell_bench.REFERENCE, "lstm", "janet"]), table
+
+
 # The answers that need no model: each must come without importing torch (seconds) or the cells.
 NO_TORCH_ARGS = [
     ["--help"],
