@@ -85,9 +85,9 @@ def _fused_direction(
     else:  # the projection is a linear map of the last axis: made time-major, nothing is copied
         projected = cell.project_input(x.transpose(0, 1), masks)  # (T, B, G)
     # The loops run in float32 or float64, and in bfloat16 on CUDA (loops.loop_dtype); a half model
-    # (or autocast's half projection) runs them in float32. Timestamps stay in at least float32 (a
-    # bfloat16 timestamp is not exact past 256). Outputs and state come back in the dtypes the
-    # reference loop gives: the input's and the state's own (float32 under autocast; a half model's half).
+    # (or autocast's half projection) runs them in float32. Timestamps come in at least float32
+    # (_check_times) and stay so. Outputs and state come back in the dtypes the reference loop
+    # gives: the input's and the state's own (float32 under autocast; a half model's half).
     dtype = loops.loop_dtype(projected.dtype, projected.device)
     time_dtype = torch.promote_types(dtype, torch.float32)
     state_dtypes = [field.dtype for field in state]
@@ -306,13 +306,16 @@ class RecurrentLayer(nn.Module):
             if times is not None:
                 raise ValueError(f"{self.cell_type.__name__} takes no timestamps, but times were given")
             return None
+        # Timestamps in at least float32, whatever the model's dtype: a bfloat16 timestamp is not
+        # exact past 256 (and a float16 one past 2048), which would shift the Phased LSTM's gate.
+        dtype = torch.promote_types(x.dtype, torch.float32)
         if times is None:  # the steps after the state's: 0, 1, ... from a fresh state
             start = self.cell_type.next_time(self.state_type(*(field[0] for field in state)))  # (B,)
-            return start.unsqueeze(1) + torch.arange(steps, device=x.device, dtype=x.dtype)
+            return start.unsqueeze(1).to(dtype) + torch.arange(steps, device=x.device, dtype=dtype)
         expected = (batch, steps) if self.batch_first else (steps, batch)
         if tuple(times.shape) != expected:
             raise ValueError(f"times must have shape {expected} like the input without its feature axis, got {tuple(times.shape)}")
-        times = times.to(device=x.device, dtype=x.dtype)
+        times = times.to(device=x.device, dtype=dtype)
         return times if self.batch_first else times.transpose(0, 1)
 
     def _check_state(self, state: State | None, batch: int, x: Tensor) -> State:

@@ -112,10 +112,12 @@ class PhasedLSTMCell(LSTMCell):
             raise ValueError("PhasedLSTMCell needs the step's timestamps, shape (batch,)")
         gates = projected + F.linear(state.h, self.weight_hh)  # (B, 4H)
         h_proposed, c_proposed = lstm_pointwise(gates, state.c)
-        k = self.time_gate(time)
+        # The gate in the timestamps' precision (at least float32: RecurrentLayer), applied in the
+        # state's; the carried next timestamp in the state's dtype too, as every state field.
+        k = self.time_gate(time).to(state.c.dtype)
         c = k * c_proposed + (1.0 - k) * state.c
         h = k * h_proposed + (1.0 - k) * state.h
-        return h, PhasedLSTMState(h, c, (time + 1.0).unsqueeze(-1).expand_as(h))
+        return h, PhasedLSTMState(h, c, (time + 1.0).to(state.h.dtype).unsqueeze(-1).expand_as(h))
 
     has_fused_loop = True
 

@@ -232,10 +232,14 @@ def _phased_fake(projected: Tensor, h0: Tensor, c0: Tensor, *_: Any) -> tuple[Te
 
 
 @torch.library.register_fake(_qualified("phased_lstm_loop_backward"), lib=LIBRARY)
-def _phased_backward_fake(grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, *_: Any) -> list[Tensor]:
+def _phased_backward_fake(
+    grad_outputs: Tensor, grad_h: Tensor, grad_c: Tensor, weight_hh: Tensor, keep: Any, saved: Tensor, hs: Tensor, cs: Tensor,
+    times: Tensor, period: Tensor, shift: Tensor, ratio_on: Tensor, leak: float,
+) -> list[Tensor]:
+    # The timestamps' and the gate's gradients in their own dtypes (float32 in a CUDA bfloat16 loop).
     steps, batch, hidden = grad_outputs.shape
-    gate = [_empty(grad_outputs, hidden) for _ in range(3)]  # period, shift, ratio_on
-    return [*_lstm_backward_fake(grad_outputs, grad_h, grad_c, weight_hh), _empty(grad_outputs, steps, batch), *gate]
+    gate = [_empty(parameter, hidden) for parameter in (period, shift, ratio_on)]
+    return [*_lstm_backward_fake(grad_outputs, grad_h, grad_c, weight_hh), _empty(times, steps, batch), *gate]
 
 
 def _phased_backward(

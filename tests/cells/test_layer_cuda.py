@@ -112,27 +112,43 @@ def _float32_loss_run(layer, x, lengths, times):
     return outputs.detach().cpu(), [f.detach().float().cpu() for f in final], grads, x.grad.float().cpu()
 
 
+LOOP_OPS = {"janet": "janet_loop", "indrnn": "indrnn_loop", "phased_lstm": "phased_lstm_loop", "rhn": "rhn_loop"}
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bfloat16-model", "autocast"])
 @pytest.mark.parametrize("name", OWN_LOOP_CELLS)
-def test_cuda_bfloat16_model_runs_the_bfloat16_loop_close_to_float32(name):
-    """A bfloat16 model on CUDA runs the Triton loops in bfloat16 (loops.loop_dtype): its outputs,
-    final state and gradients against the same weights and inputs in float32 on the CPU, each
-    tensor to 5% of its largest value (the loops store each step's state in bfloat16, and the
-    bfloat16 model rounds its projections and gradients)."""
+def test_cuda_bfloat16_runs_the_bfloat16_loop_close_to_float32(name, precision):
+    """A bfloat16 model, or a float32 one under bfloat16 autocast (``amp: true``), on CUDA runs the
+    Triton loops in bfloat16 (loops.loop_dtype): its outputs, final state and gradients against the
+    same weights and inputs in float32 on the CPU, each tensor to 5% of its largest value (the loops
+    store each step's state in bfloat16, and the projections and gradients round to it). The
+    timestamps stay float32 in both."""
     from rnnzoo.cells import loops
+    from rnnzoo.cells.loops.ops import versioned
 
     assert loops.loop_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
-    gpu = make(name, dtype=torch.float32, num_layers=2).train().to("cuda", torch.bfloat16)
-    cpu = copy.deepcopy(gpu).to("cpu", torch.float32)  # the very same (bfloat16-rounded) weights
-    x = pad_with_garbage(inputs(dtype=torch.float32), LENGTHS, scale=10.0).to(torch.bfloat16)
+    model = make(name, dtype=torch.float32, num_layers=2).train()
+    if precision == "bfloat16-model":
+        model = model.to(torch.bfloat16)
+    cpu = copy.deepcopy(model).to("cpu", torch.float32)  # the very same (bfloat16-rounded, for a bfloat16 model) weights
+    gpu = model.cuda()
+    x = pad_with_garbage(inputs(dtype=torch.float32), LENGTHS, scale=10.0).to(torch.bfloat16).float()
     lengths = torch.tensor(LENGTHS)
     times = random_times(dtype=torch.float32) if cpu.takes_time else None
 
-    expected = _float32_loss_run(cpu, x.float(), lengths, times)
-    actual = _float32_loss_run(gpu, x.cuda(), lengths.cuda(), None if times is None else times.cuda())
+    expected = _float32_loss_run(cpu, x, lengths, times)
+    x_gpu = x.cuda().to(torch.bfloat16) if precision == "bfloat16-model" else x.cuda()
+    with (
+        torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "autocast"),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile,
+    ):
+        actual = _float32_loss_run(gpu, x_gpu, lengths.cuda(), None if times is None else times.cuda())
     assert_nontrivial(expected[0])
-    assert actual[0].dtype == torch.bfloat16
+    ran = {event.name for event in profile.events()}
+    assert f"rnnzoo::{versioned(LOOP_OPS[name])}" in ran, "the fused loop did not run"
+    assert f"rnnzoo::{versioned(LOOP_OPS[name] + '_backward')}" in ran, "the fused loop's backward did not run"
 
     def close(a: torch.Tensor, e: torch.Tensor, label: str) -> None:
         error, scale = (a.float() - e).abs().max().item(), e.abs().max().item()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -280,3 +281,22 @@ def test_phased_lstm_rejects_bad_inputs() -> None:
         PhasedLSTMCell(I, H, ratio_on=0.0)
     with pytest.raises(ValueError, match="leak.*1.5"):
         PhasedLSTMCell(I, H, leak=1.5)
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["given-times", "default-times"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_bfloat16_model_keeps_timestamps_past_256_exact(fused, given):
+    """A bfloat16 model's timestamps stay float32 (bfloat16 holds integers exactly only to 256):
+    past step 256 its outputs follow the float32 model with the same weights to bfloat16's
+    rounding, given timestamps or the default 0, 1, 2, ... (rounded, they drifted 30-60% off)."""
+    torch.manual_seed(0)
+    model = cells.make("phased_lstm", 2, 8, ratio_on=0.3, log_period_low=1.0, log_period_high=3.0, fused=fused).eval()
+    model = model.to(torch.bfloat16)
+    reference = copy.deepcopy(model).float()
+    x = torch.randn(2, 300, 2).to(torch.bfloat16)
+    times = torch.arange(300, dtype=torch.float32).expand(2, 300) + 0.5 if given else None
+    outputs, _ = model(x, times=times)
+    expected, _ = reference(x.float(), times=times)
+    assert outputs.dtype == torch.bfloat16
+    late = (outputs.float()[:, 257:] - expected[:, 257:]).abs().max() / expected[:, 257:].abs().max()
+    assert late < 0.03, f"past step 256 the outputs differ by {late:.1%} of their largest value"

@@ -42,8 +42,8 @@ def _cpp_loops():
 def _several_weight_slices(monkeypatch):
     """Recurrent dots summed over two slices of units, as at the GPU's sizes (H = 128 reads two in
     float32, H = 256 eight), rather than one whole block at this test's H."""
-    monkeypatch.setattr(gpu.common, "DOT_SLICE_BYTES", gpu.common.MIN_BLOCK * gpu.common.block_h(H) * 4)
-    for dtype in (torch.float32, torch.float64):
+    monkeypatch.setattr(gpu.common, "DOT_SLICE_BYTES", gpu.common.MIN_BLOCK * gpu.common.block_h(H) * torch.bfloat16.itemsize)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
         assert gpu.common.block_k(H, dtype) * 2 == gpu.common.block_h(H)
 
 
@@ -140,7 +140,7 @@ def test_triton_loop_matches_cpp_loop(name, dtype, with_keep, option):
     assert expected[0].abs().max() > 1e-3, "outputs are all zero: the comparison would prove nothing"
     for index in range(1 + state_fields):  # outputs and final state (saved buffers are the kernels' own business)
         assert actual[index].dtype == dtype
-        _assert_close(actual[index], expected[index], f"output {index}")
+        _assert_close(actual[index], expected[index], dtype, f"output {index}")
 
     grads = (torch.randn_like(expected[0]), *(torch.randn_like(expected[1 + i]) for i in range(state_fields)))
     grads = tuple(g.to(dtype) for g in grads)  # the C++ side gets them in float32, as it gets the forward's values
@@ -148,11 +148,12 @@ def test_triton_loop_matches_cpp_loop(name, dtype, with_keep, option):
     actual_grads = triton_backward(*_to(DEVICE, _backward_args(name, args, tuple(actual), grads)))
     assert len(actual_grads) == len(expected_grads)
     for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
-        _assert_close(a.cpu(), e, f"gradient {index}")
+        _assert_close(a.cpu(), e, dtype, f"gradient {index}")
 
 
-def _assert_close(actual: torch.Tensor, expected: torch.Tensor, label: str) -> None:
-    if actual.dtype != torch.bfloat16:
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, loop_dtype: torch.dtype, label: str) -> None:
+    """As close as ``loop_dtype`` allows (a bfloat16 loop's float32 gradients, the Phased LSTM's gate's, too)."""
+    if loop_dtype != torch.bfloat16:
         assert_close(actual, expected, msg=lambda m: f"{label}: {m}", **TOLERANCE[expected.dtype])
         return
     error = (actual.to(expected.dtype) - expected).abs().max().item()

@@ -38,7 +38,7 @@ SHARED_MEMORY_LIMIT = 232_448
 SM_90 = GPUTarget("cuda", 90, 32)
 
 KERNELS = {
-    # name: kernel, the constexpr switches set (each on: the most a kernel holds), whether BLOCK_* are the wrapper's
+    # name: kernel, the constexpr switches set (each on: the most a kernel holds)
     "janet forward": (gpu.janet._forward, {"HAS_KEEP": True}),
     "janet backward": (gpu.janet._backward, {"HAS_KEEP": True}),
     "lstm forward": (gpu.lstm._forward, {"HAS_KEEP": True, "GATED": True}),
@@ -54,12 +54,13 @@ TIME_GATE = {"TIMES", "INV_PERIOD", "SHIFT", "INV_RATIO"}  # the Phased LSTM's
 
 def _compile(kernel, switches: dict, hidden: int, batch: int, dtype: torch.dtype):
     """The kernel compiled for sm_90 as its wrapper launches it for (batch, hidden) in ``dtype``."""
-    if "BLOCK_K" in kernel.arg_names:  # the dense loops: blocks from the wrappers' own functions
-        blocks = {"BLOCK_B": common.block_b(batch), "BLOCK_H": common.block_h(hidden), "BLOCK_K": common.block_k(hidden, dtype)}
-        warps = common.num_warps(hidden)
+    if "BLOCK_K" in kernel.arg_names:  # the dense loops: what their wrappers launch with
+        launch = common.dense_launch(batch, hidden, dtype)
+        options = {name: launch.pop(name) for name in ("num_warps", "num_stages")}
     else:  # IndRNN's elementwise loop: fixed tiles over rows and units
-        blocks, warps = {"BLOCK_B": gpu.indrnn.BLOCK_B, "BLOCK_H": gpu.indrnn.BLOCK_H}, 4
-    constants = {**blocks, **switches, "COMPUTE": common.compute_dtype(dtype), "PRECISION": common.input_precision(dtype)}
+        launch = {"BLOCK_B": gpu.indrnn.BLOCK_B, "BLOCK_H": gpu.indrnn.BLOCK_H, "COMPUTE": common.compute_dtype(dtype)}
+        options = {}
+    constants = {**launch, **switches}
     element = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}[dtype]
     signature = {}
     for param in kernel.params:
@@ -76,13 +77,13 @@ def _compile(kernel, switches: dict, hidden: int, batch: int, dtype: torch.dtype
     unknown = {name for name, kind in signature.items() if kind == "constexpr"} - constants.keys()
     assert not unknown, f"set these constexprs in the test: {unknown}"
     constexprs = {(index,): constants[name] for index, name in enumerate(signature) if signature[name] == "constexpr"}
-    return triton.compile(ASTSource(kernel, signature, constexprs), target=SM_90, options={"num_warps": warps})
+    return triton.compile(ASTSource(kernel, signature, constexprs), target=SM_90, options=options)
 
 
 # (hidden, batch, dtype). By default the issue's GPU shape at H = 256 in float32 and bfloat16 (a few
 # seconds a kernel); under -m slow (up to 40 s a kernel) H = 128, the largest H the layer sends here,
 # B > 256 (the larger row tile), FlashRNN's shape (bfloat16, H = 768, B = 16) and float64 (twice the
-# bytes a weight slice).
+# bytes a weight slice, past DOT_SLICE_BYTES at H = 1024).
 CASES = {
     "default": [(256, 32, "float32"), (256, 32, "bfloat16")],
     "more": [
@@ -92,6 +93,7 @@ CASES = {
         (loops.MAX_TRITON_HIDDEN, 512, "bfloat16"),
         (768, 16, "bfloat16"),
         (256, 32, "float64"),
+        (loops.MAX_TRITON_HIDDEN, 32, "float64"),  # a slice past DOT_SLICE_BYTES: one stage
     ],
 }
 

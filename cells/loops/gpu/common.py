@@ -6,8 +6,8 @@ steps and no program waits on another (batch rows are independent). ``BLOCK_H`` 
 size rounded up to a power of two (Triton's block shapes); the padding lanes hold zeros.
 
 The recurrent matmul (:func:`recurrent_dot`) reads the weight in ``(BLOCK_K, BLOCK_H)`` slices
-from global memory each step (an L2 hit after the first: 4H² floats at most, a few MiB) and the
-state it multiplies from the slab the kernel has just written. Holding whole ``(H, H)`` blocks on
+(``block_k``) from global memory each step (an L2 hit after the first: 4H² floats at most, a few
+MiB) and the state it multiplies from the slab the kernel has just written. Holding whole ``(H, H)`` blocks on
 chip, as the loops first did, needs more than an H100/H200 SM's 227 KiB of shared memory from
 H = 128 on (an LSTM's four float32 blocks are 256 KiB): ``tests/cells/test_triton_resources.py``
 compiles every kernel for sm_90 and holds it under that limit up to ``MAX_TRITON_HIDDEN``.
@@ -113,20 +113,39 @@ def block_h(hidden: int) -> int:
 
 def block_k(hidden: int, dtype: torch.dtype) -> int:
     """Units summed over per slice of :func:`recurrent_dot`: a (BLOCK_K, BLOCK_H) weight slice of at
-    most DOT_SLICE_BYTES, and at least tl.dot's 16."""
+    most DOT_SLICE_BYTES, and at least tl.dot's 16 (which passes it from H = 512 in float32)."""
     width = block_h(hidden)
     return max(MIN_BLOCK, min(width, DOT_SLICE_BYTES // (width * dtype.itemsize)))
 
 
 def num_warps(hidden: int) -> int:
-    """Warps a program: its (BLOCK_B, BLOCK_H) tiles spread over more threads as H grows, so each
-    thread's share of a tile stays at 16-32 values (registers, not spilled to local memory)."""
+    """Warps a program: its (BLOCK_B, BLOCK_H) tiles spread over more threads as H grows, 16-32
+    values a thread and tile (ptxas still spills some registers at large H; speed unmeasured)."""
     return min(16, max(4, block_h(hidden) // 32))
 
 
 def block_b(batch: int) -> int:
     # One tile of rows per program: small tiles keep more programs (SMs) busy at small batches.
     return MIN_BLOCK if batch <= 256 else 32
+
+
+def dense_launch(batch: int, hidden: int, dtype: torch.dtype) -> dict:
+    """The block sizes, compute dtype, dot precision and launch options of the dense loops (JANET,
+    LSTM, RHN) for a (batch, hidden) loop in ``dtype``: one place for the kernels' wrappers and
+    the test that compiles them (test_triton_resources)."""
+    slice_bytes = block_k(hidden, dtype) * block_h(hidden) * dtype.itemsize
+    return {
+        "BLOCK_B": block_b(batch),
+        "BLOCK_H": block_h(hidden),
+        "BLOCK_K": block_k(hidden, dtype),
+        "COMPUTE": compute_dtype(dtype),
+        "PRECISION": input_precision(dtype),
+        "num_warps": num_warps(hidden),
+        # Triton's pipeliner (3 stages by default on CUDA) keeps a second copy of each slice in flight;
+        # past DOT_SLICE_BYTES (float64 at H > 256, float32 at H > 512) two no longer fit beside the
+        # rest in every kernel: one slice at a time there.
+        "num_stages": 1 if slice_bytes > DOT_SLICE_BYTES else 3,
+    }
 
 
 def grid(batch: int) -> tuple[int]:

@@ -7,15 +7,10 @@ import triton.language as tl
 from torch import Tensor
 
 from rnnzoo.cells.loops.gpu.common import (
-    block_b,
-    block_h,
-    block_k,
-    compute_dtype,
+    dense_launch,
     grid,
-    input_precision,
     keep_or_empty,
     kept,
-    num_warps,
     recurrent_dot,
     row_tile,
     sigmoid,
@@ -107,8 +102,8 @@ def forward(projected: Tensor, c0: Tensor, weight_hh: Tensor, keep: Tensor | Non
     states = projected.new_empty(steps + 1, batch, hidden)
     _forward[grid(batch)](
         projected, c0, weight_hh, keep_or_empty(keep, projected), outputs, states, activations, steps, batch, hidden, shift,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
+        HAS_KEEP=keep is not None,
+        **dense_launch(batch, hidden, projected.dtype),
     )
     return outputs, states[steps].clone(), activations, states
 
@@ -122,8 +117,8 @@ def backward(
     _backward[grid(batch)](
         grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(), keep_or_empty(keep, grad_outputs),
         activations, states, grad_pre, grad_c0, steps, batch, hidden,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_KEEP=keep is not None,
-        COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
+        HAS_KEEP=keep is not None,
+        **dense_launch(batch, hidden, grad_outputs.dtype),
     )
     grad_weight_hh = grad_pre.view(steps * batch, 2 * hidden).t() @ states[:steps].reshape(steps * batch, hidden)
     return grad_pre, grad_c0, grad_weight_hh.to(weight_hh.dtype)

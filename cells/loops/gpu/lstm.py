@@ -9,15 +9,10 @@ import triton.language as tl
 from torch import Tensor
 
 from rnnzoo.cells.loops.gpu.common import (
-    block_b,
-    block_h,
-    block_k,
-    compute_dtype,
+    dense_launch,
     grid,
-    input_precision,
     keep_or_empty,
     kept,
-    num_warps,
     recurrent_dot,
     row_tile,
     sigmoid,
@@ -210,8 +205,8 @@ def _run_forward(projected, h0, c0, weight_hh, gate, keep, leak):
         projected.contiguous(), h0.contiguous(), c0.contiguous(), weight_hh.contiguous(), times.contiguous(), inv_period,
         shift.contiguous(), inv_ratio_on, keep_or_empty(keep, projected),
         outputs, hs, cs, saved, steps, batch, hidden, leak,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), GATED=gate is not None,
-        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
+        GATED=gate is not None,
+        HAS_KEEP=keep is not None, **dense_launch(batch, hidden, projected.dtype),
     )
     return outputs, hs[steps].clone(), cs[steps].clone(), saved, hs, cs
 
@@ -230,8 +225,8 @@ def _run_backward(grad_outputs, grad_h, grad_c, weight_hh, gate, keep, saved, hs
         grad_outputs.contiguous(), grad_h.contiguous(), grad_c.contiguous(), weight_hh.contiguous(),
         keep_or_empty(keep, grad_outputs), saved, hs, cs, times.contiguous(), inv_period, shift.contiguous(), inv_ratio_on,
         grad_pre, grad_cycle, grad_ratio, grad_h0, grad_c0, steps, batch, hidden, leak,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), GATED=gated,
-        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
+        GATED=gated,
+        HAS_KEEP=keep is not None, **dense_launch(batch, hidden, grad_outputs.dtype),
     )
     grad_weight_hh = (grad_pre.view(steps * batch, 4 * hidden).t() @ hs[:steps].reshape(steps * batch, hidden)).to(weight_hh.dtype)
     return grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle, grad_ratio
@@ -255,9 +250,11 @@ def phased_backward(
     by_unit = grad_cycle.to(compute).sum((0, 1))
     by_time = torch.einsum("tbh,tb->h", grad_cycle.to(compute), step_times)
     grad_period = -(by_time - shift.to(compute) * by_unit) * _reciprocals(period, ratio_on)[0]
+    # The timestamps' and the gate's gradients in their own dtypes (float32 in a bfloat16 loop), summed in float32 at least.
     return [
-        grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.sum(-1),
-        grad_period.to(grad_cycle.dtype), -grad_cycle.sum((0, 1)), grad_ratio.sum((0, 1)),
+        grad_pre, grad_h0, grad_c0, grad_weight_hh, grad_cycle.to(compute).sum(-1).to(times.dtype),
+        grad_period.to(period.dtype), (-grad_cycle.to(compute).sum((0, 1))).to(shift.dtype),
+        grad_ratio.to(compute).sum((0, 1)).to(ratio_on.dtype),
     ]
 
 

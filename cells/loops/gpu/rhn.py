@@ -8,15 +8,10 @@ import triton.language as tl
 from torch import Tensor
 
 from rnnzoo.cells.loops.gpu.common import (
-    block_b,
-    block_h,
-    block_k,
-    compute_dtype,
+    dense_launch,
     grid,
-    input_precision,
     keep_or_empty,
     kept,
-    num_warps,
     recurrent_dot,
     row_tile,
     sigmoid,
@@ -128,8 +123,8 @@ def forward(
         projected.contiguous(), s0.contiguous(), weight_hh.contiguous(), bias.contiguous(),
         state_mask if state_mask is not None else projected.new_empty(0), keep_or_empty(keep, projected),
         outputs, final, layer_states, activations, steps, batch, hidden, depth,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_MASK=state_mask is not None,
-        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(projected.dtype), PRECISION=input_precision(projected.dtype), num_warps=num_warps(hidden),
+        HAS_MASK=state_mask is not None,
+        HAS_KEEP=keep is not None, **dense_launch(batch, hidden, projected.dtype),
     )
     return outputs, final, layer_states, activations
 
@@ -146,8 +141,8 @@ def backward(
         grad_outputs.contiguous(), grad_final.contiguous(), weight_hh.contiguous(),
         state_mask if state_mask is not None else grad_outputs.new_empty(0), keep_or_empty(keep, grad_outputs),
         layer_states, activations, grad_pre, grad_s0, steps, batch, hidden, depth,
-        BLOCK_B=block_b(batch), BLOCK_H=block_h(hidden), BLOCK_K=block_k(hidden, weight_hh.dtype), HAS_MASK=state_mask is not None,
-        HAS_KEEP=keep is not None, COMPUTE=compute_dtype(grad_outputs.dtype), PRECISION=input_precision(grad_outputs.dtype), num_warps=num_warps(hidden),
+        HAS_MASK=state_mask is not None,
+        HAS_KEEP=keep is not None, **dense_launch(batch, hidden, grad_outputs.dtype),
     )
     inputs = layer_states * state_mask if state_mask is not None else layer_states  # (D, T, B, H): what W_l saw
     grad_weight_hh = torch.bmm(grad_pre.view(depth, steps * batch, 2 * hidden).transpose(1, 2), inputs.reshape(depth, steps * batch, hidden))
