@@ -6,11 +6,12 @@ steps and no program waits on another (batch rows are independent). ``BLOCK_H`` 
 size rounded up to a power of two (Triton's block shapes); the padding lanes hold zeros.
 
 The recurrent matmul (:func:`recurrent_dot`) reads the weight in ``(BLOCK_K, BLOCK_H)`` slices
-(``block_k``) from global memory each step (an L2 hit after the first: 4H² floats at most, a few
-MiB) and the state it multiplies from the slab the kernel has just written. Holding whole ``(H, H)`` blocks on
-chip, as the loops first did, needs more than an H100/H200 SM's 227 KiB of shared memory from
-H = 128 on (an LSTM's four float32 blocks are 256 KiB): ``tests/cells/test_triton_resources.py``
-compiles every kernel for sm_90 and holds it under that limit up to ``MAX_TRITON_HIDDEN``.
+(``block_k``) from global memory each step (L2 hits after the first: an LSTM's 4H² float32 values
+are 1 MiB at H = 256, 16 MiB at 1024, of an H100's 50 MiB of L2) and the state it multiplies from
+the slab the kernel has just written. Holding whole ``(H, H)`` blocks on chip, as the loops first
+did, needs more than an H100/H200 SM's 227 KiB of shared memory from H = 128 on (an LSTM's four
+float32 blocks are 256 KiB): ``tests/cells/test_triton_resources.py`` compiles every kernel for
+sm_90 and holds it under that limit up to ``MAX_TRITON_HIDDEN``.
 """
 
 from __future__ import annotations
