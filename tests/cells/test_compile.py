@@ -57,13 +57,18 @@ def _fresh_dynamo():
 @pytest.mark.parametrize(("name", "training", "backend"), _cases())
 def test_compiled_layer_matches_eager_layer(name, training, backend):
     eager = cells.make(name, 3, 6, num_layers=2, bidirectional=True, **OPTIONS.get(name, {})).train(training)
-    compiled_module = copy.deepcopy(eager)
-    compiled = torch.compile(compiled_module, fullgraph=True, backend=backend)
     x = torch.randn(4, 5, 3)
     lengths = torch.tensor([5, 2, 4, 1])
     times = torch.rand(4, 5).mul(3).cumsum(1) if name == "phased_lstm" else None
     kwargs = {"lengths": lengths, **({"times": times} if times is not None else {})}
+    _assert_compiled_matches_eager(eager, backend, x, kwargs, training)
 
+
+def _assert_compiled_matches_eager(eager: torch.nn.Module, backend: str, x: torch.Tensor, kwargs: dict, training: bool) -> None:
+    """Outputs and state of ``torch.compile(fullgraph=True)`` of a copy of ``eager`` against eager's
+    on the same random draws, and in training every parameter's gradient."""
+    compiled_module = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_module, fullgraph=True, backend=backend)
     torch.manual_seed(3)
     expected, expected_state = eager(x, **kwargs)
     torch.manual_seed(3)
@@ -97,16 +102,4 @@ def test_compiled_unfolded_lstm_matches_eager(training):
     its own weights, so there is no recurrence to fuse: a layer is a GEMM and a pointwise pass, as
     nn.Linear is): it compiles whole too, batch norm included."""
     eager = cells.make("unfolded_lstm", 3, 6, depth=3, batch_norm=True).train(training)
-    compiled_module = copy.deepcopy(eager)
-    compiled = torch.compile(compiled_module, fullgraph=True, backend="aot_eager")
-    x = torch.randn(4, 3)
-    expected, expected_state = eager(x)
-    actual, actual_state = compiled(x)
-    assert_close(actual, expected, atol=1e-5, rtol=1e-4)
-    for a, e in zip(actual_state, expected_state):
-        assert_close(a, e, atol=1e-5, rtol=1e-4)
-    if training:
-        expected.square().sum().backward()
-        actual.square().sum().backward()
-        for (label, p_eager), p_compiled in zip(eager.named_parameters(), compiled_module.parameters()):
-            assert_close(p_compiled.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=lambda m, label=label: f"{label}: {m}")
+    _assert_compiled_matches_eager(eager, "aot_eager", torch.randn(4, 3), {}, training)
